@@ -1,0 +1,18 @@
+"""Embedder agent: chunks.ready -> chunks.embedded, and query.asked -> context.built (retrieval).
+
+The model and the database pool are created in the lifespan, not at import.
+"""
+
+from __future__ import annotations
+
+from faststream import FastStream
+
+from agents.embedder.settings import EmbedderSettings
+from streams.agent import make_broker
+
+settings = EmbedderSettings()
+broker = make_broker(settings, "ragbus-embedder")
+app = FastStream(broker, title="ragbus embedder",
+                 description="Embeds chunks with all-MiniLM-L6-v2 and retrieves passages for questions")
+
+from agents.embedder import handlers  # noqa: F401 - registers the subscribers on the broker

@@ -1,0 +1,132 @@
+"""Thin handlers: chunks.ready -> chunks.embedded; query.asked -> context.built."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats
+from faststream import AckPolicy
+from faststream.nats import NatsMessage
+
+from agents.embedder.app import app, broker, settings
+from agents.embedder.service import Embedder, rank_passages
+from projections.views import ChunkSearch, create_pool
+from streams.agent import durable_subscription, wait_for_durables
+from streams.delivery import keep_alive, settle
+from streams.events import (
+    AnswerFailed,
+    ChunksEmbedded,
+    ChunksReady,
+    ContextBuilt,
+    EmbeddedChunk,
+    Passage,
+    QueryAsked,
+)
+from streams.publish import publish
+from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES
+
+log = logging.getLogger("ragbus.embedder")
+
+
+class State:
+    embedder: Embedder
+    search: ChunkSearch
+    lock = asyncio.Lock()  # one model call at a time: torch already uses every core
+
+
+state = State()
+
+
+@app.on_startup
+async def start() -> None:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        await wait_for_durables(nc.jetstream(), (EMBEDDER_CHUNKS, EMBEDDER_QUERIES))
+    finally:
+        await nc.close()
+    state.embedder = await asyncio.to_thread(
+        Embedder, settings.embedding_model, settings.embedding_model_path, settings.embedding_device,
+        settings.embedding_batch_size,
+    )
+    state.search = ChunkSearch(await create_pool(settings.database_url))
+
+
+@app.after_shutdown
+async def stop() -> None:
+    if hasattr(state, "search"):
+        await state.search.pool.close()
+
+
+async def embed(texts: list[str]):
+    async with state.lock:
+        return await asyncio.to_thread(state.embedder.embed, texts)
+
+
+@broker.subscriber(
+    **durable_subscription(EMBEDDER_CHUNKS, batch_size=settings.chunk_batches_at_once),
+    ack_policy=AckPolicy.MANUAL,
+    title="embed chunks",
+    description="Embeds one chunks.ready batch and publishes chunks.embedded.<model>.<doc_id>.",
+)
+async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
+    js = broker.connection.jetstream()
+
+    async def work() -> None:
+        async with keep_alive(msg.raw_message):
+            vectors = await embed([c.text for c in event.chunks])
+        await publish(js, ChunksEmbedded(
+            event_id=f"chunks.embedded:{state.embedder.name}:{event.upload_id}:{event.batch}",
+            correlation_id=event.doc_id,
+            causation_id=event.event_id,
+            doc_id=event.doc_id,
+            upload_id=event.upload_id,
+            name=event.name,
+            doc_type=event.doc_type,
+            model=state.embedder.name,
+            dim=state.embedder.dim,
+            batch=event.batch,
+            batch_count=event.batch_count,
+            chunk_count=event.chunk_count,
+            chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist()) for c, v in zip(event.chunks, vectors)],
+        ))
+
+    await settle(msg.raw_message, EMBEDDER_CHUNKS, js, work)
+
+
+@broker.subscriber(
+    **durable_subscription(EMBEDDER_QUERIES, batch_size=4),
+    ack_policy=AckPolicy.MANUAL,
+    title="retrieve context",
+    description="Embeds the question, finds the nearest chunks and publishes context.built.<query_id>.",
+)
+async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
+    js = broker.connection.jetstream()
+
+    async def work() -> None:
+        started = time.perf_counter()
+        vector = (await embed([event.question]))[0]
+        embedded = time.perf_counter()
+        top_k = max(1, min(event.top_k or settings.default_top_k, settings.max_top_k))
+        rows = await state.search.nearest(vector, top_k, event.filters, model=state.embedder.name)
+        searched = time.perf_counter()
+        await publish(js, ContextBuilt(
+            event_id=f"context.built:{event.query_id}",
+            correlation_id=event.query_id,
+            causation_id=event.event_id,
+            query_id=event.query_id,
+            question=event.question,
+            session_id=event.session_id,
+            passages=[Passage(**row) for row in rank_passages(rows)],
+            embedding_model=state.embedder.name,
+            timings={"embed_ms": (embedded - started) * 1000, "search_ms": (searched - embedded) * 1000},
+        ))
+
+    async def on_dead(reason: str) -> None:
+        await publish(js, AnswerFailed(
+            event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id,
+            causation_id=event.event_id, query_id=event.query_id, message=reason, stage="retrieval",
+        ))
+
+    await settle(msg.raw_message, EMBEDDER_QUERIES, js, work, on_dead)

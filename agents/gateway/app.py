@@ -1,0 +1,101 @@
+"""Gateway: HTTP upload bridge, websocket chat, the web page, document REST, health and metrics.
+
+`ragbus agent gateway` serves it with uvicorn; OpenAPI docs at /docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents.gateway import chat, documents
+from agents.gateway.bus import Bus
+from agents.gateway.limits import UploadSizeLimit
+from agents.gateway.settings import GatewaySettings
+from projections.views import AnswerView, DocumentView, create_pool
+
+log = logging.getLogger("ragbus.gateway")
+STATIC = Path(__file__).parent / "static"
+
+
+async def _connect_with_retry(settings: GatewaySettings, attempts: int = 30) -> tuple[Bus, object]:
+    """Start-up waits for NATS and PostgreSQL with a bounded retry, then fails with the reason."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            bus = await Bus.connect(settings.nats_url)
+            pool = await create_pool(settings.database_url, max_size=10)
+            return bus, pool
+        except Exception as exc:  # noqa: BLE001 - reported below after the last attempt
+            last = exc
+            log.warning("waiting for NATS/PostgreSQL: %s", exc)
+            await asyncio.sleep(2.0)
+    raise RuntimeError(f"gateway cannot reach NATS or PostgreSQL: {last}")
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus, pool = await _connect_with_retry(settings)
+        app.state.settings = settings
+        app.state.bus = bus
+        app.state.pool = pool
+        app.state.documents = DocumentView(pool)
+        app.state.answers = AnswerView(pool)
+        log.info("gateway ready on http://%s:%d", settings.host, settings.port)
+        try:
+            yield
+        finally:
+            await bus.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="ragbus",
+        version="0.1.0",
+        summary="Event-sourced RAG chatbot: upload documents, ask questions, get cited answers",
+        description="Every step is an event on NATS JetStream; see /asyncapi for the event contract.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)
+    app.include_router(documents.router)
+    app.include_router(chat.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: NATS connected and PostgreSQL answering")
+    async def readyz(request: Request) -> JSONResponse:
+        state = request.app.state
+        checks = {"nats": state.bus.nc.is_connected}
+        try:
+            started = time.perf_counter()
+            await state.pool.fetchval("SELECT 1")
+            checks["postgres"] = True
+            checks["postgres_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            checks["postgres"] = False
+        ready = bool(checks["nats"] and checks["postgres"])
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

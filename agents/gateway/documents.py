@@ -1,0 +1,163 @@
+"""HTTP upload bridge and document REST: bytes go to the Object Store, facts go to the DOCUMENTS stream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
+from prometheus_client import Counter
+from pydantic import BaseModel
+
+from agents.gateway.deps import BusDep, DocumentsDep, SettingsDep
+from streams.doctypes import sniff_document_type
+from streams.events import DocumentDeleted, DocumentUploaded
+
+log = logging.getLogger("ragbus.gateway")
+router = APIRouter(tags=["documents"])
+UPLOADS = Counter("ragbus_uploads_total", "Uploads by outcome", ["outcome"])
+
+CHUNK_STRATEGIES = ("fixed", "sentence", "structure")
+
+
+class UploadAccepted(BaseModel):
+    doc_id: str
+    upload_id: str
+    name: str
+    doc_type: str
+    status: str
+    duplicate: bool
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    name: str
+    status: str
+    chunks: int
+    chunks_indexed: int
+    error: str | None = None
+    doc_type: str
+    size: int
+    title: str | None = None
+    author: str | None = None
+    pages: int | None = None
+    metadata: dict[str, Any] = {}
+    uploaded_at: datetime
+    updated_at: datetime
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+def _parse_metadata(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "metadata must be a JSON object")
+    return value
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    responses={400: {"description": "empty file or bad metadata"}, 413: {"description": "too large"},
+               415: {"description": "unsupported file type"}},
+    summary="Upload a document (PDF, DOCX, HTML, Markdown, text)",
+)
+async def upload_document(
+    bus: BusDep,
+    documents: DocumentsDep,
+    settings: SettingsDep,
+    file: UploadFile = File(..., description="the document"),
+    metadata: str | None = Form(None, description="JSON object stored with the document (e.g. tags)"),
+    chunk_strategy: str | None = Query(None, description="fixed | sentence | structure (default: configured)"),
+) -> UploadAccepted:
+    data = await file.read()
+    name = (file.filename or "upload").rsplit("/", 1)[-1]
+    if len(data) > settings.max_upload_bytes:
+        UPLOADS.labels("too_large").inc()
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                            f"upload too large: the limit is {settings.max_upload_bytes} bytes")
+    if not data:
+        UPLOADS.labels("empty").inc()
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} is empty (0 bytes)")
+    meta = _parse_metadata(metadata)
+    if chunk_strategy:
+        if chunk_strategy not in CHUNK_STRATEGIES:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                f"chunk_strategy must be one of {', '.join(CHUNK_STRATEGIES)}")
+        meta["chunk_strategy"] = chunk_strategy
+    doc_type = sniff_document_type(data, name)
+    if doc_type is None:
+        UPLOADS.labels("unsupported").inc()
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            f"{name}: unsupported file type (PDF, DOCX, HTML, Markdown or plain text)")
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    doc_id = sha256[:24]
+    existing = await documents.get(doc_id)
+    if existing and existing["status"] != "deleted":
+        UPLOADS.labels("duplicate").inc()
+        return UploadAccepted(doc_id=doc_id, upload_id=existing["upload_id"], name=existing["name"],
+                              doc_type=existing["doc_type"], status=existing["status"], duplicate=True)
+    generation = existing["generation"] + 1 if existing else 0
+    upload_id = f"{doc_id}-{generation}"
+
+    # Bytes first, event second: a parser that sees the event always finds the bytes.
+    await bus.documents.put(sha256, data)
+    ack = await bus.publish(DocumentUploaded(
+        event_id=DocumentUploaded.id_for(upload_id),
+        correlation_id=doc_id,
+        doc_id=doc_id,
+        upload_id=upload_id,
+        generation=generation,
+        name=name,
+        sha256=sha256,
+        size=len(data),
+        doc_type=doc_type,
+        object_name=sha256,
+        metadata=meta,
+    ))
+    UPLOADS.labels("duplicate" if ack.duplicate else "accepted").inc()
+    log.info("upload %s (%s, %d bytes) -> %s%s", name, doc_type, len(data), doc_id,
+             " (duplicate)" if ack.duplicate else "")
+    return UploadAccepted(doc_id=doc_id, upload_id=upload_id, name=name, doc_type=doc_type,
+                          status="uploaded", duplicate=bool(ack.duplicate))
+
+
+@router.get("/documents", response_model=DocumentList, summary="List documents with their status")
+async def list_documents(documents: DocumentsDep) -> DocumentList:
+    return DocumentList(documents=[DocumentOut(**d) for d in await documents.list()])
+
+
+@router.get("/documents/{doc_id}", response_model=DocumentOut, responses={404: {"description": "unknown"}},
+            summary="One document: status uploaded -> parsed -> indexed, or failed with an error")
+async def get_document(doc_id: str, documents: DocumentsDep) -> DocumentOut:
+    doc = await documents.get(doc_id)
+    if doc is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id}")
+    return DocumentOut(**doc)
+
+
+@router.delete("/documents/{doc_id}", status_code=status.HTTP_202_ACCEPTED,
+               responses={404: {"description": "unknown"}}, summary="Delete a document from the index")
+async def delete_document(doc_id: str, bus: BusDep, documents: DocumentsDep) -> dict[str, str]:
+    doc = await documents.get(doc_id)
+    if doc is None or doc["status"] == "deleted":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id}")
+    await bus.publish(DocumentDeleted(
+        event_id=f"document.deleted:{doc['upload_id']}",
+        correlation_id=doc_id,
+        doc_id=doc_id,
+        upload_id=doc["upload_id"],
+    ))
+    return {"doc_id": doc_id, "status": "deleting"}

@@ -1,0 +1,132 @@
+"""Thin handlers: take the event, call the service, publish the next events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+from faststream import AckPolicy
+from faststream.nats import NatsMessage
+
+from agents.parser.app import app, broker, settings
+from agents.parser.service import ParsedDocument, ParseError, parse_document
+from streams.agent import durable_subscription, wait_for_durables
+from streams.delivery import PoisonMessage, keep_alive, settle
+from streams.events import Chunk, ChunksReady, DocumentFailed, DocumentParsed, DocumentUploaded
+from streams.publish import publish
+from streams.topology import DOCUMENTS_BUCKET, PARSER
+
+log = logging.getLogger("ragbus.parser")
+
+
+@app.on_startup
+async def require_topology() -> None:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        await wait_for_durables(nc.jetstream(), (PARSER,))
+    finally:
+        await nc.close()
+
+
+@broker.subscriber(
+    **durable_subscription(PARSER, batch_size=settings.concurrency),
+    ack_policy=AckPolicy.MANUAL,
+    title="parse uploaded documents",
+    description="Fetches the bytes from the Object Store, extracts text and publishes chunks.ready batches, "
+    "then document.parsed; a document that cannot be parsed becomes document.failed.",
+)
+async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> None:
+    js = broker.connection.jetstream()
+
+    async def work() -> None:
+        store = await js.object_store(DOCUMENTS_BUCKET)
+        try:
+            data = (await store.get(event.object_name)).data or b""
+        except nats.js.errors.ObjectNotFoundError as exc:
+            raise PoisonMessage(f"document bytes missing from the object store ({event.object_name})") from exc
+        async with keep_alive(msg.raw_message):
+            try:
+                parsed = await asyncio.to_thread(
+                    parse_document, data, event.name,
+                    strategy=event.metadata.get("chunk_strategy", settings.chunk_strategy),
+                    chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
+                )
+            except ParseError as exc:
+                log.info("%s (%s) failed to parse: %s", event.name, event.doc_id, exc.reason)
+                await publish(js, failed(event, exc.reason))
+                return
+        for batch in chunk_batches(event, parsed):
+            await publish(js, batch)
+        await publish(js, parsed_event(event, parsed))
+        log.info("%s (%s): %d chunks", event.name, event.doc_id, len(parsed.chunks))
+
+    async def on_dead(reason: str) -> None:
+        await publish(js, failed(event, reason))
+
+    await settle(msg.raw_message, PARSER, js, work, on_dead)
+
+
+def failed(event: DocumentUploaded, reason: str) -> DocumentFailed:
+    return DocumentFailed(
+        event_id=f"document.failed:{event.upload_id}",
+        correlation_id=event.doc_id,
+        causation_id=event.event_id,
+        doc_id=event.doc_id,
+        upload_id=event.upload_id,
+        name=event.name,
+        stage="parse",
+        reason=reason,
+    )
+
+
+def chunk_batches(event: DocumentUploaded, parsed: ParsedDocument) -> list[ChunksReady]:
+    chunks = [
+        Chunk(
+            chunk_id=f"{event.upload_id}-{c.ordinal:05d}",
+            ordinal=c.ordinal,
+            text=c.text,
+            page=c.page,
+            section=list(c.section),
+            char_start=c.char_start,
+            char_end=c.char_end,
+        )
+        for c in parsed.chunks
+    ]
+    size = settings.chunks_per_event
+    batches = [chunks[i : i + size] for i in range(0, len(chunks), size)]
+    return [
+        ChunksReady(
+            event_id=f"chunks.ready:{event.upload_id}:{n}",
+            correlation_id=event.doc_id,
+            causation_id=event.event_id,
+            doc_id=event.doc_id,
+            upload_id=event.upload_id,
+            name=event.name,
+            doc_type=parsed.doc_type,
+            batch=n,
+            batch_count=len(batches),
+            chunk_count=len(chunks),
+            chunks=batch,
+        )
+        for n, batch in enumerate(batches)
+    ]
+
+
+def parsed_event(event: DocumentUploaded, parsed: ParsedDocument) -> DocumentParsed:
+    size = settings.chunks_per_event
+    return DocumentParsed(
+        event_id=f"document.parsed:{event.upload_id}",
+        correlation_id=event.doc_id,
+        causation_id=event.event_id,
+        doc_id=event.doc_id,
+        upload_id=event.upload_id,
+        name=event.name,
+        doc_type=parsed.doc_type,
+        title=parsed.title,
+        author=parsed.author,
+        pages=parsed.pages,
+        chunk_count=len(parsed.chunks),
+        batch_count=(len(parsed.chunks) + size - 1) // size,
+        chars=len(parsed.text),
+    )

@@ -1,0 +1,74 @@
+"""`ragbus agent projector`: the process that keeps every read model up to date, and `ragbus replay`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import nats
+from prometheus_client import start_http_server
+
+from projections.projector import Projector
+from projections.registry import PROJECTIONS
+from projections.schema import drop_projection, migrate
+from projections.views import create_pool
+from streams.agent import configure_logging
+from streams.settings import BusSettings, DatabaseSettings
+
+log = logging.getLogger("ragbus.projector")
+
+
+class ProjectorSettings(BusSettings, DatabaseSettings):
+    pass
+
+
+async def run_projector(settings: ProjectorSettings | None = None) -> None:
+    settings = settings or ProjectorSettings()
+    configure_logging(settings.log_level)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    nc = await nats.connect(settings.nats_url, name="ragbus-projector", max_reconnect_attempts=-1)
+    pool = await create_pool(settings.database_url)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("projector running: %s", ", ".join(PROJECTIONS))
+    try:
+        # Each batch is one transaction, so stopping between batches loses nothing.
+        await Projector(list(PROJECTIONS.values()), nc.jetstream(), pool).run(stop)
+    finally:
+        await pool.close()
+        await nc.drain()
+        log.info("projector stopped")
+
+
+async def replay(names: list[str], settings: ProjectorSettings | None = None) -> dict[str, int]:
+    """Drop the named projections' tables and rebuild them from the streams; returns row counts."""
+    settings = settings or ProjectorSettings()
+    nc = await nats.connect(settings.nats_url, name="ragbus-replay")
+    pool = await create_pool(settings.database_url)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            for name in names:
+                await drop_projection(conn, name)
+        js = nc.jetstream()
+        await Projector([PROJECTIONS[n] for n in names], js, pool).catch_up(js)
+        counts = {}
+        for name in names:
+            for table in _tables(name):
+                counts[table] = await pool.fetchval(f"SELECT count(*) FROM {table}")
+        return counts
+    finally:
+        await pool.close()
+        await nc.drain()
+
+
+def _tables(name: str) -> tuple[str, ...]:
+    from projections.schema import TABLES
+
+    return TABLES[name]

@@ -1,0 +1,26 @@
+"""What a projection is: a name, the streams it folds, and `apply(conn, event)` inside the batch transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+
+from streams.events import Event
+
+
+@dataclass(frozen=True)
+class Source:
+    """One stream a projection reads, narrowed to the subjects it cares about."""
+
+    stream: str
+    filter_subjects: tuple[str, ...]
+
+
+class Projection(Protocol):
+    name: str
+    sources: tuple[Source, ...]
+
+    async def apply(self, conn: asyncpg.Connection, event: Event) -> None:
+        """Fold one event into the tables. Runs inside the transaction that also moves the position."""

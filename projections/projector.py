@@ -1,0 +1,162 @@
+"""The projector: folds the streams into the read-model tables, exactly once.
+
+For each (projection, source stream) it reads with an ephemeral, ack-less pull consumer that starts just
+after the position stored in PostgreSQL, and writes each fetched batch's rows and the new position in one
+transaction. The position in PostgreSQL is the only truth: kill the projector anywhere and it resumes
+from the last committed batch; events at or below the position are skipped, so nothing is applied twice.
+If the stored position moves backwards (a `ragbus replay` reset it), the reader starts over from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter
+
+from projections import positions
+from projections.base import Projection, Source
+from streams.events import decode_event
+
+log = logging.getLogger(__name__)
+
+EVENTS_APPLIED = Counter("ragbus_projector_events_total", "Events folded into projections",
+                         ["projection", "stream"])
+EVENTS_SKIPPED = Counter("ragbus_projector_skipped_total", "Events skipped (already applied or unreadable)",
+                         ["projection", "stream", "why"])
+
+BATCH = 256
+
+
+class PositionMovedBack(Exception):
+    """The stored position is behind what this reader applied: a replay reset it."""
+
+
+class SourceReader:
+    """Reads one stream for one projection and applies batches transactionally."""
+
+    def __init__(self, projection: Projection, source: Source, js: JetStreamContext, pool: asyncpg.Pool) -> None:
+        self.projection = projection
+        self.source = source
+        self.js = js
+        self.pool = pool
+        self.position = 0  # the position this reader last read from or wrote to PostgreSQL
+        self.caught_up_to = 0  # every message of the stream up to here has been seen by this reader
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._follow(stop)
+            except PositionMovedBack:
+                log.info("%s/%s: position was reset, reading the stream again", self.projection.name,
+                         self.source.stream)
+            except Exception as exc:  # noqa: BLE001 - a dropped table or a DB restart must not end the process
+                failures += 1
+                delay = min(0.5 * 2**failures, 15.0)
+                log.error("%s/%s: %s; resuming from the stored position in %.1fs", self.projection.name,
+                          self.source.stream, exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                failures = 0
+
+    async def catch_up(self, until_seq: int) -> None:
+        """Apply everything up to `until_seq`, then stop (used by `ragbus replay`)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop))
+        try:
+            while self.caught_up_to < until_seq:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        async with self.pool.acquire() as conn:
+            self.position = await positions.read_position(conn, self.projection.name, self.source.stream)
+        self.caught_up_to = 0
+        sub = await self.js.pull_subscribe(
+            "",
+            stream=self.source.stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.position + 1,
+                ack_policy=AckPolicy.NONE,
+                filter_subjects=list(self.source.filter_subjects),
+                inactive_threshold=60.0,  # the server removes it if this projector dies
+                mem_storage=True,
+            ),
+        )
+        try:
+            while not stop.is_set():
+                # The tail is read before the fetch: an empty fetch then proves everything up to it was seen.
+                tail = (await self.js.stream_info(self.source.stream)).state.last_seq
+                try:
+                    msgs = await sub.fetch(batch=BATCH, timeout=1.0)
+                except NatsTimeout:
+                    await self._check_not_reset()
+                    self.caught_up_to = max(self.caught_up_to, tail)
+                    continue
+                await self._apply_batch(msgs)
+        finally:
+            with contextlib.suppress(Exception):  # the connection may already be gone at shutdown
+                await sub.unsubscribe()
+
+    async def _check_not_reset(self) -> None:
+        async with self.pool.acquire() as conn:
+            stored = await positions.read_position(conn, self.projection.name, self.source.stream)
+        if stored < self.position:
+            raise PositionMovedBack
+        self.position = stored
+
+    async def _apply_batch(self, msgs: list) -> None:
+        name, stream = self.projection.name, self.source.stream
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn, conn.transaction():
+            stored = await positions.lock_position(conn, name, stream)
+            if stored < self.position:
+                raise PositionMovedBack
+            last = stored
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                if seq <= last:
+                    EVENTS_SKIPPED.labels(name, stream, "already_applied").inc()
+                    continue
+                last = seq
+                try:
+                    event = decode_event(msg.data)
+                except ValueError as exc:
+                    # Unreadable events are not ours to fix here; skipping keeps every other read model alive.
+                    log.error("%s/%s #%d: unreadable event skipped: %s", name, stream, seq, exc)
+                    EVENTS_SKIPPED.labels(name, stream, "unreadable").inc()
+                    continue
+                await self.projection.apply(conn, event)
+                EVENTS_APPLIED.labels(name, stream).inc()
+            if last > stored:
+                await positions.save_position(conn, name, stream, last)
+        self.position = last
+        self.caught_up_to = max(self.caught_up_to, last)
+        log.debug("%s/%s: %d events to #%d in %.1f ms", name, stream, len(msgs), last,
+                  (time.perf_counter() - started) * 1000)
+
+
+class Projector:
+    """Runs every (projection, source) reader until stopped."""
+
+    def __init__(self, projections: list[Projection], js: JetStreamContext, pool: asyncpg.Pool) -> None:
+        self.readers = [SourceReader(p, s, js, pool) for p in projections for s in p.sources]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(r.run(stop) for r in self.readers))
+
+    async def catch_up(self, js: JetStreamContext) -> None:
+        targets = [(r, (await js.stream_info(r.source.stream)).state.last_seq) for r in self.readers]
+        await asyncio.gather(*(r.catch_up(seq) for r, seq in targets))

@@ -1,0 +1,112 @@
+"""Read-model tables. Every one of them can be dropped and rebuilt from the streams (`ragbus replay`)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
+
+POSITIONS = """
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection text NOT NULL,
+    stream     text NOT NULL,
+    last_seq   bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, stream)
+);
+"""
+
+DOCUMENTS = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id      text PRIMARY KEY,
+    upload_id   text NOT NULL,
+    generation  int NOT NULL DEFAULT 0,
+    name        text NOT NULL,
+    sha256      text NOT NULL,
+    size        bigint NOT NULL,
+    doc_type    text NOT NULL,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    status      text NOT NULL,          -- uploaded | parsed | failed | deleted ('indexed' is derived)
+    error       text,
+    title       text,
+    author      text,
+    pages       int,
+    chunk_count int,
+    uploaded_at timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL
+);
+"""
+
+CHUNKS = f"""
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id   text PRIMARY KEY,
+    doc_id     text NOT NULL,
+    upload_id  text NOT NULL,
+    ordinal    int NOT NULL,
+    name       text NOT NULL,
+    doc_type   text NOT NULL,
+    page       int,
+    section    text[] NOT NULL DEFAULT '{{}}',
+    char_start int NOT NULL,
+    char_end   int NOT NULL,
+    text       text NOT NULL,
+    model      text NOT NULL,
+    embedding  vector({EMBEDDING_DIM}) NOT NULL,
+    tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+);
+CREATE INDEX IF NOT EXISTS chunks_upload_idx ON chunks (upload_id);
+CREATE INDEX IF NOT EXISTS chunks_doc_idx ON chunks (doc_id);
+CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops);
+CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON chunks USING gin (tsv);
+-- An upload deleted before (or while) its chunks were projected must stay deleted whatever the order in
+-- which a replay reads the DOCUMENTS and CHUNKS streams.
+CREATE TABLE IF NOT EXISTS chunk_tombstones (
+    upload_id  text PRIMARY KEY,
+    doc_id     text NOT NULL
+);
+"""
+
+ANSWERS = """
+CREATE TABLE IF NOT EXISTS answers (
+    query_id   text PRIMARY KEY,
+    session_id text,
+    question   text NOT NULL,
+    status     text NOT NULL,           -- done | failed
+    answer     text,
+    error      text,
+    citations  jsonb NOT NULL DEFAULT '[]',
+    timings    jsonb NOT NULL DEFAULT '{}',
+    model      text,
+    generator  text,
+    tokens     int,
+    created_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_session_idx ON answers (session_id, created_at);
+"""
+
+TABLES = {
+    "documents": ("documents",),
+    "chunks": ("chunks", "chunk_tombstones"),
+    "answers": ("answers",),
+}
+DDL = {"documents": DOCUMENTS, "chunks": CHUNKS, "answers": ANSWERS}
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Create what is missing; safe to run from every process at start (serialised by an advisory lock)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(4711)")
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        await conn.execute(POSITIONS)
+        for ddl in DDL.values():
+            await conn.execute(ddl)
+
+
+async def drop_projection(conn: asyncpg.Connection, projection: str) -> None:
+    """Drop a projection's tables and forget its positions, in one transaction, then recreate them empty."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(4711)")
+        for table in TABLES[projection]:
+            await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        await conn.execute("DELETE FROM projection_positions WHERE projection = $1", projection)
+        await conn.execute(DDL[projection])

@@ -1,0 +1,102 @@
+"""Queries over the read models, for the gateway (documents, answers) and the embedder (retrieval)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import numpy as np
+from pgvector.asyncpg import register_vector
+
+_DOCUMENT_COLUMNS = """
+    d.doc_id, d.upload_id, d.generation, d.name, d.sha256, d.size, d.doc_type, d.metadata, d.status, d.error,
+    d.title, d.author, d.pages, d.chunk_count, d.uploaded_at, d.updated_at,
+    (SELECT count(*) FROM chunks c WHERE c.upload_id = d.upload_id) AS chunks_indexed
+"""
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    await register_vector(conn)
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection)
+
+
+def _document(row: asyncpg.Record) -> dict[str, Any]:
+    doc = dict(row)
+    # 'indexed' is derived: every chunk of the current upload is in the chunk index
+    if doc["status"] == "parsed" and doc["chunk_count"] is not None and doc["chunks_indexed"] >= doc["chunk_count"]:
+        doc["status"] = "indexed"
+    doc["chunks"] = doc["chunk_count"] if doc["chunk_count"] is not None else 0
+    return doc
+
+
+class DocumentView:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def get(self, doc_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(f"SELECT {_DOCUMENT_COLUMNS} FROM documents d WHERE d.doc_id = $1", doc_id)
+        return _document(row) if row else None
+
+    async def list(self, include_deleted: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+        where = "" if include_deleted else "WHERE d.status <> 'deleted'"
+        rows = await self.pool.fetch(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents d {where} ORDER BY d.uploaded_at DESC LIMIT $1", limit
+        )
+        return [_document(r) for r in rows]
+
+
+class ChunkSearch:
+    """Nearest chunks by cosine distance over the HNSW index."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def nearest(self, embedding: np.ndarray, top_k: int, filters: dict[str, Any] | None = None,
+                      model: str | None = None) -> list[dict[str, Any]]:
+        filters = filters or {}
+        clauses, args = [], [np.asarray(embedding, dtype=np.float32), top_k]
+        if model:
+            args.append(model)
+            clauses.append(f"c.model = ${len(args)}")
+        if doc_ids := filters.get("doc_ids"):
+            args.append(list(doc_ids))
+            clauses.append(f"c.doc_id = ANY(${len(args)})")
+        if names := filters.get("names"):
+            args.append(list(names))
+            clauses.append(f"c.name = ANY(${len(args)})")
+        if doc_types := filters.get("doc_types"):
+            args.append(list(doc_types))
+            clauses.append(f"c.doc_type = ANY(${len(args)})")
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self.pool.fetch(
+            f"""SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal,
+                       1 - (c.embedding <=> $1) AS score
+                FROM chunks c {where}
+                ORDER BY c.embedding <=> $1
+                LIMIT $2""",
+            *args,
+        )
+        return [dict(r) for r in rows]
+
+    async def count(self) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM chunks")
+
+
+class AnswerView:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def get(self, query_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM answers WHERE query_id = $1", query_id)
+        return dict(row) if row else None
+
+    async def for_session(self, session_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM answers WHERE session_id = $1 ORDER BY created_at LIMIT $2", session_id, limit
+        )
+        return [dict(r) for r in rows]

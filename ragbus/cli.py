@@ -1,0 +1,139 @@
+"""`ragbus`: one command for the whole system. `ragbus --help` and `ragbus COMMAND --help` explain each."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+AGENTS = ("parser", "embedder", "generator", "gateway", "projector")
+
+DESCRIPTION = """\
+ragbus - an event-sourced RAG chatbot on NATS JetStream.
+
+Start everything on this machine:      ragbus up
+Upload documents (files or folders):   ragbus ingest ~/docs
+Ask a question, streamed:              ragbus ask "What does the warranty cover?"
+See streams, consumer lag, projections: ragbus status
+"""
+
+EPILOG = """\
+Configuration is by environment variables (prefix RAGBUS_), e.g. RAGBUS_NATS_URL, RAGBUS_DATABASE_URL,
+RAGBUS_LLM_URL, RAGBUS_LLM_MODEL, RAGBUS_GATEWAY_URL. See the README for the full list.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragbus", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the whole system on this machine (embedded default)",
+                        description="Starts nats-server, PostgreSQL + pgvector and a llama.cpp server from "
+                        "their Python wheels (unless RAGBUS_NATS_URL / RAGBUS_DATABASE_URL / RAGBUS_LLM_URL "
+                        "point at existing servers), declares the streams, and runs every agent, the "
+                        "projector and the gateway. Ctrl-C stops everything cleanly; data stays in "
+                        "--data-dir for the next start.")
+    up.add_argument("--data-dir", default=os.environ.get("RAGBUS_DATA_DIR", os.path.expanduser("~/.ragbus")),
+                    help="where NATS and PostgreSQL keep their data (default: %(default)s, env RAGBUS_DATA_DIR)")
+    up.add_argument("--port", type=int, default=int(os.environ.get("RAGBUS_PORT", "8000")),
+                    help="gateway HTTP port (default: %(default)s)")
+    up.add_argument("--host", default=os.environ.get("RAGBUS_HOST", "127.0.0.1"),
+                    help="gateway bind address (default: %(default)s; 0.0.0.0 to serve the LAN)")
+    up.add_argument("--generators", type=int, default=1, help="generator replicas (default: %(default)s)")
+
+    streams = sub.add_parser("streams", help="manage JetStream streams")
+    streams_sub = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")
+    streams_sub.add_parser("declare", help="create or update every stream, consumer and bucket (idempotent)")
+
+    agent = sub.add_parser("agent", help="run one agent in the foreground (what each k3s pod runs)")
+    agent.add_argument("name", choices=AGENTS)
+
+    ingest = sub.add_parser("ingest", help="upload files or folders through the gateway, with progress")
+    ingest.add_argument("paths", nargs="+", help="files or folders (folders are walked recursively)")
+    ingest.add_argument("--no-wait", action="store_true", help="do not wait for documents to be indexed")
+    ingest.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for indexing")
+    ingest.add_argument("--concurrency", type=int, default=4, help="uploads in flight (default: %(default)s)")
+    ingest.add_argument("--chunk-strategy", choices=("fixed", "sentence", "structure"),
+                        help="chunking strategy for these uploads (default: the parser's setting)")
+
+    ask = sub.add_parser("ask", help="ask a question and stream the answer in the terminal")
+    ask.add_argument("question")
+    ask.add_argument("--top-k", type=int, default=None, help="passages to retrieve")
+    ask.add_argument("--session", default=None, help="conversation id for follow-up questions")
+
+    sub.add_parser("status", help="streams, consumer lag, dead letters and projection positions")
+
+    replay = sub.add_parser("replay", help="rebuild read models from the event log",
+                            description="Drops the named projections' tables and rebuilds them by replaying "
+                            "the streams. Safe while the projector runs.")
+    replay.add_argument("--projection", action="append", choices=("documents", "chunks", "answers", "all"),
+                        help="which read model (repeatable; default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        from ragbus.up import run_up
+
+        return run_up(args)
+    if args.command == "streams":
+        from ragbus.ops import declare
+
+        return asyncio.run(declare())
+    if args.command == "agent":
+        return run_agent(args.name)
+    if args.command == "ingest":
+        from ragbus.ingest import run_ingest
+
+        return run_ingest(args)
+    if args.command == "ask":
+        from ragbus.ask import run_ask
+
+        return run_ask(args)
+    if args.command == "status":
+        from ragbus.ops import status
+
+        return asyncio.run(status())
+    if args.command == "replay":
+        from ragbus.ops import replay_projections
+
+        names = args.projection or ["all"]
+        return asyncio.run(replay_projections(names))
+    raise AssertionError(args.command)
+
+
+def run_agent(name: str) -> int:
+    if name == "gateway":
+        import uvicorn
+
+        from agents.gateway.app import create_app
+        from agents.gateway.settings import GatewaySettings
+        from streams.agent import configure_logging
+
+        settings = GatewaySettings()
+        configure_logging(settings.log_level)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    timeout_graceful_shutdown=10)
+        return 0
+    if name == "projector":
+        from projections.app import run_projector
+
+        asyncio.run(run_projector())
+        return 0
+    module = __import__(f"agents.{name}.app", fromlist=["app"])
+    asyncio.run(module.app.run())  # FastStream drains its subscriptions on SIGTERM/SIGINT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""`ragbus ingest PATH...`: upload files and folders through the gateway with a progress bar, wait until
+each document is indexed or failed, print a summary, exit non-zero if any failed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+FINAL = ("indexed", "failed")
+
+
+@dataclass
+class Outcome:
+    path: Path
+    doc_id: str | None = None
+    status: str = "pending"
+    duplicate: bool = False
+    detail: str = ""
+
+
+def gateway_url() -> str:
+    return os.environ.get("RAGBUS_GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def collect(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            console.print(f"[yellow]skipping {raw}: not a file or folder[/yellow]")
+    return files
+
+
+async def upload(client: httpx.AsyncClient, path: Path, strategy: str | None) -> Outcome:
+    outcome = Outcome(path)
+    params = {"chunk_strategy": strategy} if strategy else None
+    try:
+        with path.open("rb") as fh:
+            response = await client.post("/documents", files={"file": (path.name, fh)}, params=params)
+    except httpx.HTTPError as exc:
+        outcome.status, outcome.detail = "failed", f"upload error: {exc}"
+        return outcome
+    if response.status_code == 202:
+        body = response.json()
+        outcome.doc_id, outcome.duplicate = body["doc_id"], body["duplicate"]
+        outcome.status = body["status"]
+    else:
+        outcome.status = "refused"
+        try:
+            outcome.detail = f"{response.status_code}: {response.json().get('detail')}"
+        except ValueError:
+            outcome.detail = f"{response.status_code}: {response.text[:200]}"
+    return outcome
+
+
+async def wait_indexed(client: httpx.AsyncClient, outcomes: list[Outcome], timeout: float,
+                       progress: Progress) -> None:
+    waiting = [o for o in outcomes if o.doc_id and o.status not in FINAL]
+    task = progress.add_task("indexing", total=len(waiting))
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for o in list(waiting):
+            response = await client.get(f"/documents/{o.doc_id}")
+            if response.status_code == 200:
+                doc = response.json()
+                o.status, o.detail = doc["status"], doc.get("error") or f"{doc['chunks']} chunks"
+                if o.status in FINAL:
+                    waiting.remove(o)
+                    progress.advance(task)
+        if waiting:
+            await asyncio.sleep(0.5)
+    for o in waiting:
+        o.detail = f"still {o.status} after {timeout:.0f}s"
+
+
+async def ingest(args: argparse.Namespace) -> list[Outcome]:
+    files = collect(args.paths)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    limits = asyncio.Semaphore(max(1, args.concurrency))
+    async with httpx.AsyncClient(base_url=gateway_url(), timeout=120.0) as client:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("uploading", total=len(files))
+
+            async def one(path: Path) -> Outcome:
+                async with limits:
+                    outcome = await upload(client, path, args.chunk_strategy)
+                progress.advance(task)
+                return outcome
+
+            outcomes = await asyncio.gather(*(one(p) for p in files))
+            if not args.no_wait:
+                await wait_indexed(client, outcomes, args.timeout, progress)
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> Table:
+    table = Table(title="ingest summary")
+    for col in ("file", "doc_id", "status", "detail"):
+        table.add_column(col)
+    colors = {"indexed": "green", "failed": "red", "refused": "red"}
+    for o in outcomes:
+        status = o.status + (" (duplicate)" if o.duplicate else "")
+        color = colors.get(o.status, "yellow")
+        table.add_row(str(o.path), o.doc_id or "-", f"[{color}]{status}[/{color}]", o.detail)
+    return table
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    try:
+        outcomes = asyncio.run(ingest(args))
+    except httpx.ConnectError:
+        console.print(f"[red]cannot reach the gateway at {gateway_url()}: is `ragbus up` running?[/red]")
+        return 2
+    console.print(summary(outcomes))
+    bad = [o for o in outcomes if o.status in ("failed", "refused")]
+    unfinished = [o for o in outcomes if o.status not in ("failed", "refused", "indexed") and not args.no_wait]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("indexed", "failed", "refused")}
+    console.print(f"{len(outcomes)} files: {counts['indexed']} indexed, "
+                  f"{sum(o.duplicate for o in outcomes)} duplicate, {counts['failed']} failed, "
+                  f"{counts['refused']} refused")
+    return 1 if bad or unfinished else 0

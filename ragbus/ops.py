@@ -1,0 +1,107 @@
+"""Operator commands: `ragbus streams declare`, `ragbus status`, `ragbus replay`."""
+
+from __future__ import annotations
+
+import time
+
+import nats
+from nats.js.errors import NotFoundError
+from rich.console import Console
+from rich.table import Table
+
+from projections import positions
+from projections.app import ProjectorSettings, replay
+from projections.registry import PROJECTIONS
+from projections.schema import migrate
+from projections.views import create_pool
+from streams.declare import declare_streams
+from streams.settings import BusSettings
+from streams.topology import DURABLES, STREAMS
+
+console = Console()
+
+
+async def declare() -> int:
+    settings = BusSettings()
+    nc = await nats.connect(settings.nats_url, name="ragbus-declare")
+    try:
+        for line in await declare_streams(nc.jetstream()):
+            console.print(line)
+    finally:
+        await nc.close()
+    return 0
+
+
+async def status() -> int:
+    settings = ProjectorSettings()
+    nc = await nats.connect(settings.nats_url, name="ragbus-status")
+    js = nc.jetstream()
+    tails: dict[str, int] = {}
+    try:
+        streams = Table(title="Streams")
+        for col in ("stream", "subjects", "messages", "bytes", "last seq"):
+            streams.add_column(col)
+        for name in STREAMS:
+            try:
+                info = await js.stream_info(name)
+            except NotFoundError:
+                streams.add_row(name, "-", "[red]missing: run `ragbus streams declare`[/red]", "", "")
+                continue
+            tails[name] = info.state.last_seq
+            streams.add_row(name, ", ".join(info.config.subjects or []), str(info.state.messages),
+                            _size(info.state.bytes), str(info.state.last_seq))
+        console.print(streams)
+
+        consumers = Table(title="Work queues (durable pull consumers)")
+        for col in ("consumer", "pending", "in flight", "redelivered", "waiting pulls"):
+            consumers.add_column(col)
+        for d in DURABLES:
+            try:
+                c = await js.consumer_info(d.stream, d.name)
+            except NotFoundError:
+                consumers.add_row(f"{d.stream}/{d.name}", "[red]missing[/red]", "", "", "")
+                continue
+            consumers.add_row(f"{d.stream}/{d.name}", str(c.num_pending), str(c.num_ack_pending),
+                              str(c.num_redelivered), str(c.num_waiting))
+        console.print(consumers)
+        dead = tails.get("DEADLETTER", 0)
+        if dead:
+            console.print(f"[yellow]{dead} dead-lettered message(s)[/yellow]: nats stream view DEADLETTER")
+    finally:
+        await nc.close()
+
+    pool = await create_pool(settings.database_url)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            rows = await positions.all_positions(conn)
+        table = Table(title="Projections (position in each stream)")
+        for col in ("projection", "stream", "position", "stream tail", "updated"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["projection"], r["stream"], str(r["last_seq"]), str(tails.get(r["stream"], "?")),
+                          r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"))
+        console.print(table)
+        counts = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in ("documents", "chunks", "answers")}
+        console.print("rows: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    finally:
+        await pool.close()
+    return 0
+
+
+async def replay_projections(names: list[str]) -> int:
+    chosen = list(PROJECTIONS) if "all" in names else list(dict.fromkeys(names))
+    started = time.perf_counter()
+    with console.status(f"replaying {', '.join(chosen)} from the log..."):
+        counts = await replay(chosen)
+    console.print(f"replayed {', '.join(chosen)} in {time.perf_counter() - started:.1f}s: "
+                  + ", ".join(f"{t} {n} rows" for t, n in counts.items()))
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} TB"

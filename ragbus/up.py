@@ -1,0 +1,98 @@
+"""`ragbus up`: the embedded default. Real servers from their wheels, every agent as a child process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import nats
+
+from projections.schema import migrate
+from projections.views import create_pool
+from ragbus.supervisor import Child, Supervisor
+from streams.agent import configure_logging
+from streams.declare import declare_streams
+
+log = logging.getLogger("ragbus.up")
+
+
+def _agent(name: str, env: dict[str, str]) -> Child:
+    return Child(name, [sys.executable, "-m", "ragbus.cli", "agent", name.split("-")[0]], env)
+
+
+async def _up(args: argparse.Namespace) -> None:
+    from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
+
+    data = Path(args.data_dir).expanduser().resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    servers: list[object] = []
+    env: dict[str, str] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        nats_url = os.environ.get("RAGBUS_NATS_URL")
+        if not nats_url:
+            server = NatsServer(data / "nats", port=int(os.environ.get("RAGBUS_NATS_PORT", "4222")))
+            await asyncio.to_thread(server.start)
+            servers.append(server)
+            nats_url = server.url
+        env["RAGBUS_NATS_URL"] = nats_url
+        log.info("NATS JetStream: %s", nats_url)
+
+        db_url = os.environ.get("RAGBUS_DATABASE_URL")
+        if not db_url:
+            pg = EmbeddedPostgres(data / "postgres", port=int(os.environ.get("RAGBUS_PG_PORT", "54329")))
+            await asyncio.to_thread(pg.start)
+            servers.append(pg)
+            db_url = pg.dsn
+        env["RAGBUS_DATABASE_URL"] = db_url
+        log.info("PostgreSQL + pgvector: %s", db_url)
+
+        llm_url = os.environ.get("RAGBUS_LLM_URL")
+        if not llm_url:
+            llama = LlamaServer(port=int(os.environ.get("RAGBUS_LLM_PORT", "8081")))
+            await asyncio.to_thread(llama.start)
+            servers.append(llama)
+            llm_url = llama.url
+            env["RAGBUS_LLM_MODEL"] = llama.model
+        env["RAGBUS_LLM_URL"] = llm_url
+        log.info("LLM (OpenAI-compatible): %s", llm_url)
+
+        nc = await nats.connect(nats_url)
+        for line in await declare_streams(nc.jetstream()):
+            log.info(line)
+        await nc.close()
+        pool = await create_pool(db_url)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        await pool.close()
+
+        env["RAGBUS_HOST"], env["RAGBUS_PORT"] = args.host, str(args.port)
+        children = [_agent("projector", env), _agent("parser", env), _agent("embedder", env)]
+        children += [
+            _agent(f"generator-{i + 1}", {**env, "RAGBUS_GENERATOR_ID": f"generator-{i + 1}"})
+            for i in range(args.generators)
+        ]
+        children.append(_agent("gateway", env))
+        if not stop.is_set():
+            log.info("ragbus is starting: open http://%s:%d (Ctrl-C stops everything)", args.host, args.port)
+            await Supervisor(children).run(stop)
+    finally:
+        for server in reversed(servers):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(server.stop)  # type: ignore[attr-defined]
+        log.info("ragbus stopped; data kept in %s", data)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    configure_logging(os.environ.get("RAGBUS_LOG_LEVEL", "INFO"))
+    asyncio.run(_up(args))
+    return 0

@@ -1,0 +1,67 @@
+"""What every FastStream agent shares: a broker bound to pre-declared durables, logging, metrics, and
+waiting at start for `ragbus streams declare` to have run (agents never declare streams themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from faststream.nats import JStream, NatsBroker, PullSub
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from prometheus_client import start_http_server
+
+from streams.settings import BusSettings
+from streams.topology import Durable
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("faststream").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
+
+
+def make_broker(settings: BusSettings, name: str) -> NatsBroker:
+    configure_logging(settings.log_level)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    return NatsBroker(
+        settings.nats_url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        graceful_timeout=30.0,  # SIGTERM: stop fetching, finish the messages in hand
+    )
+
+
+def durable_subscription(durable: Durable, batch_size: int = 1) -> dict:
+    """Keyword arguments that bind a FastStream subscriber to a durable declared in streams.topology."""
+    return {
+        "subject": durable.filter_subject,
+        "stream": JStream(durable.stream, declare=False),
+        "durable": durable.name,
+        "pull_sub": PullSub(batch_size=batch_size, timeout=5.0),
+    }
+
+
+async def wait_for_durables(js: JetStreamContext, durables: tuple[Durable, ...], timeout: float = 120.0) -> None:
+    """Bounded wait for the declared topology, with a message that says what to run."""
+    deadline = time.monotonic() + timeout
+    for durable in durables:
+        while True:
+            try:
+                await js.consumer_info(durable.stream, durable.name)
+                break
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"consumer {durable.stream}/{durable.name} does not exist: run `ragbus streams declare`"
+                    ) from None
+                log.warning("waiting for %s/%s (run `ragbus streams declare`)", durable.stream, durable.name)
+                await asyncio.sleep(2.0)

@@ -1,0 +1,130 @@
+"""Streams, durable consumers and the Object Store bucket: declared here, once, by `ragbus streams declare`.
+
+Agents bind to these durables; they never create or reconfigure a stream (FastStream would overwrite a
+stream's config on start, and the last agent to start would win).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from streams import subjects
+
+DOCUMENTS_BUCKET = "documents"
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+def _stream(name: str, subject_list: list[str], description: str, **kw: object) -> StreamConfig:
+    return StreamConfig(
+        name=name,
+        subjects=subject_list,
+        description=description,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+# The durable streams keep everything: the log is the source of truth for every projection.
+STREAMS: dict[str, StreamConfig] = {
+    "DOCUMENTS": _stream(
+        "DOCUMENTS",
+        [subjects.wildcard("document")],
+        "Document lifecycle: uploaded, parsed, failed, deleted",
+        duplicate_window=HOUR,  # an upload retried within the hour is dropped by the server itself
+    ),
+    "CHUNKS": _stream(
+        "CHUNKS",
+        [subjects.wildcard("chunks")],
+        "Text chunks (chunks.ready) and their vectors per model (chunks.embedded)",
+        duplicate_window=10 * MINUTE,
+    ),
+    "QUERIES": _stream(
+        "QUERIES",
+        [subjects.wildcard(subjects.QUERY_ASKED), subjects.wildcard(subjects.CONTEXT_BUILT)],
+        "Questions and the retrieved context for each",
+        duplicate_window=10 * MINUTE,
+    ),
+    "ANSWERS": _stream(
+        "ANSWERS",
+        [subjects.wildcard(subjects.ANSWER_DONE), subjects.wildcard(subjects.ANSWER_FAILED)],
+        "Completed answers with citations and timings, or the reason an answer failed",
+        duplicate_window=10 * MINUTE,
+    ),
+    # Tokens are only needed while an answer streams and for a client that reconnects; answer.done keeps
+    # the full text forever, so tokens may expire.
+    "TOKENS": _stream(
+        "TOKENS",
+        [subjects.wildcard(subjects.ANSWER_TOKEN)],
+        "One event per streamed answer token (expires after a day; answer.done keeps the text)",
+        duplicate_window=10 * MINUTE,
+        max_age=DAY,
+    ),
+    "DEADLETTER": _stream(
+        "DEADLETTER",
+        [subjects.wildcard(subjects.DEADLETTER)],
+        "Messages that exhausted their deliveries, with the reason and the original payload",
+        duplicate_window=10 * MINUTE,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable pull consumer shared by every replica of one agent (JetStream's queue group)."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    ack_wait: float
+    max_deliver: int
+    backoff: list[float] = field(default_factory=list)
+    max_ack_pending: int = 1000
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.name,
+            name=self.name,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            backoff=self.backoff or None,
+            filter_subject=self.filter_subject,
+            max_ack_pending=self.max_ack_pending,
+        )
+
+
+PARSER = Durable(
+    "DOCUMENTS", "parser", subjects.wildcard(subjects.DOCUMENT_UPLOADED),
+    ack_wait=2 * MINUTE, max_deliver=4,
+)
+EMBEDDER_CHUNKS = Durable(
+    "CHUNKS", "embedder-chunks", subjects.wildcard(subjects.CHUNKS_READY),
+    ack_wait=2 * MINUTE, max_deliver=5,
+)
+EMBEDDER_QUERIES = Durable(
+    "QUERIES", "embedder-queries", subjects.wildcard(subjects.QUERY_ASKED),
+    ack_wait=30.0, max_deliver=3,
+)
+# Generators send in_progress while they stream, so ack_wait bounds the silence of a dead generator, not
+# the length of an answer.
+GENERATOR = Durable(
+    "QUERIES", "generator", subjects.wildcard(subjects.CONTEXT_BUILT),
+    ack_wait=30.0, max_deliver=3, max_ack_pending=64,
+)
+
+DURABLES: tuple[Durable, ...] = (PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR)
