@@ -15,7 +15,6 @@ import logging
 import time
 
 import asyncpg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
@@ -60,7 +59,7 @@ class SourceReader:
             except Exception as exc:  # noqa: BLE001 - a dropped table or a DB restart must not end the process
                 failures += 1
                 delay = min(0.5 * 2**failures, 15.0)
-                log.error("%s/%s: %s; resuming from the stored position in %.1fs", self.projection.name,
+                log.error("%s/%s: %r; resuming from the stored position in %.1fs", self.projection.name,
                           self.source.stream, exc, delay)
                 await asyncio.sleep(delay)
             else:
@@ -101,7 +100,7 @@ class SourceReader:
                 tail = (await self.js.stream_info(self.source.stream)).state.last_seq
                 try:
                     msgs = await sub.fetch(batch=BATCH, timeout=1.0)
-                except NatsTimeout:
+                except TimeoutError:  # nats raises its own or asyncio's, depending on the path
                     await self._check_not_reset()
                     self.caught_up_to = max(self.caught_up_to, tail)
                     continue

@@ -67,8 +67,7 @@ async def _up(args: argparse.Namespace) -> None:
         log.info("LLM (OpenAI-compatible): %s", llm_url)
 
         nc = await nats.connect(nats_url)
-        for line in await declare_streams(nc.jetstream()):
-            log.info(line)
+        await declare_streams(nc.jetstream())  # logs one line per stream, consumer and bucket
         await nc.close()
         pool = await create_pool(db_url)
         async with pool.acquire() as conn:

@@ -7,7 +7,9 @@ import asyncio
 import logging
 import time
 
+from faststream import FastStream
 from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.specification import AsyncAPI
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
@@ -65,3 +67,11 @@ async def wait_for_durables(js: JetStreamContext, durables: tuple[Durable, ...],
                     ) from None
                 log.warning("waiting for %s/%s (run `ragbus streams declare`)", durable.stream, durable.name)
                 await asyncio.sleep(2.0)
+
+
+def make_app(broker: NatsBroker, title: str, description: str) -> FastStream:
+    """The FastStream app; its AsyncAPI document (`ragbus asyncapi`) is generated from the subscribers."""
+    from streams import __version__
+
+    return FastStream(broker, specification=AsyncAPI(broker, title=title, description=description,
+                                                     version=__version__))

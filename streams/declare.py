@@ -61,4 +61,5 @@ async def declare_streams(js: JetStreamContext) -> list[str]:
 
 def _differs(current: object, wanted: object) -> bool:
     fields = ("subjects", "max_age", "duplicate_window", "storage", "retention", "description")
-    return any(getattr(current, f) != getattr(wanted, f) for f in fields)
+    # the server reports "no limit" as 0 where the config says None
+    return any((getattr(current, f) or 0) != (getattr(wanted, f) or 0) for f in fields)

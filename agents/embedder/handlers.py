@@ -96,7 +96,7 @@ async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
 
 
 @broker.subscriber(
-    **durable_subscription(EMBEDDER_QUERIES, batch_size=4),
+    **durable_subscription(EMBEDDER_QUERIES),
     ack_policy=AckPolicy.MANUAL,
     title="retrieve context",
     description="Embeds the question, finds the nearest chunks and publishes context.built.<query_id>.",

@@ -42,7 +42,8 @@ class Embedder:
         self.model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
         self.name = name
         self.batch_size = batch_size
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or 0)
         log.info("loaded %s (%d-d) from %s in %.1f s", name, self.dim, model_path, time.perf_counter() - started)
 
     def embed(self, texts: list[str]) -> np.ndarray:

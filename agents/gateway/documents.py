@@ -92,10 +92,10 @@ async def upload_document(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} is empty (0 bytes)")
     meta = _parse_metadata(metadata)
     if chunk_strategy:
-        if chunk_strategy not in CHUNK_STRATEGIES:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                f"chunk_strategy must be one of {', '.join(CHUNK_STRATEGIES)}")
         meta["chunk_strategy"] = chunk_strategy
+    if meta.get("chunk_strategy") not in (None, *CHUNK_STRATEGIES):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"chunk_strategy must be one of {', '.join(CHUNK_STRATEGIES)}")
     doc_type = sniff_document_type(data, name)
     if doc_type is None:
         UPLOADS.labels("unsupported").inc()

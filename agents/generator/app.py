@@ -6,14 +6,14 @@ they share the questions by capacity.
 
 from __future__ import annotations
 
-from faststream import FastStream
-
 from agents.generator.settings import GeneratorSettings
-from streams.agent import make_broker
+from streams.agent import make_app, make_broker
 
 settings = GeneratorSettings()
 broker = make_broker(settings, f"ragbus-generator-{settings.generator_id}")
-app = FastStream(broker, title="ragbus generator",
-                 description="Streams grounded answers from an OpenAI-compatible LLM server")
+app = make_app(
+    broker, "ragbus generator",
+    "Streams grounded answers from an OpenAI-compatible LLM server",
+)
 
 from agents.generator import handlers  # noqa: F401 - registers the subscribers on the broker

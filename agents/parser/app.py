@@ -5,13 +5,11 @@ Run one or many replicas: `ragbus agent parser`. They share the durable pull con
 
 from __future__ import annotations
 
-from faststream import FastStream
-
 from agents.parser.settings import ParserSettings
-from streams.agent import make_broker
+from streams.agent import make_app, make_broker
 
 settings = ParserSettings()
 broker = make_broker(settings, "ragbus-parser")
-app = FastStream(broker, title="ragbus parser", description="Turns uploaded documents into text chunks")
+app = make_app(broker, "ragbus parser", "Turns uploaded documents into text chunks")
 
 from agents.parser import handlers  # noqa: F401 - registers the subscribers on the broker
