@@ -1,8 +1,9 @@
 """Refuse an oversize upload with 413 before reading it all.
 
 FastAPI parses a multipart body completely before the endpoint runs, so the limit has to live below it:
-this ASGI middleware answers 413 at once when Content-Length is too large, and otherwise counts the body
-as it streams in and answers 413 as soon as the count passes the limit (the rest is never read).
+this ASGI middleware refuses with 413 when Content-Length is too large, before the endpoint runs, and
+otherwise counts the body as it streams in and refuses as soon as the count passes the limit. Nothing past
+the limit is parsed or stored.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the metadata field
+DISCARD_LIMIT = 256 * 1024 * 1024
 
 
 class UploadSizeLimit:
@@ -26,8 +28,13 @@ class UploadSizeLimit:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
+            # A client that sent `Expect: 100-continue` (curl does for large bodies) never sends the body:
+            # it gets the 413 at once. Others are already sending; their bytes are dropped unread.
+            if b"100-continue" not in headers.get(b"expect", b"").lower():
+                await self._discard_body(receive)
             await self._refuse(send)
             return
 
@@ -45,6 +52,8 @@ class UploadSizeLimit:
                 if received > self.max_body:
                     refused = True
                     if not started:
+                        if message.get("more_body"):
+                            await self._discard_body(receive)
                         await self._refuse(send)
                     return {"type": "http.disconnect"}
             return message
@@ -61,6 +70,19 @@ class UploadSizeLimit:
         except Exception:
             if not refused:
                 raise
+
+    async def _discard_body(self, receive: Receive) -> None:
+        """Drop what the client is still sending (never stored): an HTTP/1.1 client reads the response only
+        after sending its body, so it would see a connection reset instead of the 413. The server answers
+        as soon as the body ends; a client that goes on past DISCARD_LIMIT is cut off."""
+        discarded = 0
+        while discarded < DISCARD_LIMIT:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            discarded += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
 
     async def _refuse(self, send: Send) -> None:
         body: dict[str, Any] = {
