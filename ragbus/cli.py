@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--top-k", type=int, default=None, help="passages to retrieve")
     ask.add_argument("--session", default=None, help="conversation id for follow-up questions")
 
+    asyncapi = sub.add_parser("asyncapi", help="write the AsyncAPI document of every event on the bus")
+    asyncapi.add_argument("--out", default=None, help="file to write (default: the copy the gateway serves)")
+
     sub.add_parser("status", help="streams, consumer lag, dead letters and projection positions")
 
     replay = sub.add_parser("replay", help="rebuild read models from the event log",
@@ -100,6 +103,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ragbus.ask import run_ask
 
         return run_ask(args)
+    if args.command == "asyncapi":
+        from pathlib import Path
+
+        from ragbus.asyncapi import OUTPUT, write
+
+        print(write(Path(args.out) if args.out else OUTPUT))
+        return 0
     if args.command == "status":
         from ragbus.ops import status
 

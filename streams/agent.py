@@ -11,9 +11,12 @@ from faststream import FastStream
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.specification import AsyncAPI
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 
+from streams.events import DeadLettered, Event
+from streams.publish import headers_for
 from streams.settings import BusSettings
 from streams.topology import Durable
 
@@ -75,3 +78,35 @@ def make_app(broker: NatsBroker, title: str, description: str) -> FastStream:
 
     return FastStream(broker, specification=AsyncAPI(broker, title=title, description=description,
                                                      version=__version__))
+
+
+class EventPublisher:
+    """A FastStream publisher declared with the event's schema, so the AsyncAPI document shows exactly what
+    the agent publishes; every publish carries the ragbus headers and the deterministic Nats-Msg-Id.
+
+    `stream=None` publishes on core NATS into a stream-captured subject: stored, deduplicated, but without
+    waiting for an ack (answer tokens)."""
+
+    def __init__(self, broker: NatsBroker, cls: type[Event], stream: str | None, description: str,
+                 address: str | None = None) -> None:
+        self.cls = cls
+        self.publisher = broker.publisher(
+            address or f"{cls.SUBJECT}.*",
+            stream=JStream(stream, declare=False) if stream else None,
+            title=f"{cls.SUBJECT} ({cls.__name__})",
+            description=description,
+            schema=cls,
+        )
+
+    async def __call__(self, event: Event) -> PubAck | None:
+        assert isinstance(event, self.cls), f"{type(event).__name__} is not {self.cls.__name__}"
+        return await self.publisher.publish(
+            event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id
+        )
+
+
+def dead_letter_publisher(broker: NatsBroker) -> EventPublisher:
+    return EventPublisher(broker, DeadLettered, "DEADLETTER",
+                          "A message that exhausted its deliveries or can never succeed, with the reason and "
+                          "the original payload; `ragbus status` lists them.",
+                          address="deadletter.*.*")

@@ -15,15 +15,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from streams.events import DeadLettered
-from streams.publish import publish
 from streams.topology import Durable
 
 log = logging.getLogger(__name__)
 
 OnDead = Callable[[str], Awaitable[None]]
+Publish = Callable[[DeadLettered], Awaitable[object]]
 
 
 class PoisonMessage(Exception):
@@ -41,7 +40,7 @@ def retry_delay(deliveries: int) -> float:
 async def settle(
     msg: Msg,
     durable: Durable,
-    js: JetStreamContext,
+    dead_letter: Publish,
     work: Callable[[], Awaitable[None]],
     on_dead: OnDead | None = None,
 ) -> None:
@@ -51,13 +50,13 @@ async def settle(
     try:
         await work()
     except PoisonMessage as exc:
-        await _dead_letter(msg, durable, js, exc.reason, on_dead)
+        await _dead_letter(msg, durable, dead_letter, exc.reason, on_dead)
         return
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if deliveries >= durable.max_deliver:
             log.error("giving up on %s after %d deliveries: %s", msg.subject, deliveries, reason)
-            await _dead_letter(msg, durable, js, f"gave up after {deliveries} attempts: {reason}", on_dead)
+            await _dead_letter(msg, durable, dead_letter, f"gave up after {deliveries} attempts: {reason}", on_dead)
             return
         delay = retry_delay(deliveries)
         log.warning("transient failure on %s (delivery %d, retry in %.0fs): %s", msg.subject,
@@ -67,7 +66,7 @@ async def settle(
     await msg.ack()
 
 
-async def _dead_letter(msg: Msg, durable: Durable, js: JetStreamContext, reason: str,
+async def _dead_letter(msg: Msg, durable: Durable, dead_letter: Publish, reason: str,
                        on_dead: OnDead | None) -> None:
     meta = msg.metadata
     if on_dead is not None:
@@ -83,7 +82,7 @@ async def _dead_letter(msg: Msg, durable: Durable, js: JetStreamContext, reason:
         deliveries=meta.num_delivered,
         payload=msg.data.decode(errors="replace"),
     )
-    await publish(js, event)
+    await dead_letter(event)
     await msg.term()
     log.error("dead-lettered %s #%d: %s", msg.subject, meta.sequence.stream, reason)
 

@@ -13,7 +13,7 @@ from faststream.nats import NatsMessage
 from agents.embedder.app import app, broker, settings
 from agents.embedder.service import Embedder, rank_passages
 from projections.views import ChunkSearch, create_pool
-from streams.agent import durable_subscription, wait_for_durables
+from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
 from streams.delivery import keep_alive, settle
 from streams.events import (
     AnswerFailed,
@@ -24,7 +24,6 @@ from streams.events import (
     Passage,
     QueryAsked,
 )
-from streams.publish import publish
 from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES
 
 log = logging.getLogger("ragbus.embedder")
@@ -37,6 +36,15 @@ class State:
 
 
 state = State()
+
+publish_embedded = EventPublisher(broker, ChunksEmbedded, "CHUNKS",
+                                  "Chunks with their vectors, tagged with the embedding model.",
+                                  address="chunks.embedded.*.*")
+publish_context = EventPublisher(broker, ContextBuilt, "QUERIES",
+                                 "The question with its ranked passages, scores, sources and timings.")
+publish_answer_failed = EventPublisher(broker, AnswerFailed, "ANSWERS",
+                                       "Retrieval failed for good; the user gets an error frame.")
+publish_dead_letter = dead_letter_publisher(broker)
 
 
 @app.on_startup
@@ -71,12 +79,10 @@ async def embed(texts: list[str]):
     description="Embeds one chunks.ready batch and publishes chunks.embedded.<model>.<doc_id>.",
 )
 async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
-    js = broker.connection.jetstream()
-
     async def work() -> None:
         async with keep_alive(msg.raw_message):
             vectors = await embed([c.text for c in event.chunks])
-        await publish(js, ChunksEmbedded(
+        await publish_embedded(ChunksEmbedded(
             event_id=f"chunks.embedded:{state.embedder.name}:{event.upload_id}:{event.batch}",
             correlation_id=event.doc_id,
             causation_id=event.event_id,
@@ -92,7 +98,7 @@ async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
             chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist()) for c, v in zip(event.chunks, vectors)],
         ))
 
-    await settle(msg.raw_message, EMBEDDER_CHUNKS, js, work)
+    await settle(msg.raw_message, EMBEDDER_CHUNKS, publish_dead_letter, work)
 
 
 @broker.subscriber(
@@ -102,8 +108,6 @@ async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
     description="Embeds the question, finds the nearest chunks and publishes context.built.<query_id>.",
 )
 async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
-    js = broker.connection.jetstream()
-
     async def work() -> None:
         started = time.perf_counter()
         vector = (await embed([event.question]))[0]
@@ -111,7 +115,7 @@ async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
         top_k = max(1, min(event.top_k or settings.default_top_k, settings.max_top_k))
         rows = await state.search.nearest(vector, top_k, event.filters, model=state.embedder.name)
         searched = time.perf_counter()
-        await publish(js, ContextBuilt(
+        await publish_context(ContextBuilt(
             event_id=f"context.built:{event.query_id}",
             correlation_id=event.query_id,
             causation_id=event.event_id,
@@ -124,9 +128,9 @@ async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
         ))
 
     async def on_dead(reason: str) -> None:
-        await publish(js, AnswerFailed(
+        await publish_answer_failed(AnswerFailed(
             event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id,
             causation_id=event.event_id, query_id=event.query_id, message=reason, stage="retrieval",
         ))
 
-    await settle(msg.raw_message, EMBEDDER_QUERIES, js, work, on_dead)
+    await settle(msg.raw_message, EMBEDDER_QUERIES, publish_dead_letter, work, on_dead)

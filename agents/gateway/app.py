@@ -76,6 +76,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/asyncapi", include_in_schema=False)
+    async def asyncapi_page() -> FileResponse:
+        return FileResponse(STATIC / "asyncapi.html")
+
+    @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI 3.0 document of every event on the bus")
+    async def asyncapi_json() -> FileResponse:
+        return FileResponse(STATIC / "asyncapi.json", media_type="application/json")
+
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

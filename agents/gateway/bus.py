@@ -1,4 +1,5 @@
-"""The gateway's side of the bus: NATS connection, Object Store, publishing, and per-query subscriptions."""
+"""The gateway's side of the bus: a FastStream broker whose declared publishers document (AsyncAPI) and send
+what the gateway publishes, the Object Store bucket, and per-query subscriptions for the answers."""
 
 from __future__ import annotations
 
@@ -9,37 +10,58 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import nats
-from nats.aio.client import Client as NATS
+from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.object_store import ObjectStore
 
 from streams import subjects
-from streams.events import Event
-from streams.publish import publish
+from streams.agent import EventPublisher
+from streams.events import DocumentDeleted, DocumentUploaded, Event, QueryAsked
 from streams.topology import DOCUMENTS_BUCKET
 
 log = logging.getLogger(__name__)
 
 
+def gateway_broker(url: str) -> tuple[NatsBroker, dict[type[Event], EventPublisher]]:
+    broker = NatsBroker(url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1)
+    publishers = {
+        DocumentUploaded: EventPublisher(
+            broker, DocumentUploaded, "DOCUMENTS",
+            "A document was uploaded; its bytes are in the Object Store bucket 'documents' under sha256."),
+        DocumentDeleted: EventPublisher(
+            broker, DocumentDeleted, "DOCUMENTS", "The document's current upload leaves the index."),
+        QueryAsked: EventPublisher(
+            broker, QueryAsked, "QUERIES", "A user asked a question (web page, websocket, POST /ask)."),
+    }
+    return broker, publishers
+
+
 class Bus:
-    def __init__(self, nc: NATS, js: JetStreamContext, documents: ObjectStore) -> None:
-        self.nc = nc
-        self.js = js
+    def __init__(self, broker: NatsBroker, publishers: dict[type[Event], EventPublisher],
+                 documents: ObjectStore) -> None:
+        self.broker = broker
+        self.publishers = publishers
         self.documents = documents
+
+    @property
+    def nc(self):  # noqa: ANN201 - the nats-py client FastStream holds
+        return self.broker.connection
 
     @classmethod
     async def connect(cls, url: str) -> Bus:
-        nc = await nats.connect(url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1)
-        js = nc.jetstream()
-        return cls(nc, js, await js.object_store(DOCUMENTS_BUCKET))
+        broker, publishers = gateway_broker(url)
+        await broker.start()
+        store = await broker.connection.jetstream().object_store(DOCUMENTS_BUCKET)
+        return cls(broker, publishers, store)
 
     async def close(self) -> None:
-        await self.nc.drain()
+        await self.broker.stop()
 
-    async def publish(self, event: Event):
-        return await publish(self.js, event)
+    async def publish(self, event: Event) -> PubAck:
+        ack = await self.publishers[type(event)](event)
+        assert ack is not None
+        return ack
 
     @asynccontextmanager
     async def answer_frames(self, query_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:

@@ -12,10 +12,9 @@ from faststream.nats import NatsMessage
 from agents.generator.app import app, broker, settings
 from agents.generator.llm import ChatClient
 from agents.generator.service import NOT_COVERED, build_messages, citations_for, sources_for
-from streams.agent import durable_subscription, wait_for_durables
+from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
 from streams.delivery import keep_alive, settle
 from streams.events import AnswerCompleted, AnswerFailed, AnswerToken, ContextBuilt
-from streams.publish import publish, publish_nowait
 from streams.topology import GENERATOR
 
 log = logging.getLogger("ragbus.generator")
@@ -26,6 +25,15 @@ class State:
 
 
 state = State()
+
+publish_token = EventPublisher(broker, AnswerToken, None,
+                               "One streamed piece of the answer, numbered by seq; published without waiting "
+                               "for an ack per token, captured by the TOKENS stream.")
+publish_done = EventPublisher(broker, AnswerCompleted, "ANSWERS",
+                              "The full answer with citations mapped to documents and pages, timings, model.")
+publish_failed = EventPublisher(broker, AnswerFailed, "ANSWERS",
+                                "Generation failed for good; the user gets an error frame.")
+publish_dead_letter = dead_letter_publisher(broker)
 
 
 @app.on_startup
@@ -52,9 +60,6 @@ async def stop() -> None:
     description="Streams a grounded answer as answer.token.<query_id> events, then answer.done.<query_id>.",
 )
 async def on_context_built(event: ContextBuilt, msg: NatsMessage) -> None:
-    nc = broker.connection
-    js = nc.jetstream()
-
     async def work() -> None:
         started = time.perf_counter()
         pieces: list[str] = []
@@ -64,17 +69,17 @@ async def on_context_built(event: ContextBuilt, msg: NatsMessage) -> None:
             async with keep_alive(msg.raw_message, every=5.0):
                 async for piece in state.llm.stream(messages, settings.max_answer_tokens, settings.temperature):
                     first_token_at = first_token_at or time.perf_counter()
-                    await publish_nowait(nc, token(event, len(pieces), piece))
+                    await publish_token(token(event, len(pieces), piece))
                     pieces.append(piece)
         else:
             # Nothing retrieved: say so without asking the model to invent something.
             first_token_at = time.perf_counter()
-            await publish_nowait(nc, token(event, 0, NOT_COVERED))
+            await publish_token(token(event, 0, NOT_COVERED))
             pieces.append(NOT_COVERED)
-        await nc.flush()  # every token is on the server before the done event that closes the stream
+        await broker.connection.flush()  # every token is on the server before the done event that closes the stream
         answer = "".join(pieces).strip()
         finished = time.perf_counter()
-        await publish(js, AnswerCompleted(
+        await publish_done(AnswerCompleted(
             event_id=f"answer.done:{event.query_id}",
             correlation_id=event.query_id,
             causation_id=event.event_id,
@@ -97,12 +102,12 @@ async def on_context_built(event: ContextBuilt, msg: NatsMessage) -> None:
         log.info("answered %s with %d tokens in %.1fs", event.query_id, len(pieces), finished - started)
 
     async def on_dead(reason: str) -> None:
-        await publish(js, AnswerFailed(
+        await publish_failed(AnswerFailed(
             event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id,
             causation_id=event.event_id, query_id=event.query_id, message=reason, stage="generation",
         ))
 
-    await settle(msg.raw_message, GENERATOR, js, work, on_dead)
+    await settle(msg.raw_message, GENERATOR, publish_dead_letter, work, on_dead)
 
 
 def token(event: ContextBuilt, seq: int, text: str) -> AnswerToken:

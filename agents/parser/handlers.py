@@ -11,13 +11,20 @@ from faststream.nats import NatsMessage
 
 from agents.parser.app import app, broker, settings
 from agents.parser.service import ParsedDocument, ParseError, parse_document
-from streams.agent import durable_subscription, wait_for_durables
+from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
 from streams.delivery import PoisonMessage, keep_alive, settle
 from streams.events import Chunk, ChunksReady, DocumentFailed, DocumentParsed, DocumentUploaded
-from streams.publish import publish
 from streams.topology import DOCUMENTS_BUCKET, PARSER
 
 log = logging.getLogger("ragbus.parser")
+
+publish_chunks = EventPublisher(broker, ChunksReady, "CHUNKS",
+                                "Text chunks of a document in batches, with page, section path and offsets.")
+publish_parsed = EventPublisher(broker, DocumentParsed, "DOCUMENTS",
+                                "The document was parsed; all its chunks.ready batches are on the bus.")
+publish_failed = EventPublisher(broker, DocumentFailed, "DOCUMENTS",
+                                "The document cannot be parsed; `reason` says why, for the user.")
+publish_dead_letter = dead_letter_publisher(broker)
 
 
 @app.on_startup
@@ -37,10 +44,8 @@ async def require_topology() -> None:
     "then document.parsed; a document that cannot be parsed becomes document.failed.",
 )
 async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> None:
-    js = broker.connection.jetstream()
-
     async def work() -> None:
-        store = await js.object_store(DOCUMENTS_BUCKET)
+        store = await broker.connection.jetstream().object_store(DOCUMENTS_BUCKET)
         try:
             data = (await store.get(event.object_name)).data or b""
         except nats.js.errors.ObjectNotFoundError as exc:
@@ -54,17 +59,17 @@ async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> Non
                 )
             except ParseError as exc:
                 log.info("%s (%s) failed to parse: %s", event.name, event.doc_id, exc.reason)
-                await publish(js, failed(event, exc.reason))
+                await publish_failed(failed(event, exc.reason))
                 return
         for batch in chunk_batches(event, parsed):
-            await publish(js, batch)
-        await publish(js, parsed_event(event, parsed))
+            await publish_chunks(batch)
+        await publish_parsed(parsed_event(event, parsed))
         log.info("%s (%s): %d chunks", event.name, event.doc_id, len(parsed.chunks))
 
     async def on_dead(reason: str) -> None:
-        await publish(js, failed(event, reason))
+        await publish_failed(failed(event, reason))
 
-    await settle(msg.raw_message, PARSER, js, work, on_dead)
+    await settle(msg.raw_message, PARSER, publish_dead_letter, work, on_dead)
 
 
 def failed(event: DocumentUploaded, reason: str) -> DocumentFailed:

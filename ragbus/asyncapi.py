@@ -1,0 +1,71 @@
+"""`ragbus asyncapi`: one AsyncAPI 3.0 document for the whole bus, generated from the agents' FastStream
+subscribers and their declared publishers (each declared with its pydantic event as `schema=`).
+
+The gateway serves the generated file at /asyncapi.json (and a readable page at /asyncapi); a test fails
+when the committed file no longer matches the code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from faststream.specification import AsyncAPI
+
+from streams import __version__
+
+OUTPUT = Path(__file__).resolve().parent.parent / "agents" / "gateway" / "static" / "asyncapi.json"
+SECTIONS = ("channels", "operations")
+COMPONENTS = ("schemas", "messages")
+
+
+def _specs() -> list[dict[str, Any]]:
+    from agents.embedder.app import app as embedder
+    from agents.gateway.bus import gateway_broker
+    from agents.generator.app import app as generator
+    from agents.parser.app import app as parser
+
+    gateway, _ = gateway_broker("nats://127.0.0.1:4222")
+    apps = [parser.schema, embedder.schema, generator.schema,
+            AsyncAPI(gateway, title="ragbus gateway", version=__version__)]
+    return [json.loads(spec.to_specification().to_json()) for spec in apps]
+
+
+def build() -> dict[str, Any]:
+    merged: dict[str, Any] = {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "ragbus events",
+            "version": __version__,
+            "description": "Every event on the ragbus NATS JetStream bus. Payloads are JSON; headers carry "
+            "Nats-Msg-Id (the deterministic event_id), Ragbus-Event-Type, Ragbus-Schema-Version, "
+            "Ragbus-Correlation-Id and Ragbus-Causation-Id. Watch them with `nats sub '>'`.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"development": {"host": "127.0.0.1:4222", "protocol": "nats"}},
+        "channels": {},
+        "operations": {},
+        "components": {"schemas": {}, "messages": {}},
+    }
+    for spec in _specs():
+        for section in SECTIONS:
+            for key, value in spec.get(section, {}).items():
+                merged[section].setdefault(key, value)
+        for part in COMPONENTS:
+            for key, value in spec.get("components", {}).get(part, {}).items():
+                merged["components"][part].setdefault(key, value)
+    for section in (*SECTIONS,):
+        merged[section] = dict(sorted(merged[section].items()))
+    for part in COMPONENTS:
+        merged["components"][part] = dict(sorted(merged["components"][part].items()))
+    return merged
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=False) + "\n"
+
+
+def write(path: Path = OUTPUT) -> Path:
+    path.write_text(render())
+    return path
