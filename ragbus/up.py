@@ -58,7 +58,7 @@ async def _up(args: argparse.Namespace) -> None:
 
         llm_url = os.environ.get("RAGBUS_LLM_URL")
         if not llm_url:
-            llama = LlamaServer(port=int(os.environ.get("RAGBUS_LLM_PORT", "8081")))
+            llama = LlamaServer(port=int(os.environ.get("RAGBUS_LLM_PORT", "8081")), log_path=data / "llm.log")
             await asyncio.to_thread(llama.start)
             servers.append(llama)
             llm_url = llama.url

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs ragbus with its test extras into .venv and runs the whole test suite: unit tests, and
+# integration tests against a real nats-server, PostgreSQL + pgvector and llama.cpp server that the
+# fixtures start on free ports. Extra arguments go to pytest (e.g. `bash scripts/test.sh -k projector`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+# torch first, pinned, so nothing else can pull a CUDA build
+.venv/bin/pip install --quiet "torch==2.13.0"
+.venv/bin/pip install --quiet -e ".[test]"
+exec .venv/bin/python -m pytest -q "$@"
