@@ -25,7 +25,7 @@ class DocumentsProjection:
                 await conn.execute(
                     """UPDATE documents SET status = 'parsed', chunk_count = $2, title = $3, author = $4,
                        pages = $5, updated_at = $6
-                       WHERE upload_id = $1 AND status = 'uploaded'""",
+                       WHERE upload_id = $1 AND status IN ('uploaded', 'failed')""",
                     event.upload_id, event.chunk_count, event.title, event.author, event.pages,
                     event.occurred_at,
                 )
@@ -37,22 +37,25 @@ class DocumentsProjection:
                 )
             case DocumentDeleted():
                 await conn.execute(
-                    "UPDATE documents SET status = 'deleted', updated_at = $2 WHERE upload_id = $1",
-                    event.upload_id, event.occurred_at,
+                    """UPDATE documents SET status = $2, superseded_by = $3, updated_at = $4
+                       WHERE upload_id = $1""",
+                    event.upload_id, "superseded" if event.superseded_by else "deleted", event.superseded_by,
+                    event.occurred_at,
                 )
 
     async def _uploaded(self, conn: asyncpg.Connection, e: DocumentUploaded) -> None:
         # A later generation (uploaded again after a delete) replaces the row; the same upload is a no-op.
         await conn.execute(
             """INSERT INTO documents (doc_id, upload_id, generation, name, sha256, size, doc_type, metadata,
-                                      status, uploaded_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'uploaded', $9, $9)
+                                      status, version, supersedes, uploaded_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'uploaded', $9, $10, $11, $11)
                ON CONFLICT (doc_id) DO UPDATE SET
                    upload_id = EXCLUDED.upload_id, generation = EXCLUDED.generation, name = EXCLUDED.name,
                    metadata = EXCLUDED.metadata, status = 'uploaded', error = NULL, title = NULL,
-                   author = NULL, pages = NULL, chunk_count = NULL,
+                   author = NULL, pages = NULL, chunk_count = NULL, version = EXCLUDED.version,
+                   supersedes = EXCLUDED.supersedes, superseded_by = NULL,
                    uploaded_at = EXCLUDED.uploaded_at, updated_at = EXCLUDED.updated_at
                WHERE documents.generation < EXCLUDED.generation""",
             e.doc_id, e.upload_id, e.generation, e.name, e.sha256, e.size, e.doc_type,
-            e.metadata, e.occurred_at,
+            e.metadata, e.version, e.supersedes, e.occurred_at,
         )

@@ -26,15 +26,19 @@ CREATE TABLE IF NOT EXISTS documents (
     size        bigint NOT NULL,
     doc_type    text NOT NULL,
     metadata    jsonb NOT NULL DEFAULT '{}',
-    status      text NOT NULL,          -- uploaded | parsed | failed | deleted ('indexed' is derived)
+    status      text NOT NULL,          -- uploaded | parsed | failed | deleted | superseded ('indexed' is derived)
     error       text,
     title       text,
     author      text,
     pages       int,
     chunk_count int,
+    version     int NOT NULL DEFAULT 1,
+    supersedes  text,
+    superseded_by text,
     uploaded_at timestamptz NOT NULL,
     updated_at  timestamptz NOT NULL
 );
+CREATE INDEX IF NOT EXISTS documents_name_idx ON documents (name) WHERE status NOT IN ('deleted', 'superseded');
 """
 
 CHUNKS = f"""
@@ -84,6 +88,17 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE INDEX IF NOT EXISTS answers_session_idx ON answers (session_id, created_at);
 """
 
+# Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
+# them from the log (the event-sourced way to migrate a read model).
+VERSIONS = {"documents": 2, "chunks": 1, "answers": 1}
+
+SCHEMA_VERSIONS = """
+CREATE TABLE IF NOT EXISTS projection_schema (
+    projection text PRIMARY KEY,
+    version    int NOT NULL
+);
+"""
+
 TABLES = {
     "documents": ("documents",),
     "chunks": ("chunks", "chunk_tombstones"),
@@ -98,15 +113,28 @@ async def migrate(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(4711)")
         await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         await conn.execute(POSITIONS)
-        for ddl in DDL.values():
+        await conn.execute(SCHEMA_VERSIONS)
+        stored = dict(await conn.fetch("SELECT projection, version FROM projection_schema"))
+        for name, ddl in DDL.items():
+            if stored.get(name, 1) != VERSIONS[name]:  # no record: tables from before versioning (1)
+                await _drop(conn, name)  # rebuilt from the log by the projector
             await conn.execute(ddl)
+            await conn.execute(
+                """INSERT INTO projection_schema VALUES ($1, $2)
+                   ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version""",
+                name, VERSIONS[name],
+            )
 
 
 async def drop_projection(conn: asyncpg.Connection, projection: str) -> None:
     """Drop a projection's tables and forget its positions, in one transaction, then recreate them empty."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(4711)")
-        for table in TABLES[projection]:
-            await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-        await conn.execute("DELETE FROM projection_positions WHERE projection = $1", projection)
+        await _drop(conn, projection)
         await conn.execute(DDL[projection])
+
+
+async def _drop(conn: asyncpg.Connection, projection: str) -> None:
+    for table in TABLES[projection]:
+        await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    await conn.execute("DELETE FROM projection_positions WHERE projection = $1", projection)

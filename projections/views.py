@@ -11,7 +11,8 @@ from pgvector.asyncpg import register_vector
 
 _DOCUMENT_COLUMNS = """
     d.doc_id, d.upload_id, d.generation, d.name, d.sha256, d.size, d.doc_type, d.metadata, d.status, d.error,
-    d.title, d.author, d.pages, d.chunk_count, d.uploaded_at, d.updated_at,
+    d.title, d.author, d.pages, d.chunk_count, d.version, d.supersedes, d.superseded_by,
+    d.uploaded_at, d.updated_at,
     (SELECT count(*) FROM chunks c WHERE c.upload_id = d.upload_id) AS chunks_indexed
 """
 
@@ -42,8 +43,17 @@ class DocumentView:
         row = await self.pool.fetchrow(f"SELECT {_DOCUMENT_COLUMNS} FROM documents d WHERE d.doc_id = $1", doc_id)
         return _document(row) if row else None
 
+    async def current_by_name(self, name: str) -> dict[str, Any] | None:
+        """The live (not deleted, not superseded) document with this name, if any: an upload of other bytes
+        under the same name is its next version."""
+        row = await self.pool.fetchrow(
+            f"""SELECT {_DOCUMENT_COLUMNS} FROM documents d
+                WHERE d.name = $1 AND d.status NOT IN ('deleted', 'superseded')
+                ORDER BY d.uploaded_at DESC LIMIT 1""", name)
+        return _document(row) if row else None
+
     async def list(self, include_deleted: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
-        where = "" if include_deleted else "WHERE d.status <> 'deleted'"
+        where = "" if include_deleted else "WHERE d.status NOT IN ('deleted', 'superseded')"
         rows = await self.pool.fetch(
             f"SELECT {_DOCUMENT_COLUMNS} FROM documents d {where} ORDER BY d.uploaded_at DESC LIMIT $1", limit
         )

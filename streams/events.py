@@ -51,6 +51,8 @@ class DocumentUploaded(Event):
     doc_type: str  # sniffed from the bytes, not the client's claim
     object_name: str  # key in the Object Store bucket "documents"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    version: int = 1  # 1 + the version of the document with the same name that this upload supersedes
+    supersedes: str | None = None  # doc_id of that previous version; its chunks leave the index
 
     @staticmethod
     def id_for(upload_id: str) -> str:
@@ -87,6 +89,7 @@ class DocumentDeleted(Event):
     type: Literal["document.deleted"] = "document.deleted"
     doc_id: str
     upload_id: str  # the upload whose chunks leave the index
+    superseded_by: str | None = None  # set when a new version of the same name replaced it
 
 
 # ---------------------------------------------------------------- chunks
@@ -133,6 +136,7 @@ class ChunksEmbedded(Event):
     batch: int
     batch_count: int
     chunk_count: int
+    embedded_texts: int = 0  # distinct texts actually run through the model (identical chunks: once)
     chunks: list[EmbeddedChunk]
 
     def subject(self) -> str:

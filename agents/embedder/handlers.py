@@ -95,6 +95,7 @@ async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
             batch=event.batch,
             batch_count=event.batch_count,
             chunk_count=event.chunk_count,
+            embedded_texts=len({c.text for c in event.chunks}),
             chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist()) for c, v in zip(event.chunks, vectors)],
         ))
 

@@ -13,6 +13,7 @@ from typing import Any
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
+from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from streams import subjects
@@ -57,6 +58,15 @@ class Bus:
 
     async def close(self) -> None:
         await self.broker.stop()
+
+    async def store_bytes(self, name: str, data: bytes) -> None:
+        """Content-addressed: bytes already stored under their sha256 are never written again (rewriting an
+        object replaces its chunks, which would break a parser reading it at that moment)."""
+        try:
+            await self.documents.get_info(name)
+            return
+        except ObjectNotFoundError:
+            await self.documents.put(name, data)
 
     async def publish(self, event: Event) -> PubAck:
         ack = await self.publishers[type(event)](event)

@@ -23,6 +23,9 @@ UPLOADS = Counter("ragbus_uploads_total", "Uploads by outcome", ["outcome"])
 CHUNK_STRATEGIES = ("fixed", "sentence", "structure")
 
 
+GONE = ("deleted", "superseded")
+
+
 class UploadAccepted(BaseModel):
     doc_id: str
     upload_id: str
@@ -30,6 +33,8 @@ class UploadAccepted(BaseModel):
     doc_type: str
     status: str
     duplicate: bool
+    version: int = 1
+    supersedes: str | None = None
 
 
 class DocumentOut(BaseModel):
@@ -44,6 +49,9 @@ class DocumentOut(BaseModel):
     title: str | None = None
     author: str | None = None
     pages: int | None = None
+    version: int = 1
+    supersedes: str | None = None
+    superseded_by: str | None = None
     metadata: dict[str, Any] = {}
     uploaded_at: datetime
     updated_at: datetime
@@ -105,15 +113,18 @@ async def upload_document(
     sha256 = hashlib.sha256(data).hexdigest()
     doc_id = sha256[:24]
     existing = await documents.get(doc_id)
-    if existing and existing["status"] != "deleted":
+    if existing and existing["status"] not in GONE:
         UPLOADS.labels("duplicate").inc()
         return UploadAccepted(doc_id=doc_id, upload_id=existing["upload_id"], name=existing["name"],
-                              doc_type=existing["doc_type"], status=existing["status"], duplicate=True)
+                              doc_type=existing["doc_type"], status=existing["status"], duplicate=True,
+                              version=existing["version"])
     generation = existing["generation"] + 1 if existing else 0
     upload_id = f"{doc_id}-{generation}"
+    # Other bytes under the name of a live document: a new version that supersedes it in the index.
+    previous = await documents.current_by_name(name)
 
     # Bytes first, event second: a parser that sees the event always finds the bytes.
-    await bus.documents.put(sha256, data)
+    await bus.store_bytes(sha256, data)
     ack = await bus.publish(DocumentUploaded(
         event_id=DocumentUploaded.id_for(upload_id),
         correlation_id=doc_id,
@@ -126,12 +137,25 @@ async def upload_document(
         doc_type=doc_type,
         object_name=sha256,
         metadata=meta,
+        version=previous["version"] + 1 if previous else 1,
+        supersedes=previous["doc_id"] if previous else None,
     ))
+    if previous and not ack.duplicate:
+        await bus.publish(DocumentDeleted(
+            event_id=f"document.deleted:{previous['upload_id']}",
+            correlation_id=previous["doc_id"],
+            causation_id=DocumentUploaded.id_for(upload_id),
+            doc_id=previous["doc_id"],
+            upload_id=previous["upload_id"],
+            superseded_by=doc_id,
+        ))
     UPLOADS.labels("duplicate" if ack.duplicate else "accepted").inc()
     log.info("upload %s (%s, %d bytes) -> %s%s", name, doc_type, len(data), doc_id,
              " (duplicate)" if ack.duplicate else "")
     return UploadAccepted(doc_id=doc_id, upload_id=upload_id, name=name, doc_type=doc_type,
-                          status="uploaded", duplicate=bool(ack.duplicate))
+                          status="uploaded", duplicate=bool(ack.duplicate),
+                          version=previous["version"] + 1 if previous else 1,
+                          supersedes=previous["doc_id"] if previous else None)
 
 
 @router.get("/documents", response_model=DocumentList, summary="List documents with their status")
@@ -152,7 +176,7 @@ async def get_document(doc_id: str, documents: DocumentsDep) -> DocumentOut:
                responses={404: {"description": "unknown"}}, summary="Delete a document from the index")
 async def delete_document(doc_id: str, bus: BusDep, documents: DocumentsDep) -> dict[str, str]:
     doc = await documents.get(doc_id)
-    if doc is None or doc["status"] == "deleted":
+    if doc is None or doc["status"] in GONE:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id}")
     await bus.publish(DocumentDeleted(
         event_id=f"document.deleted:{doc['upload_id']}",

@@ -10,7 +10,7 @@ from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
 from agents.generator.app import app, broker, settings
-from agents.generator.llm import ChatClient
+from agents.generator.llm import ChatClient, LLMError
 from agents.generator.service import NOT_COVERED, build_messages, citations_for, sources_for
 from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
 from streams.delivery import keep_alive, settle
@@ -71,6 +71,8 @@ async def on_context_built(event: ContextBuilt, msg: NatsMessage) -> None:
                     first_token_at = first_token_at or time.perf_counter()
                     await publish_token(token(event, len(pieces), piece))
                     pieces.append(piece)
+            if not pieces:
+                raise LLMError("the LLM server returned no text", transient=True)
         else:
             # Nothing retrieved: say so without asking the model to invent something.
             first_token_at = time.perf_counter()

@@ -67,9 +67,12 @@ class ChatClient:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    choices = json.loads(data).get("choices") or [{}]
+                    payload = json.loads(data)
+                    if "error" in payload:  # some servers report failures inside the event stream
+                        raise LLMError(f"LLM server error: {payload['error']}", transient=True)
+                    choices = payload.get("choices") or [{}]
                     piece = (choices[0].get("delta") or {}).get("content")
                     if piece:
                         yield piece
-        except httpx.TransportError as exc:
-            raise LLMError(f"cannot reach the LLM server: {exc!r}", transient=True) from exc
+        except httpx.TransportError as exc:  # includes a stream cut off mid-body
+            raise LLMError(f"LLM server connection failed: {exc!r}", transient=True) from exc

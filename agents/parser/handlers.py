@@ -47,7 +47,8 @@ async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> Non
     async def work() -> None:
         store = await broker.connection.jetstream().object_store(DOCUMENTS_BUCKET)
         try:
-            data = (await store.get(event.object_name)).data or b""
+            # bounded: a read that stalls is retried (nak) rather than holding this parser forever
+            data = (await asyncio.wait_for(store.get(event.object_name), 60.0)).data or b""
         except nats.js.errors.ObjectNotFoundError as exc:
             raise PoisonMessage(f"document bytes missing from the object store ({event.object_name})") from exc
         async with keep_alive(msg.raw_message):
@@ -61,9 +62,10 @@ async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> Non
                 log.info("%s (%s) failed to parse: %s", event.name, event.doc_id, exc.reason)
                 await publish_failed(failed(event, exc.reason))
                 return
-        for batch in chunk_batches(event, parsed):
+        batches = chunk_batches(event, parsed)
+        for batch in batches:
             await publish_chunks(batch)
-        await publish_parsed(parsed_event(event, parsed))
+        await publish_parsed(parsed_event(event, parsed, len(batches)))
         log.info("%s (%s): %d chunks", event.name, event.doc_id, len(parsed.chunks))
 
     async def on_dead(reason: str) -> None:
@@ -98,8 +100,7 @@ def chunk_batches(event: DocumentUploaded, parsed: ParsedDocument) -> list[Chunk
         )
         for c in parsed.chunks
     ]
-    size = settings.chunks_per_event
-    batches = [chunks[i : i + size] for i in range(0, len(chunks), size)]
+    batches = batch_by_text(chunks, settings.chunks_per_event)
     return [
         ChunksReady(
             event_id=f"chunks.ready:{event.upload_id}:{n}",
@@ -118,8 +119,24 @@ def chunk_batches(event: DocumentUploaded, parsed: ParsedDocument) -> list[Chunk
     ]
 
 
-def parsed_event(event: DocumentUploaded, parsed: ParsedDocument) -> DocumentParsed:
-    size = settings.chunks_per_event
+def batch_by_text(chunks: list[Chunk], size: int) -> list[list[Chunk]]:
+    """Batches of at most `size` distinct texts, with every repeat of a text in the batch of its first
+    occurrence: the embedder then runs each distinct text of a document through the model once."""
+    groups: dict[str, list[Chunk]] = {}
+    for chunk in chunks:
+        groups.setdefault(chunk.text, []).append(chunk)
+    batches: list[list[Chunk]] = []
+    texts_in_batch = size
+    for group in groups.values():
+        if texts_in_batch == size:
+            batches.append([])
+            texts_in_batch = 0
+        batches[-1].extend(group)
+        texts_in_batch += 1
+    return [sorted(batch, key=lambda c: c.ordinal) for batch in batches]
+
+
+def parsed_event(event: DocumentUploaded, parsed: ParsedDocument, batch_count: int) -> DocumentParsed:
     return DocumentParsed(
         event_id=f"document.parsed:{event.upload_id}",
         correlation_id=event.doc_id,
@@ -132,6 +149,6 @@ def parsed_event(event: DocumentUploaded, parsed: ParsedDocument) -> DocumentPar
         author=parsed.author,
         pages=parsed.pages,
         chunk_count=len(parsed.chunks),
-        batch_count=(len(parsed.chunks) + size - 1) // size,
+        batch_count=batch_count,
         chars=len(parsed.text),
     )

@@ -94,6 +94,9 @@ class LlamaServer(ManagedServer):
             "--host", self.host,
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
+            # llama-cpp-python's default cuts the running stream off when another request arrives: with
+            # several generators sharing one server, requests must queue instead
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         if self.n_threads:
             cmd += ["--n_threads", str(self.n_threads)]

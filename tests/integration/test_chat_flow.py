@@ -74,6 +74,7 @@ async def test_two_generators_share_ten_questions_none_answered_twice(client, js
     questions = [f"Question {i}: how far away can the Kestrel Point light be seen?" for i in range(10)]
     responses = await asyncio.gather(*(client.post("/ask", json={"question": q}, timeout=300) for q in questions))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    assert all(r.json()["answer"].strip() for r in responses)  # a shared LLM server queues, never cuts off
     query_ids = {r.json()["query_id"] for r in responses}
     assert len(query_ids) == 10
 
