@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="streams, consumer lag, dead letters and projection positions")
 
+    dead = sub.add_parser("deadletters", help="list messages that could not be processed, or retry them",
+                          description="Lists the DEADLETTER stream: what failed, where, why. `retry` republishes "
+                          "the original messages (all not yet retried, or the given DEADLETTER sequence numbers) "
+                          "once the cause is fixed.")
+    dead.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
+    dead.add_argument("seqs", nargs="*", type=int, help="DEADLETTER sequence numbers (default: all not retried)")
+
     replay = sub.add_parser("replay", help="rebuild read models from the event log",
                             description="Drops the named projections' tables and rebuilds them by replaying "
                             "the streams. Safe while the projector runs.")
@@ -114,6 +121,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ragbus.ops import status
 
         return asyncio.run(status())
+    if args.command == "deadletters":
+        from ragbus.ops import dead_letters
+
+        return asyncio.run(dead_letters(args.action, args.seqs))
     if args.command == "replay":
         from ragbus.ops import replay_projections
 

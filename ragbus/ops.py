@@ -14,6 +14,7 @@ from projections.app import ProjectorSettings, replay
 from projections.registry import PROJECTIONS
 from projections.schema import migrate
 from projections.views import create_pool
+from ragbus.deadletters import list_dead_letters, retry
 from streams.declare import declare_streams
 from streams.settings import BusSettings
 from streams.topology import DURABLES, STREAMS
@@ -64,9 +65,11 @@ async def status() -> int:
             consumers.add_row(f"{d.stream}/{d.name}", str(c.num_pending), str(c.num_ack_pending),
                               str(c.num_redelivered), str(c.num_waiting))
         console.print(consumers)
-        dead = tails.get("DEADLETTER", 0)
-        if dead:
-            console.print(f"[yellow]{dead} dead-lettered message(s)[/yellow]: nats stream view DEADLETTER")
+        pending = [d for d in await list_dead_letters(js) if not d.retried]
+        if pending:
+            console.print(f"[yellow]{len(pending)} dead letter(s) not retried[/yellow] (`ragbus deadletters`):")
+            for d in pending[-5:]:
+                console.print(f"  #{d.seq} {d.stream}/{d.consumer}: {d.reason}")
     finally:
         await nc.close()
 
@@ -87,6 +90,36 @@ async def status() -> int:
     finally:
         await pool.close()
     return 0
+
+
+async def dead_letters(action: str, seqs: list[int]) -> int:
+    settings = BusSettings()
+    nc = await nats.connect(settings.nats_url, name="ragbus-deadletters")
+    js = nc.jetstream()
+    try:
+        letters = await list_dead_letters(js)
+        if action == "list":
+            table = Table(title="Dead letters")
+            for col in ("#", "when", "stream #seq", "consumer", "deliveries", "reason", "retried"):
+                table.add_column(col)
+            for d in letters:
+                table.add_row(str(d.seq), d.at.strftime("%Y-%m-%d %H:%M:%S") if d.at else "-",
+                              f"{d.stream} #{d.original_seq}", d.consumer, str(d.deliveries), d.reason,
+                              "yes" if d.retried else "")
+            console.print(table if letters else "no dead letters")
+            return 0
+        chosen = [d for d in letters if (d.seq in seqs if seqs else not d.retried)]
+        missing = set(seqs) - {d.seq for d in letters}
+        for seq in sorted(missing):
+            console.print(f"[red]#{seq} is not a dead letter[/red]")
+        for d in chosen:
+            subject = await retry(js, d)
+            console.print(f"retried #{d.seq}: republished {d.stream} #{d.original_seq} to {subject}")
+        if not chosen:
+            console.print("nothing to retry")
+        return 1 if missing else 0
+    finally:
+        await nc.close()
 
 
 async def replay_projections(names: list[str]) -> int:

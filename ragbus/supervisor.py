@@ -25,6 +25,7 @@ class Child:
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = 0.0
+    relay: asyncio.Task[None] | None = None  # copies the child's output to ours, prefixed
 
 
 class Supervisor:
@@ -66,7 +67,7 @@ class Supervisor:
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
         )
         child.started_at = time.monotonic()
-        asyncio.create_task(self._relay(child, child.proc))
+        child.relay = asyncio.create_task(self._relay(child, child.proc))
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
     async def _relay(self, child: Child, proc: asyncio.subprocess.Process) -> None:

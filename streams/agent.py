@@ -6,19 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from faststream import FastStream
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream import AckPolicy, FastStream
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.specification import AsyncAPI
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 
+from streams.delivery import settle
 from streams.events import DeadLettered, Event
 from streams.publish import headers_for
 from streams.settings import BusSettings
-from streams.topology import Durable
+from streams.topology import Durable, advisories_of
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +113,29 @@ def dead_letter_publisher(broker: NatsBroker) -> EventPublisher:
                           "A message that exhausted its deliveries or can never succeed, with the reason and "
                           "the original payload; `ragbus status` lists them.",
                           address="deadletter.*.*")
+
+
+Report = Callable[[bytes, dict[str, Any]], Awaitable[None]]
+
+
+def report_gave_up(broker: NatsBroker, worker: Durable, report: Report, dead_letter: EventPublisher) -> None:
+    """Subscribe to JetStream's max-deliveries advisories for `worker`'s durable and call
+    `report(original_payload, advisory)` for each, so a message a worker died on every time still ends in a
+    failure event the user can see (and stays in DEADLETTER for `ragbus deadletters retry`)."""
+    durable = advisories_of(worker)
+
+    async def on_advisory(advisory: dict[str, Any], msg: NatsMessage) -> None:
+        async def work() -> None:
+            original = await broker.connection.jetstream().get_msg(advisory["stream"], advisory["stream_seq"])
+            log.error("%s gave up on %s #%d after %d deliveries", worker.name, advisory["stream"],
+                      advisory["stream_seq"], advisory.get("deliveries", 0))
+            await report(original.data or b"", advisory)
+
+        await settle(msg.raw_message, durable, dead_letter, work)
+
+    broker.subscriber(
+        **durable_subscription(durable), ack_policy=AckPolicy.MANUAL,
+        title=f"{worker.name} gave up",
+        description=f"JetStream advisory: a {worker.stream} message reached max_deliver on `{worker.name}` "
+        "without being settled; the agent reports the failure.",
+    )(on_advisory)

@@ -240,6 +240,16 @@ class DeadLettered(Event):
         return subjects.subject(self.SUBJECT, self.original_stream, self.consumer)
 
 
+class DeadLetterRetried(Event):
+    """`ragbus deadletters retry` republished the original message of a dead letter."""
+
+    SUBJECT = subjects.DEADLETTER_RETRIED
+    type: Literal["deadletter.retried"] = "deadletter.retried"
+    deadletter_seq: int
+    original_stream: str
+    original_seq: int
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.model_fields["type"].default: cls
     for cls in (
@@ -255,6 +265,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AnswerCompleted,
         AnswerFailed,
         DeadLettered,
+        DeadLetterRetried,
     )
 }
 

@@ -21,6 +21,10 @@ ANSWER_TOKEN = "answer.token"
 ANSWER_DONE = "answer.done"
 ANSWER_FAILED = "answer.failed"
 DEADLETTER = "deadletter"
+DEADLETTER_RETRIED = "deadletter.retried"
+# JetStream's own advisory when a message reached max_deliver without being settled (a worker that crashed
+# or hung on it every time); the DEADLETTER stream captures these next to ragbus' own dead letters.
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -75,8 +75,9 @@ STREAMS: dict[str, StreamConfig] = {
     ),
     "DEADLETTER": _stream(
         "DEADLETTER",
-        [subjects.wildcard(subjects.DEADLETTER)],
-        "Messages that exhausted their deliveries, with the reason and the original payload",
+        [subjects.wildcard(subjects.DEADLETTER), subjects.wildcard(subjects.MAX_DELIVERIES_ADVISORY)],
+        "Messages that exhausted their deliveries: ragbus dead letters (reason + original payload) and "
+        "JetStream max-deliveries advisories (a worker died on the message every time)",
         duplicate_window=10 * MINUTE,
     ),
 }
@@ -127,4 +128,17 @@ GENERATOR = Durable(
     ack_wait=30.0, max_deliver=3, max_ack_pending=64,
 )
 
-DURABLES: tuple[Durable, ...] = (PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR)
+
+
+def advisories_of(worker: Durable) -> Durable:
+    """The durable through which an agent hears that one of its messages hit max_deliver unsettled, so it
+    can still report the failure (document.failed / answer.failed) instead of leaving it silent."""
+    return Durable(
+        "DEADLETTER", f"{worker.name}-advisories",
+        f"{subjects.MAX_DELIVERIES_ADVISORY}.{worker.stream}.{worker.name}",
+        ack_wait=30.0, max_deliver=5,
+    )
+
+
+WORK_DURABLES: tuple[Durable, ...] = (PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR)
+DURABLES: tuple[Durable, ...] = WORK_DURABLES + tuple(advisories_of(d) for d in WORK_DURABLES)

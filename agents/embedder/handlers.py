@@ -13,18 +13,25 @@ from faststream.nats import NatsMessage
 from agents.embedder.app import app, broker, settings
 from agents.embedder.service import Embedder, rank_passages
 from projections.views import ChunkSearch, create_pool
-from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
+from streams.agent import (
+    EventPublisher,
+    dead_letter_publisher,
+    durable_subscription,
+    report_gave_up,
+    wait_for_durables,
+)
 from streams.delivery import keep_alive, settle
 from streams.events import (
     AnswerFailed,
     ChunksEmbedded,
     ChunksReady,
     ContextBuilt,
+    DocumentFailed,
     EmbeddedChunk,
     Passage,
     QueryAsked,
 )
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES
+from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES, advisories_of
 
 log = logging.getLogger("ragbus.embedder")
 
@@ -44,6 +51,8 @@ publish_context = EventPublisher(broker, ContextBuilt, "QUERIES",
                                  "The question with its ranked passages, scores, sources and timings.")
 publish_answer_failed = EventPublisher(broker, AnswerFailed, "ANSWERS",
                                        "Retrieval failed for good; the user gets an error frame.")
+publish_document_failed = EventPublisher(broker, DocumentFailed, "DOCUMENTS",
+                                         "Embedding failed for good; the document's status shows why.")
 publish_dead_letter = dead_letter_publisher(broker)
 
 
@@ -51,7 +60,8 @@ publish_dead_letter = dead_letter_publisher(broker)
 async def start() -> None:
     nc = await nats.connect(settings.nats_url)
     try:
-        await wait_for_durables(nc.jetstream(), (EMBEDDER_CHUNKS, EMBEDDER_QUERIES))
+        await wait_for_durables(nc.jetstream(), (EMBEDDER_CHUNKS, EMBEDDER_QUERIES, advisories_of(EMBEDDER_CHUNKS),
+                                                 advisories_of(EMBEDDER_QUERIES)))
     finally:
         await nc.close()
     state.embedder = await asyncio.to_thread(
@@ -96,10 +106,16 @@ async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
             batch_count=event.batch_count,
             chunk_count=event.chunk_count,
             embedded_texts=len({c.text for c in event.chunks}),
-            chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist()) for c, v in zip(event.chunks, vectors)],
+            chunks=[
+                EmbeddedChunk(**c.model_dump(), embedding=v.tolist())
+                for c, v in zip(event.chunks, vectors, strict=True)
+            ],
         ))
 
-    await settle(msg.raw_message, EMBEDDER_CHUNKS, publish_dead_letter, work)
+    async def on_dead(reason: str) -> None:
+        await publish_document_failed(embedding_failed(event, reason))
+
+    await settle(msg.raw_message, EMBEDDER_CHUNKS, publish_dead_letter, work, on_dead)
 
 
 @broker.subscriber(
@@ -135,3 +151,29 @@ async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
         ))
 
     await settle(msg.raw_message, EMBEDDER_QUERIES, publish_dead_letter, work, on_dead)
+
+
+def embedding_failed(event: ChunksReady, reason: str) -> DocumentFailed:
+    return DocumentFailed(
+        event_id=f"document.failed:{event.upload_id}:embed", correlation_id=event.doc_id,
+        causation_id=event.event_id, doc_id=event.doc_id, upload_id=event.upload_id, name=event.name,
+        stage="embed", reason=reason,
+    )
+
+
+async def report_embedding_gave_up(payload: bytes, advisory: dict) -> None:
+    event = ChunksReady.model_validate_json(payload)
+    reason = f"the embedder stopped on batch {event.batch} {advisory.get('deliveries')} times"
+    await publish_document_failed(embedding_failed(event, reason))
+
+
+async def report_retrieval_gave_up(payload: bytes, advisory: dict) -> None:
+    event = QueryAsked.model_validate_json(payload)
+    await publish_answer_failed(AnswerFailed(
+        event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id, causation_id=event.event_id,
+        query_id=event.query_id, message="retrieval failed repeatedly for this question", stage="retrieval",
+    ))
+
+
+report_gave_up(broker, EMBEDDER_CHUNKS, report_embedding_gave_up, publish_dead_letter)
+report_gave_up(broker, EMBEDDER_QUERIES, report_retrieval_gave_up, publish_dead_letter)

@@ -46,7 +46,7 @@ class Bus:
         self.documents = documents
 
     @property
-    def nc(self):  # noqa: ANN201 - the nats-py client FastStream holds
+    def nc(self):
         return self.broker.connection
 
     @classmethod

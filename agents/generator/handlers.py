@@ -12,10 +12,16 @@ from faststream.nats import NatsMessage
 from agents.generator.app import app, broker, settings
 from agents.generator.llm import ChatClient, LLMError
 from agents.generator.service import NOT_COVERED, build_messages, citations_for, sources_for
-from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
+from streams.agent import (
+    EventPublisher,
+    dead_letter_publisher,
+    durable_subscription,
+    report_gave_up,
+    wait_for_durables,
+)
 from streams.delivery import keep_alive, settle
 from streams.events import AnswerCompleted, AnswerFailed, AnswerToken, ContextBuilt
-from streams.topology import GENERATOR
+from streams.topology import GENERATOR, advisories_of
 
 log = logging.getLogger("ragbus.generator")
 
@@ -40,7 +46,7 @@ publish_dead_letter = dead_letter_publisher(broker)
 async def start() -> None:
     nc = await nats.connect(settings.nats_url)
     try:
-        await wait_for_durables(nc.jetstream(), (GENERATOR,))
+        await wait_for_durables(nc.jetstream(), (GENERATOR, advisories_of(GENERATOR)))
     finally:
         await nc.close()
     state.llm = ChatClient(settings.llm_url, settings.llm_model, settings.llm_timeout, settings.llm_api_key,
@@ -121,3 +127,14 @@ def token(event: ContextBuilt, seq: int, text: str) -> AnswerToken:
         seq=seq,
         text=text,
     )
+
+
+async def report_generation_gave_up(payload: bytes, advisory: dict) -> None:
+    event = ContextBuilt.model_validate_json(payload)
+    await publish_failed(AnswerFailed(
+        event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id, causation_id=event.event_id,
+        query_id=event.query_id, message="no generator could finish this answer", stage="generation",
+    ))
+
+
+report_gave_up(broker, GENERATOR, report_generation_gave_up, publish_dead_letter)

@@ -10,11 +10,18 @@ from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
 from agents.parser.app import app, broker, settings
-from agents.parser.service import ParsedDocument, ParseError, parse_document
-from streams.agent import EventPublisher, dead_letter_publisher, durable_subscription, wait_for_durables
+from agents.parser.isolation import parse_isolated
+from agents.parser.service import ParsedDocument, ParseError
+from streams.agent import (
+    EventPublisher,
+    dead_letter_publisher,
+    durable_subscription,
+    report_gave_up,
+    wait_for_durables,
+)
 from streams.delivery import PoisonMessage, keep_alive, settle
 from streams.events import Chunk, ChunksReady, DocumentFailed, DocumentParsed, DocumentUploaded
-from streams.topology import DOCUMENTS_BUCKET, PARSER
+from streams.topology import DOCUMENTS_BUCKET, PARSER, advisories_of
 
 log = logging.getLogger("ragbus.parser")
 
@@ -31,7 +38,7 @@ publish_dead_letter = dead_letter_publisher(broker)
 async def require_topology() -> None:
     nc = await nats.connect(settings.nats_url)
     try:
-        await wait_for_durables(nc.jetstream(), (PARSER,))
+        await wait_for_durables(nc.jetstream(), (PARSER, advisories_of(PARSER)))
     finally:
         await nc.close()
 
@@ -54,7 +61,8 @@ async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> Non
         async with keep_alive(msg.raw_message):
             try:
                 parsed = await asyncio.to_thread(
-                    parse_document, data, event.name,
+                    parse_isolated, data, event.name,
+                    timeout=settings.parse_timeout, memory_limit=settings.parse_memory_mb * 2**20,
                     strategy=event.metadata.get("chunk_strategy", settings.chunk_strategy),
                     chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
                 )
@@ -72,6 +80,15 @@ async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage) -> Non
         await publish_failed(failed(event, reason))
 
     await settle(msg.raw_message, PARSER, publish_dead_letter, work, on_dead)
+
+
+async def report_parser_gave_up(payload: bytes, advisory: dict) -> None:
+    event = DocumentUploaded.model_validate_json(payload)
+    await publish_failed(failed(event, f"the parser stopped on this document {advisory.get('deliveries')} times "
+                                       "(crashed or was killed); `ragbus deadletters retry` after a fix"))
+
+
+report_gave_up(broker, PARSER, report_parser_gave_up, publish_dead_letter)
 
 
 def failed(event: DocumentUploaded, reason: str) -> DocumentFailed:

@@ -11,3 +11,5 @@ class ParserSettings(BusSettings):
     chunk_overlap_tokens: int = 40
     chunks_per_event: int = 32  # one chunks.ready event carries this many chunks (one embedding batch)
     concurrency: int = 1  # documents parsed at once by this replica (parsing is CPU bound)
+    parse_timeout: float = 120.0  # seconds one document may take before it fails as "took too long"
+    parse_memory_mb: int = 1024  # memory one document may take while parsing

@@ -1,0 +1,64 @@
+"""Parse each document in a forked child with a time and memory limit.
+
+Hostile or pathological files (a decompression bomb, a PDF that makes pypdf loop) must cost one document,
+not the parser: the child is killed at the time limit, runs out of address space at the memory limit, and
+either way the document fails with a readable reason while the parser goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+from multiprocessing.connection import Connection
+from typing import Any
+
+from agents.parser.service import ParsedDocument, ParseError, parse_document
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forking after the tokenizer's threads started
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[0]) * resource.getpagesize()
+
+
+def _child(conn: Connection, data: bytes, filename: str, memory_limit: int, options: dict[str, Any]) -> None:
+    limit = _address_space() + memory_limit
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        conn.send(("ok", parse_document(data, filename, **options)))
+    except ParseError as exc:
+        conn.send(("failed", exc.reason))
+    except MemoryError:
+        conn.send(("failed", f"the document needs more than {memory_limit // 2**20} MB to parse"))
+    except Exception as exc:  # noqa: BLE001 - reported to the user as the reason, never a crash loop
+        conn.send(("failed", f"unexpected parser error: {type(exc).__name__}: {str(exc)[:200]}"))
+    finally:
+        conn.close()
+
+
+def parse_isolated(data: bytes, filename: str, *, timeout: float, memory_limit: int,
+                   **options: Any) -> ParsedDocument:
+    """Like `parse_document`, in a child process; every failure is a `ParseError` with a reason."""
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(sender, data, filename, memory_limit, options), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            raise ParseError(f"parsing took longer than {timeout:.0f} s (stopped)")
+        kind, value = receiver.recv()
+    except EOFError:
+        child.join(5)
+        raise ParseError(f"the parser process died while reading this document (exit code {child.exitcode})") \
+            from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        receiver.close()
+    if kind == "failed":
+        raise ParseError(value)
+    return value
