@@ -21,6 +21,7 @@ from prometheus_client import Counter
 
 from projections import positions
 from projections.base import Projection, Source
+from streams import subjects
 from streams.events import decode_event
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,13 @@ class SourceReader:
             with contextlib.suppress(Exception):  # the connection may already be gone at shutdown
                 await sub.unsubscribe()
 
+    async def _notify(self, correlation_ids: set[str]) -> None:
+        """After commit, a core NATS notification per document/query whose rows changed, so the gateway can
+        push fresh status to browsers instead of polling. Not an event: nothing stores it, losing one is
+        harmless (the next one, or a GET, shows the same rows)."""
+        for cid in correlation_ids:
+            await self.js._nc.publish(subjects.subject(subjects.PROJECTION_UPDATED, self.projection.name, cid))
+
     async def _check_not_reset(self) -> None:
         async with self.pool.acquire() as conn:
             stored = await positions.read_position(conn, self.projection.name, self.source.stream)
@@ -119,7 +127,11 @@ class SourceReader:
     async def _apply_batch(self, msgs: list) -> None:
         name, stream = self.projection.name, self.source.stream
         started = time.perf_counter()
+        touched: set[str] = set()
         async with self.pool.acquire() as conn, conn.transaction():
+            # One batch at a time per projection, across its streams: otherwise a chunk batch and the deletion
+            # of its document, committed concurrently, can each miss the other's rows (read committed).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
             stored = await positions.lock_position(conn, name, stream)
             if stored < self.position:
                 raise PositionMovedBack
@@ -138,11 +150,13 @@ class SourceReader:
                     EVENTS_SKIPPED.labels(name, stream, "unreadable").inc()
                     continue
                 await self.projection.apply(conn, event)
+                touched.add(event.correlation_id)
                 EVENTS_APPLIED.labels(name, stream).inc()
             if last > stored:
                 await positions.save_position(conn, name, stream, last)
         self.position = last
         self.caught_up_to = max(self.caught_up_to, last)
+        await self._notify(touched)
         log.debug("%s/%s: %d events to #%d in %.1f ms", name, stream, len(msgs), last,
                   (time.perf_counter() - started) * 1000)
 

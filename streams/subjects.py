@@ -21,6 +21,8 @@ ANSWER_TOKEN = "answer.token"
 ANSWER_DONE = "answer.done"
 ANSWER_FAILED = "answer.failed"
 DEADLETTER = "deadletter"
+# core-NATS notification (not stored by any stream): a projection committed rows for <projection>.<id>
+PROJECTION_UPDATED = "projection.updated"
 DEADLETTER_RETRIED = "deadletter.retried"
 # JetStream's own advisory when a message reached max_deliver without being settled (a worker that crashed
 # or hung on it every time); the DEADLETTER stream captures these next to ragbus' own dead letters.

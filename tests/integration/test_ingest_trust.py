@@ -150,3 +150,26 @@ async def test_message_a_worker_dies_on_every_time_is_reported_then_retried(clie
     again = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "ragbus.cli", "deadletters", "retry"],
                                     env=env, cwd=ROOT, capture_output=True, text=True)
     assert "nothing to retry" in again.stdout
+
+
+async def test_progress_stream_shows_a_document_move_to_indexed(client):
+    seen: list[dict] = []
+
+    async def listen() -> None:
+        async with client.stream("GET", "/documents/events", timeout=None) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    doc = json.loads(line[6:])
+                    if doc["name"] == "progress.md":
+                        seen.append(doc)
+                        if doc["status"] == "indexed":
+                            return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.5)  # the subscription is in place before the upload
+    text = "".join(f"## Part {i}\nPart {i} describes step {i} of the long procedure in detail.\n" for i in range(80))
+    await upload(client, "progress.md", text.encode())
+    await asyncio.wait_for(listener, 120)
+    assert seen[-1]["status"] == "indexed" and seen[-1]["chunks_indexed"] == seen[-1]["chunks"] > 1
+    assert {"uploaded", "parsed"} & {d["status"] for d in seen[:-1]}  # it was seen on its way, not just at the end

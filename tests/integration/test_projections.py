@@ -77,3 +77,21 @@ async def test_drop_chunk_table_then_replay_gives_the_same_rows(client, pool, st
     deleted = await pool.fetchval("SELECT count(*) FROM chunks c JOIN documents d USING (upload_id) "
                                   "WHERE d.status = 'deleted'")
     assert deleted == 0  # deletions replay too
+
+
+async def test_replay_of_everything_keeps_deleted_documents_deleted(client, pool, stack):
+    body = await upload(client, "gone.md", b"# Gone\nThis document is deleted before the replay.")
+    await wait_for_status(client, body["doc_id"])
+    assert (await client.delete(f"/documents/{body['doc_id']}")).status_code == 202
+    await wait_for_status(client, body["doc_id"], ("deleted",), timeout=30)
+    before = {r["doc_id"]: r["status"] for r in await pool.fetch("SELECT doc_id, status FROM documents")}
+    result = subprocess.run(
+        [sys.executable, "-m", "ragbus.cli", "replay"],
+        env={**os.environ, **stack.env}, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {r["doc_id"]: r["status"] for r in await pool.fetch("SELECT doc_id, status FROM documents")}
+    assert after == before and after[body["doc_id"]] == "deleted"
+    assert await pool.fetchval("SELECT count(*) FROM chunks WHERE doc_id = $1", body["doc_id"]) == 0
+    doc = (await client.get(f"/documents/{body['doc_id']}")).json()
+    assert doc["status"] == "deleted"
