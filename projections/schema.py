@@ -83,14 +83,26 @@ CREATE TABLE IF NOT EXISTS answers (
     model      text,
     generator  text,
     tokens     int,
+    rating     text,                    -- up | down, from answer.rated
+    rating_comment text,
+    rated_at   timestamptz,
     created_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answers_session_idx ON answers (session_id, created_at);
+-- one row per conversation; its turns are the answers with that session_id
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id text PRIMARY KEY,
+    title      text NOT NULL,           -- the first question
+    turns      int NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (updated_at DESC);
 """
 
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model).
-VERSIONS = {"documents": 2, "chunks": 1, "answers": 1}
+VERSIONS = {"documents": 2, "chunks": 1, "answers": 2}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (
@@ -102,7 +114,7 @@ CREATE TABLE IF NOT EXISTS projection_schema (
 TABLES = {
     "documents": ("documents",),
     "chunks": ("chunks", "chunk_tombstones"),
-    "answers": ("answers",),
+    "answers": ("answers", "sessions"),
 }
 DDL = {"documents": DOCUMENTS, "chunks": CHUNKS, "answers": ANSWERS}
 

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import asyncpg
-import numpy as np
 from pgvector.asyncpg import register_vector
 
 _DOCUMENT_COLUMNS = """
@@ -60,43 +59,6 @@ class DocumentView:
         return [_document(r) for r in rows]
 
 
-class ChunkSearch:
-    """Nearest chunks by cosine distance over the HNSW index."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def nearest(self, embedding: np.ndarray, top_k: int, filters: dict[str, Any] | None = None,
-                      model: str | None = None) -> list[dict[str, Any]]:
-        filters = filters or {}
-        clauses, args = [], [np.asarray(embedding, dtype=np.float32), top_k]
-        if model:
-            args.append(model)
-            clauses.append(f"c.model = ${len(args)}")
-        if doc_ids := filters.get("doc_ids"):
-            args.append(list(doc_ids))
-            clauses.append(f"c.doc_id = ANY(${len(args)})")
-        if names := filters.get("names"):
-            args.append(list(names))
-            clauses.append(f"c.name = ANY(${len(args)})")
-        if doc_types := filters.get("doc_types"):
-            args.append(list(doc_types))
-            clauses.append(f"c.doc_type = ANY(${len(args)})")
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = await self.pool.fetch(
-            f"""SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal,
-                       1 - (c.embedding <=> $1) AS score
-                FROM chunks c {where}
-                ORDER BY c.embedding <=> $1
-                LIMIT $2""",
-            *args,
-        )
-        return [dict(r) for r in rows]
-
-    async def count(self) -> int:
-        return await self.pool.fetchval("SELECT count(*) FROM chunks")
-
-
 class AnswerView:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -105,8 +67,17 @@ class AnswerView:
         row = await self.pool.fetchrow("SELECT * FROM answers WHERE query_id = $1", query_id)
         return dict(row) if row else None
 
-    async def for_session(self, session_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def for_session(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The session's turns, oldest first (the last `limit`)."""
         rows = await self.pool.fetch(
-            "SELECT * FROM answers WHERE session_id = $1 ORDER BY created_at LIMIT $2", session_id, limit
-        )
+            """SELECT * FROM (SELECT * FROM answers WHERE session_id = $1 ORDER BY created_at DESC LIMIT $2) t
+               ORDER BY created_at""", session_id, limit)
         return [dict(r) for r in rows]
+
+    async def sessions(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch("SELECT * FROM sessions ORDER BY updated_at DESC LIMIT $1", limit)
+        return [dict(r) for r in rows]
+
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM sessions WHERE session_id = $1", session_id)
+        return dict(row) if row else None

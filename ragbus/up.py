@@ -63,6 +63,7 @@ async def _up(args: argparse.Namespace) -> None:
             servers.append(llama)
             llm_url = llama.url
             env["RAGBUS_LLM_MODEL"] = llama.model
+            env["RAGBUS_LLM_TOKENIZER"] = str(llama.model_path)  # exact prompt token counts
         env["RAGBUS_LLM_URL"] = llm_url
         log.info("LLM (OpenAI-compatible): %s", llm_url)
 

@@ -146,14 +146,36 @@ class ChunksEmbedded(Event):
 # ---------------------------------------------------------------- queries and answers
 
 
+class Turn(BaseModel):
+    """One earlier question and its answer in the same conversation."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    question: str
+    answer: str
+
+
 class QueryAsked(Event):
     SUBJECT = subjects.QUERY_ASKED
     type: Literal["query.asked"] = "query.asked"
     query_id: str
     question: str
     top_k: int = 5
-    filters: dict[str, Any] = Field(default_factory=dict)
+    filters: dict[str, Any] = Field(default_factory=dict)  # doc_ids, names, tags, doc_types
+    threshold: float | None = None  # minimum dense similarity; None: the retriever's configured default
     session_id: str | None = None
+    history: list[Turn] = Field(default_factory=list)  # earlier turns of the session, oldest first, bounded
+    generate: bool = True  # False: retrieval only (POST /search), no answer is generated
+
+
+class QueryCondensed(Event):
+    """A follow-up question rewritten, with its conversation, into a question that stands alone."""
+
+    SUBJECT = subjects.QUERY_CONDENSED
+    type: Literal["query.condensed"] = "query.condensed"
+    asked: QueryAsked
+    standalone_question: str
+    condense_ms: float = 0.0
 
 
 class Passage(BaseModel):
@@ -166,7 +188,8 @@ class Passage(BaseModel):
     page: int | None = None
     section: list[str] = Field(default_factory=list)
     text: str
-    score: float
+    score: float  # dense (cosine) similarity to the question: comparable across queries
+    scores: dict[str, float] = Field(default_factory=dict)  # dense, keyword, fused (reciprocal rank fusion)
 
 
 class ContextBuilt(Event):
@@ -174,10 +197,13 @@ class ContextBuilt(Event):
     type: Literal["context.built"] = "context.built"
     query_id: str
     question: str
+    standalone_question: str | None = None  # what retrieval searched for, when it differs from the question
     session_id: str | None = None
+    history: list[Turn] = Field(default_factory=list)
+    generate: bool = True
     passages: list[Passage]
     embedding_model: str
-    timings: dict[str, float] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)  # condense_ms, embed_ms, search_ms
 
 
 class AnswerToken(Event):
@@ -221,6 +247,18 @@ class AnswerFailed(Event):
     query_id: str
     message: str
     stage: str  # retrieval | generation
+    question: str = ""
+    session_id: str | None = None
+
+
+class AnswerRated(Event):
+    """A user's thumbs up or down on an answer."""
+
+    SUBJECT = subjects.ANSWER_RATED
+    type: Literal["answer.rated"] = "answer.rated"
+    query_id: str
+    rating: Literal["up", "down"]
+    comment: str = ""
 
 
 class DeadLettered(Event):
@@ -260,10 +298,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ChunksReady,
         ChunksEmbedded,
         QueryAsked,
+        QueryCondensed,
         ContextBuilt,
         AnswerToken,
         AnswerCompleted,
         AnswerFailed,
+        AnswerRated,
         DeadLettered,
         DeadLetterRetried,
     )

@@ -54,14 +54,16 @@ STREAMS: dict[str, StreamConfig] = {
     ),
     "QUERIES": _stream(
         "QUERIES",
-        [subjects.wildcard(subjects.QUERY_ASKED), subjects.wildcard(subjects.CONTEXT_BUILT)],
-        "Questions and the retrieved context for each",
+        [subjects.wildcard(subjects.QUERY_ASKED), subjects.wildcard(subjects.QUERY_CONDENSED),
+         subjects.wildcard(subjects.CONTEXT_BUILT)],
+        "Questions, follow-ups rewritten to stand alone, and the retrieved context for each",
         duplicate_window=10 * MINUTE,
     ),
     "ANSWERS": _stream(
         "ANSWERS",
-        [subjects.wildcard(subjects.ANSWER_DONE), subjects.wildcard(subjects.ANSWER_FAILED)],
-        "Completed answers with citations and timings, or the reason an answer failed",
+        [subjects.wildcard(subjects.ANSWER_DONE), subjects.wildcard(subjects.ANSWER_FAILED),
+         subjects.wildcard(subjects.ANSWER_RATED)],
+        "Completed answers with citations and timings, the reason an answer failed, and users' ratings",
         duplicate_window=10 * MINUTE,
     ),
     # Tokens are only needed while an answer streams and for a client that reconnects; answer.done keeps
@@ -121,6 +123,15 @@ EMBEDDER_QUERIES = Durable(
     "QUERIES", "embedder-queries", subjects.wildcard(subjects.QUERY_ASKED),
     ack_wait=30.0, max_deliver=3,
 )
+EMBEDDER_FOLLOWUPS = Durable(
+    "QUERIES", "embedder-followups", subjects.wildcard(subjects.QUERY_CONDENSED),
+    ack_wait=30.0, max_deliver=3,
+)
+# Follow-up questions (with history) are rewritten by the generator agent, which owns the LLM.
+CONDENSER = Durable(
+    "QUERIES", "condenser", subjects.wildcard(subjects.QUERY_ASKED),
+    ack_wait=30.0, max_deliver=3, max_ack_pending=64,
+)
 # Generators send in_progress while they stream, so ack_wait bounds the silence of a dead generator, not
 # the length of an answer.
 GENERATOR = Durable(
@@ -140,5 +151,7 @@ def advisories_of(worker: Durable) -> Durable:
     )
 
 
-WORK_DURABLES: tuple[Durable, ...] = (PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR)
+WORK_DURABLES: tuple[Durable, ...] = (
+    PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS, CONDENSER, GENERATOR,
+)
 DURABLES: tuple[Durable, ...] = WORK_DURABLES + tuple(advisories_of(d) for d in WORK_DURABLES)

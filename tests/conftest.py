@@ -133,6 +133,7 @@ async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: Llam
         "RAGBUS_DATABASE_URL": postgres.dsn,
         "RAGBUS_LLM_URL": llama.url,
         "RAGBUS_LLM_MODEL": llama.model,
+        "RAGBUS_LLM_TOKENIZER": str(llama.model_path),
         "RAGBUS_PORT": str(port),
         "RAGBUS_HOST": "127.0.0.1",
         "RAGBUS_MAX_UPLOAD_BYTES": str(5 * 1024 * 1024),

@@ -11,8 +11,9 @@ from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
 from agents.embedder.app import app, broker, settings
-from agents.embedder.service import Embedder, rank_passages
-from projections.views import ChunkSearch, create_pool
+from agents.embedder.service import Embedder
+from projections.retrieval import HybridSearch
+from projections.views import create_pool
 from streams.agent import (
     EventPublisher,
     dead_letter_publisher,
@@ -30,15 +31,16 @@ from streams.events import (
     EmbeddedChunk,
     Passage,
     QueryAsked,
+    QueryCondensed,
 )
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES, advisories_of
+from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, Durable, advisories_of
 
 log = logging.getLogger("ragbus.embedder")
 
 
 class State:
     embedder: Embedder
-    search: ChunkSearch
+    search: HybridSearch
     lock = asyncio.Lock()  # one model call at a time: torch already uses every core
 
 
@@ -60,15 +62,15 @@ publish_dead_letter = dead_letter_publisher(broker)
 async def start() -> None:
     nc = await nats.connect(settings.nats_url)
     try:
-        await wait_for_durables(nc.jetstream(), (EMBEDDER_CHUNKS, EMBEDDER_QUERIES, advisories_of(EMBEDDER_CHUNKS),
-                                                 advisories_of(EMBEDDER_QUERIES)))
+        durables = (EMBEDDER_CHUNKS, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS)
+        await wait_for_durables(nc.jetstream(), durables + tuple(advisories_of(d) for d in durables))
     finally:
         await nc.close()
     state.embedder = await asyncio.to_thread(
         Embedder, settings.embedding_model, settings.embedding_model_path, settings.embedding_device,
         settings.embedding_batch_size,
     )
-    state.search = ChunkSearch(await create_pool(settings.database_url))
+    state.search = HybridSearch(await create_pool(settings.database_url), settings.retrieval())
 
 
 @app.after_shutdown
@@ -122,35 +124,64 @@ async def on_chunks_ready(event: ChunksReady, msg: NatsMessage) -> None:
     **durable_subscription(EMBEDDER_QUERIES),
     ack_policy=AckPolicy.MANUAL,
     title="retrieve context",
-    description="Embeds the question, finds the nearest chunks and publishes context.built.<query_id>.",
+    description="Hybrid retrieval (vector + full text, fused) for a question, published as "
+    "context.built.<query_id>. Follow-ups with history wait for query.condensed instead.",
 )
 async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
+    if event.history:
+        await msg.raw_message.ack()  # the condenser rewrites it first; query.condensed comes here next
+        return
+    await retrieve_and_settle(event, event.question, {}, msg, EMBEDDER_QUERIES)
+
+
+@broker.subscriber(
+    **durable_subscription(EMBEDDER_FOLLOWUPS),
+    ack_policy=AckPolicy.MANUAL,
+    title="retrieve context for follow-ups",
+    description="Retrieval for a follow-up question rewritten to stand alone (query.condensed).",
+)
+async def on_query_condensed(event: QueryCondensed, msg: NatsMessage) -> None:
+    await retrieve_and_settle(event.asked, event.standalone_question, {"condense_ms": event.condense_ms}, msg,
+                              EMBEDDER_FOLLOWUPS)
+
+
+async def retrieve_and_settle(asked: QueryAsked, query: str, timings: dict[str, float], msg: NatsMessage,
+                              durable: Durable) -> None:
     async def work() -> None:
         started = time.perf_counter()
-        vector = (await embed([event.question]))[0]
+        vector = (await embed([query]))[0]
         embedded = time.perf_counter()
-        top_k = max(1, min(event.top_k or settings.default_top_k, settings.max_top_k))
-        rows = await state.search.nearest(vector, top_k, event.filters, model=state.embedder.name)
+        top_k = max(1, min(asked.top_k or settings.default_top_k, settings.max_top_k))
+        passages = await state.search.search(vector, query, top_k, asked.filters, asked.threshold,
+                                             model=state.embedder.name)
         searched = time.perf_counter()
         await publish_context(ContextBuilt(
-            event_id=f"context.built:{event.query_id}",
-            correlation_id=event.query_id,
-            causation_id=event.event_id,
-            query_id=event.query_id,
-            question=event.question,
-            session_id=event.session_id,
-            passages=[Passage(**row) for row in rank_passages(rows)],
+            event_id=f"context.built:{asked.query_id}",
+            correlation_id=asked.query_id,
+            causation_id=asked.event_id,
+            query_id=asked.query_id,
+            question=asked.question,
+            standalone_question=query if query != asked.question else None,
+            session_id=asked.session_id,
+            history=asked.history,
+            generate=asked.generate,
+            passages=[Passage(**p) for p in passages],
             embedding_model=state.embedder.name,
-            timings={"embed_ms": (embedded - started) * 1000, "search_ms": (searched - embedded) * 1000},
+            timings={**timings, "embed_ms": (embedded - started) * 1000, "search_ms": (searched - embedded) * 1000},
         ))
 
     async def on_dead(reason: str) -> None:
-        await publish_answer_failed(AnswerFailed(
-            event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id,
-            causation_id=event.event_id, query_id=event.query_id, message=reason, stage="retrieval",
-        ))
+        await publish_answer_failed(retrieval_failed(asked, reason))
 
-    await settle(msg.raw_message, EMBEDDER_QUERIES, publish_dead_letter, work, on_dead)
+    await settle(msg.raw_message, durable, publish_dead_letter, work, on_dead)
+
+
+def retrieval_failed(asked: QueryAsked, reason: str) -> AnswerFailed:
+    return AnswerFailed(
+        event_id=f"answer.failed:{asked.query_id}", correlation_id=asked.query_id, causation_id=asked.event_id,
+        query_id=asked.query_id, message=reason, stage="retrieval", question=asked.question,
+        session_id=asked.session_id,
+    )
 
 
 def embedding_failed(event: ChunksReady, reason: str) -> DocumentFailed:
@@ -169,11 +200,14 @@ async def report_embedding_gave_up(payload: bytes, advisory: dict) -> None:
 
 async def report_retrieval_gave_up(payload: bytes, advisory: dict) -> None:
     event = QueryAsked.model_validate_json(payload)
-    await publish_answer_failed(AnswerFailed(
-        event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id, causation_id=event.event_id,
-        query_id=event.query_id, message="retrieval failed repeatedly for this question", stage="retrieval",
-    ))
+    await publish_answer_failed(retrieval_failed(event, "retrieval failed repeatedly for this question"))
+
+
+async def report_followup_gave_up(payload: bytes, advisory: dict) -> None:
+    event = QueryCondensed.model_validate_json(payload)
+    await publish_answer_failed(retrieval_failed(event.asked, "retrieval failed repeatedly for this question"))
 
 
 report_gave_up(broker, EMBEDDER_CHUNKS, report_embedding_gave_up, publish_dead_letter)
 report_gave_up(broker, EMBEDDER_QUERIES, report_retrieval_gave_up, publish_dead_letter)
+report_gave_up(broker, EMBEDDER_FOLLOWUPS, report_followup_gave_up, publish_dead_letter)

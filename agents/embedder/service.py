@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,9 +54,3 @@ class Embedder:
         )
         index = {text: i for i, text in enumerate(unique)}
         return np.asarray([vectors[index[t]] for t in texts], dtype=np.float32)
-
-
-def rank_passages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Number the retrieved rows 1..n in score order, as the prompt and the citations will show them."""
-    ordered = sorted(rows, key=lambda r: r["score"], reverse=True)
-    return [{**row, "n": n} for n, row in enumerate(ordered, start=1)]

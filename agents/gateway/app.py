@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.gateway import chat, documents, progress
+from agents.gateway import chat, conversations, documents, progress
 from agents.gateway.bus import Bus
 from agents.gateway.limits import UploadSizeLimit
 from agents.gateway.settings import GatewaySettings
@@ -71,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(progress.router)  # before documents: /documents/events is not a doc_id
     app.include_router(documents.router)
     app.include_router(chat.router)
+    app.include_router(conversations.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -12,13 +12,13 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
-from nats.js.api import PubAck
-from nats.js.errors import ObjectNotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, PubAck
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from streams import subjects
 from streams.agent import EventPublisher
-from streams.events import DocumentDeleted, DocumentUploaded, Event, QueryAsked
+from streams.events import AnswerRated, DocumentDeleted, DocumentUploaded, Event, QueryAsked
 from streams.topology import DOCUMENTS_BUCKET
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,10 @@ def gateway_broker(url: str) -> tuple[NatsBroker, dict[type[Event], EventPublish
         DocumentDeleted: EventPublisher(
             broker, DocumentDeleted, "DOCUMENTS", "The document's current upload leaves the index."),
         QueryAsked: EventPublisher(
-            broker, QueryAsked, "QUERIES", "A user asked a question (web page, websocket, POST /ask)."),
+            broker, QueryAsked, "QUERIES",
+            "A user asked a question (web page, websocket, POST /ask), or searched (POST /search: generate "
+            "false), with the earlier turns of the conversation."),
+        AnswerRated: EventPublisher(broker, AnswerRated, "ANSWERS", "A user rated an answer up or down."),
     }
     return broker, publishers
 
@@ -74,9 +77,9 @@ class Bus:
         return ack
 
     @asynccontextmanager
-    async def answer_frames(self, query_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
-        """Subscribe to one query's tokens and outcome *before* the question is published, so not a single
-        token can be missed; yields a queue of decoded events (dicts), ending with answer.done/failed."""
+    async def watch(self, query_id: str, *bases: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """Subscribe to one query's subjects (e.g. answer.token, answer.done) *before* anything is published
+        for it, so nothing can be missed; yields a queue of the decoded events."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:
@@ -85,13 +88,39 @@ class Bus:
             except ValueError:
                 log.warning("unreadable event on %s", msg.subject)
 
-        subs = [
-            await self.nc.subscribe(subjects.subject(base, query_id), cb=on_msg)
-            for base in (subjects.ANSWER_TOKEN, subjects.ANSWER_DONE, subjects.ANSWER_FAILED)
-        ]
+        subs = [await self.nc.subscribe(subjects.subject(base, query_id), cb=on_msg) for base in bases]
         await self.nc.flush()
         try:
             yield queue
         finally:
             for sub in subs:
                 await sub.unsubscribe()
+
+    async def stored_tokens(self, query_id: str) -> list[dict[str, Any]]:
+        """Every answer.token of a query still in the TOKENS stream, in order (for a client that resumes)."""
+        js = self.nc.jetstream()
+        sub = await js.pull_subscribe(
+            subjects.subject(subjects.ANSWER_TOKEN, query_id), stream="TOKENS",
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True),
+        )
+        tokens: list[dict[str, Any]] = []
+        try:
+            while True:
+                pending = (await sub.consumer_info()).num_pending
+                if not pending:
+                    return tokens
+                msgs = await sub.fetch(min(pending, 1000), timeout=5.0)
+                tokens.extend(json.loads(m.data) for m in msgs)
+        finally:
+            await sub.unsubscribe()
+
+    async def stored_outcome(self, query_id: str) -> dict[str, Any] | None:
+        """The query's answer.done (or answer.failed) event from the ANSWERS stream, if it exists yet."""
+        js = self.nc.jetstream()
+        for base in (subjects.ANSWER_DONE, subjects.ANSWER_FAILED):
+            try:
+                msg = await js.get_last_msg("ANSWERS", subjects.subject(base, query_id))
+            except NotFoundError:
+                continue
+            return json.loads(msg.data or b"{}")
+        return None

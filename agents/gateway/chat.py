@@ -1,7 +1,9 @@
-"""Questions in, answers out: POST /ask (whole answer) and the websocket /ws/chat (token by token).
+"""Questions in, answers out: POST /ask (whole answer) and the websocket /ws/chat (token by token, resumable).
 
 Both subscribe to the query's answer subjects before publishing query.asked, then relay what the
 generators publish: answer.token.<query_id> as token frames, answer.done/failed as the closing frame.
+A client that lost its connection sends {"type": "resume", "query_id", "after_seq"} and gets the tokens it
+missed from the TOKENS stream, then the rest live, with nothing missing or repeated.
 """
 
 from __future__ import annotations
@@ -11,27 +13,44 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect, status
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
 from agents.gateway.bus import Bus
-from agents.gateway.deps import BusDep, SettingsDep
-from streams.events import QueryAsked
+from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
+from agents.gateway.settings import GatewaySettings
+from projections.views import AnswerView
+from streams import subjects
+from streams.events import QueryAsked, Turn
 
 log = logging.getLogger("ragbus.gateway")
 router = APIRouter(tags=["chat"])
 QUESTIONS = Counter("ragbus_questions_total", "Questions by outcome", ["outcome"])
 TTFT = Histogram("ragbus_time_to_first_token_seconds", "From question to first token at the gateway")
+ANSWER_SUBJECTS = (subjects.ANSWER_TOKEN, subjects.ANSWER_DONE, subjects.ANSWER_FAILED)
+
+
+class Filters(BaseModel):
+    doc_ids: list[str] = []
+    names: list[str] = []
+    tags: list[str] = []
+    doc_types: list[str] = []
 
 
 class AskRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=4000)
     top_k: int | None = Field(None, ge=1, le=50)
-    filters: dict[str, Any] = Field(default_factory=dict)
-    session_id: str | None = Field(None, max_length=200)
+    filters: Filters = Field(default_factory=Filters)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="minimum cosine similarity of passages")
+    session_id: str | None = Field(None, max_length=200, description="conversation id: earlier turns are used")
+
+
+class ResumeRequest(BaseModel):
+    query_id: str = Field(..., min_length=1, max_length=64)
+    after_seq: int = Field(-1, ge=-1, description="the last token seq the client has; -1 for none")
 
 
 class CitationOut(BaseModel):
@@ -45,86 +64,144 @@ class CitationOut(BaseModel):
 
 class AskResponse(BaseModel):
     query_id: str
+    session_id: str | None = None
     answer: str
     citations: list[CitationOut]
     timings: dict[str, float]
     model: str | None = None
 
 
-async def answer_frames(bus: Bus, ask: AskRequest, default_top_k: int, timeout: float) -> AsyncIterator[dict]:
+def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str, Any]:
+    timings = dict(event.get("timings") or {})
+    if started is not None:
+        timings["total_ms"] = (time.perf_counter() - started) * 1000
+    return {"type": "done", "query_id": event["query_id"], "session_id": event.get("session_id"),
+            "answer": event["answer"], "citations": event["citations"], "sources": event.get("sources", []),
+            "timings": timings, "model": event.get("model"), "generator": event.get("generator")}
+
+
+def error_frame(query_id: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "query_id": query_id, "message": message}
+
+
+async def history_for(answers: AnswerView, session_id: str | None, turns: int) -> list[Turn]:
+    if not session_id:
+        return []
+    rows = await answers.for_session(session_id, limit=turns)
+    return [Turn(question=r["question"], answer=(r["answer"] or "")[:1000]) for r in rows if r["status"] == "done"]
+
+
+async def relay(queue: asyncio.Queue[dict[str, Any]], query_id: str, next_seq: int, deadline: float,
+                started: float) -> AsyncIterator[dict[str, Any]]:
+    """Token frames from `next_seq` on (earlier or repeated ones are dropped), then done or error."""
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), timeout=max(deadline - time.perf_counter(), 0.01))
+        except TimeoutError:
+            QUESTIONS.labels("timeout").inc()
+            yield error_frame(query_id, "no answer in time; is a generator running? (`ragbus status`)")
+            return
+        kind = event.get("type")
+        if kind == "answer.token":
+            if event["seq"] < next_seq:
+                continue  # a redelivered question re-streams tokens the client already has
+            if event["seq"] == 0:
+                TTFT.observe(time.perf_counter() - started)
+            next_seq = event["seq"] + 1
+            yield {"type": "token", "query_id": query_id, "seq": event["seq"], "text": event["text"]}
+        elif kind == "answer.done":
+            QUESTIONS.labels("answered").inc()
+            yield done_frame(event, started)
+            return
+        elif kind == "answer.failed":
+            QUESTIONS.labels("failed").inc()
+            yield error_frame(query_id, event["message"])
+            return
+
+
+async def until_projected(answers: AnswerView, query_id: str, timeout: float = 3.0) -> None:
+    """Read-your-writes: a follow-up sent right after this answer must find it in the session's history,
+    so the caller's next request waits (briefly) until the projector has folded the answer in."""
+    deadline = time.perf_counter() + timeout
+    while await answers.get(query_id) is None and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
+                        settings: GatewaySettings) -> AsyncIterator[dict[str, Any]]:
     """Frames for one question: accepted, token*, then done or error."""
     query_id = uuid.uuid4().hex
     started = time.perf_counter()
-    async with bus.answer_frames(query_id) as queue:
+    async with bus.watch(query_id, *ANSWER_SUBJECTS) as queue:
         await bus.publish(QueryAsked(
             event_id=f"query.asked:{query_id}", correlation_id=query_id, query_id=query_id,
-            question=ask.question.strip(), top_k=ask.top_k or default_top_k, filters=ask.filters,
-            session_id=ask.session_id,
+            question=ask.question.strip(), top_k=ask.top_k or settings.default_top_k,
+            filters=ask.filters.model_dump(exclude_defaults=True), threshold=ask.threshold,
+            session_id=ask.session_id, history=await history_for(answers, ask.session_id, settings.history_turns),
         ))
-        yield {"type": "accepted", "query_id": query_id}
-        next_seq = 0
-        deadline = started + timeout
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=max(deadline - time.perf_counter(), 0.01))
-            except TimeoutError:
-                QUESTIONS.labels("timeout").inc()
-                yield {"type": "error", "query_id": query_id,
-                       "message": f"no answer within {timeout:.0f} s; is a generator running?"}
-                return
-            kind = event.get("type")
-            if kind == "answer.token":
-                if event["seq"] < next_seq:
-                    continue  # a redelivered question re-streams tokens the client already has
-                if next_seq == 0:
-                    TTFT.observe(time.perf_counter() - started)
+        yield {"type": "accepted", "query_id": query_id, "session_id": ask.session_id}
+        async for frame in relay(queue, query_id, 0, started + settings.ask_timeout, started):
+            yield frame
+
+
+async def resume_frames(bus: Bus, resume: ResumeRequest, settings: GatewaySettings) -> AsyncIterator[dict]:
+    """The rest of an answer after `after_seq`: stored tokens, then live ones or the stored outcome."""
+    query_id, started = resume.query_id, time.perf_counter()
+    async with bus.watch(query_id, *ANSWER_SUBJECTS) as queue:  # live first: no token can fall in between
+        next_seq = resume.after_seq + 1
+        for event in await bus.stored_tokens(query_id):
+            if event["seq"] >= next_seq:
                 next_seq = event["seq"] + 1
                 yield {"type": "token", "query_id": query_id, "seq": event["seq"], "text": event["text"]}
-            elif kind == "answer.done":
-                QUESTIONS.labels("answered").inc()
-                yield {"type": "done", "query_id": query_id, "answer": event["answer"],
-                       "citations": event["citations"], "sources": event.get("sources", []),
-                       "timings": {**event["timings"], "total_ms": (time.perf_counter() - started) * 1000},
-                       "model": event.get("model"), "generator": event.get("generator")}
-                return
-            elif kind == "answer.failed":
-                QUESTIONS.labels("failed").inc()
-                yield {"type": "error", "query_id": query_id, "message": event["message"]}
-                return
+        outcome = await bus.stored_outcome(query_id)
+        if outcome is not None:
+            is_done = outcome.get("type") == "answer.done"
+            yield done_frame(outcome) if is_done else error_frame(query_id, outcome["message"])
+            return
+        async for frame in relay(queue, query_id, next_seq, started + settings.ask_timeout, started):
+            yield frame
 
 
 @router.post("/ask", response_model=AskResponse, summary="Ask a question; returns the whole cited answer",
              responses={504: {"description": "no answer in time"}, 502: {"description": "answer failed"}})
-async def ask(body: AskRequest, bus: BusDep, settings: SettingsDep) -> AskResponse:
-    async for frame in answer_frames(bus, body, settings.default_top_k, settings.ask_timeout):
+async def ask(body: AskRequest, bus: BusDep, answers: AnswersDep, settings: SettingsDep) -> AskResponse:
+    async for frame in answer_frames(bus, answers, body, settings):
         if frame["type"] == "done":
+            if body.session_id:
+                await until_projected(answers, frame["query_id"])
             return AskResponse(**frame)
         if frame["type"] == "error":
-            code = status.HTTP_504_GATEWAY_TIMEOUT if "no answer within" in frame["message"] else 502
+            code = status.HTTP_504_GATEWAY_TIMEOUT if "in time" in frame["message"] else 502
             raise HTTPException(code, frame["message"])
     raise HTTPException(status.HTTP_502_BAD_GATEWAY, "the answer stream ended without an answer")
 
 
+class WsMessage(BaseModel):
+    type: Literal["ask", "resume"]
+
+
 @router.websocket("/ws/chat")
 async def chat(websocket: WebSocket) -> None:
-    """Client sends {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?}; the server streams
-    {"type": "token", "query_id", "seq", "text"} frames, then {"type": "done", ...} or {"type": "error"}."""
+    """Client frames: {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?} or
+    {"type": "resume", "query_id", "after_seq"}. Server frames: accepted, token {query_id, seq, text},
+    then done {answer, citations, sources, timings, model} or error {message}."""
     await websocket.accept()
-    app = websocket.app
+    state = websocket.app.state
     try:
         while True:
             message = await websocket.receive_json()
-            if not isinstance(message, dict) or message.get("type") != "ask":
-                await websocket.send_json({"type": "error", "message": 'expected {"type": "ask", "question": ...}'})
-                continue
             try:
-                ask_request = AskRequest.model_validate(message)
+                kind = WsMessage.model_validate(message).type
+                frames = (answer_frames(state.bus, state.answers, AskRequest.model_validate(message), state.settings)
+                          if kind == "ask" else
+                          resume_frames(state.bus, ResumeRequest.model_validate(message), state.settings))
             except ValidationError as exc:
                 await websocket.send_json({"type": "error", "message": _first_error(exc)})
                 continue
-            async for frame in answer_frames(app.state.bus, ask_request, app.state.settings.default_top_k,
-                                             app.state.settings.ask_timeout):
+            async for frame in frames:
                 await websocket.send_json(frame)
+                if frame["type"] == "done" and frame.get("session_id"):
+                    await until_projected(state.answers, frame["query_id"])
     except WebSocketDisconnect:
         return
     except ValueError:
@@ -133,4 +210,7 @@ async def chat(websocket: WebSocket) -> None:
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    where = ".".join(str(p) for p in err["loc"])
+    if where == "type":
+        return 'expected {"type": "ask", "question": ...} or {"type": "resume", "query_id": ..., "after_seq": ...}'
+    return f"{where}: {err['msg']}"

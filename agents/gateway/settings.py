@@ -9,3 +9,5 @@ class GatewaySettings(BusSettings, DatabaseSettings):
     max_upload_bytes: int = 50 * 1024 * 1024  # larger uploads are refused with 413 before being read
     ask_timeout: float = 180.0  # POST /ask and the websocket give up waiting for answer.done after this
     default_top_k: int = 5
+    history_turns: int = 3  # earlier turns of a session sent with a follow-up question
+    search_timeout: float = 30.0  # POST /search waits this long for context.built

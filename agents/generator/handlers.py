@@ -1,7 +1,8 @@
-"""Thin handler: context.built -> stream answer.token events -> answer.done."""
+"""Thin handlers: query.asked with history -> query.condensed; context.built -> answer.token* -> answer.done."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -10,8 +11,16 @@ from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
 from agents.generator.app import app, broker, settings
-from agents.generator.llm import ChatClient, LLMError
-from agents.generator.service import NOT_COVERED, build_messages, citations_for, sources_for
+from agents.generator.llm import ChatClient, CircuitBreaker, LLMError, LLMUnavailable
+from agents.generator.service import (
+    NOT_COVERED,
+    build_prompt,
+    citations_for,
+    clean_standalone,
+    condense_messages,
+    sources_for,
+)
+from agents.generator.tokens import TokenCounter
 from streams.agent import (
     EventPublisher,
     dead_letter_publisher,
@@ -19,15 +28,16 @@ from streams.agent import (
     report_gave_up,
     wait_for_durables,
 )
-from streams.delivery import keep_alive, settle
-from streams.events import AnswerCompleted, AnswerFailed, AnswerToken, ContextBuilt
-from streams.topology import GENERATOR, advisories_of
+from streams.delivery import PoisonMessage, keep_alive, settle
+from streams.events import AnswerCompleted, AnswerFailed, AnswerToken, ContextBuilt, QueryAsked, QueryCondensed
+from streams.topology import CONDENSER, GENERATOR, advisories_of
 
 log = logging.getLogger("ragbus.generator")
 
 
 class State:
     llm: ChatClient
+    tokens: TokenCounter
 
 
 state = State()
@@ -39,6 +49,8 @@ publish_done = EventPublisher(broker, AnswerCompleted, "ANSWERS",
                               "The full answer with citations mapped to documents and pages, timings, model.")
 publish_failed = EventPublisher(broker, AnswerFailed, "ANSWERS",
                                 "Generation failed for good; the user gets an error frame.")
+publish_condensed = EventPublisher(broker, QueryCondensed, "QUERIES",
+                                   "A follow-up question rewritten with its conversation to stand alone.")
 publish_dead_letter = dead_letter_publisher(broker)
 
 
@@ -46,11 +58,13 @@ publish_dead_letter = dead_letter_publisher(broker)
 async def start() -> None:
     nc = await nats.connect(settings.nats_url)
     try:
-        await wait_for_durables(nc.jetstream(), (GENERATOR, advisories_of(GENERATOR)))
+        durables = (GENERATOR, CONDENSER)
+        await wait_for_durables(nc.jetstream(), durables + tuple(advisories_of(d) for d in durables))
     finally:
         await nc.close()
     state.llm = ChatClient(settings.llm_url, settings.llm_model, settings.llm_timeout, settings.llm_api_key,
-                           settings.llm_retries)
+                           settings.llm_retries, CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown))
+    state.tokens = await asyncio.to_thread(TokenCounter, settings.llm_tokenizer)
 
 
 @app.after_shutdown
@@ -60,62 +74,115 @@ async def stop() -> None:
 
 
 @broker.subscriber(
+    **durable_subscription(CONDENSER, batch_size=1),
+    ack_policy=AckPolicy.MANUAL,
+    title="rewrite follow-up questions",
+    description="A question with conversation history is rewritten by the LLM into one that stands alone "
+    "(query.condensed), which retrieval then searches for. Questions without history pass untouched.",
+)
+async def on_query_asked(event: QueryAsked, msg: NatsMessage) -> None:
+    if not event.history:
+        await msg.raw_message.ack()
+        return
+
+    async def work() -> None:
+        started = time.perf_counter()
+        try:
+            async with keep_alive(msg.raw_message, every=5.0):
+                text = await state.llm.complete(condense_messages(event.question, event.history),
+                                                settings.condense_tokens)
+            standalone = clean_standalone(text, fallback=event.question)
+        except LLMError as exc:
+            # Retrieval can still go ahead with the question as asked; the answer step reports a down LLM.
+            log.warning("could not rewrite follow-up %s (%s); searching for it as asked", event.query_id, exc)
+            standalone = event.question
+        await publish_condensed(QueryCondensed(
+            event_id=f"query.condensed:{event.query_id}", correlation_id=event.query_id,
+            causation_id=event.event_id, asked=event, standalone_question=standalone,
+            condense_ms=(time.perf_counter() - started) * 1000,
+        ))
+
+    await settle(msg.raw_message, CONDENSER, publish_dead_letter, work)
+
+
+@broker.subscriber(
     **durable_subscription(GENERATOR, batch_size=1),
     ack_policy=AckPolicy.MANUAL,
     title="generate answers",
     description="Streams a grounded answer as answer.token.<query_id> events, then answer.done.<query_id>.",
 )
 async def on_context_built(event: ContextBuilt, msg: NatsMessage) -> None:
+    if not event.generate:
+        await msg.raw_message.ack()  # retrieval only (POST /search)
+        return
+
     async def work() -> None:
-        started = time.perf_counter()
-        pieces: list[str] = []
-        first_token_at: float | None = None
-        if event.passages:
-            messages = build_messages(event.question, event.passages, settings.context_chars)
-            async with keep_alive(msg.raw_message, every=5.0):
-                async for piece in state.llm.stream(messages, settings.max_answer_tokens, settings.temperature):
-                    first_token_at = first_token_at or time.perf_counter()
-                    await publish_token(token(event, len(pieces), piece))
-                    pieces.append(piece)
-            if not pieces:
-                raise LLMError("the LLM server returned no text", transient=True)
-        else:
-            # Nothing retrieved: say so without asking the model to invent something.
-            first_token_at = time.perf_counter()
-            await publish_token(token(event, 0, NOT_COVERED))
-            pieces.append(NOT_COVERED)
-        await broker.connection.flush()  # every token is on the server before the done event that closes the stream
-        answer = "".join(pieces).strip()
-        finished = time.perf_counter()
-        await publish_done(AnswerCompleted(
-            event_id=f"answer.done:{event.query_id}",
-            correlation_id=event.query_id,
-            causation_id=event.event_id,
-            query_id=event.query_id,
-            question=event.question,
-            session_id=event.session_id,
-            answer=answer,
-            citations=citations_for(answer, event.passages) if event.passages else [],
-            sources=sources_for(event.passages),
-            timings={
-                **event.timings,
-                "ttft_ms": ((first_token_at or finished) - started) * 1000,
-                "generate_ms": (finished - started) * 1000,
-                "tokens_per_s": len(pieces) / max(finished - (first_token_at or started), 1e-6),
-            },
-            model=settings.llm_model if event.passages else "none",
-            generator=settings.generator_id,
-            tokens=len(pieces),
-        ))
-        log.info("answered %s with %d tokens in %.1fs", event.query_id, len(pieces), finished - started)
+        try:
+            await answer(event, msg)
+        except LLMUnavailable as exc:
+            raise PoisonMessage(str(exc)) from exc  # fail this question now: the user sees an error at once
 
     async def on_dead(reason: str) -> None:
-        await publish_failed(AnswerFailed(
-            event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id,
-            causation_id=event.event_id, query_id=event.query_id, message=reason, stage="generation",
-        ))
+        await publish_failed(generation_failed(event, reason))
 
     await settle(msg.raw_message, GENERATOR, publish_dead_letter, work, on_dead)
+
+
+async def answer(event: ContextBuilt, msg: NatsMessage) -> None:
+    started = time.perf_counter()
+    pieces: list[str] = []
+    first_token_at: float | None = None
+    passages, prompt_tokens = event.passages, 0
+    if passages:
+        prompt = build_prompt(event.question, passages, event.history, state.tokens,
+                              settings.llm_context_tokens, settings.max_answer_tokens)
+        passages, prompt_tokens = prompt.passages, prompt.tokens
+        async with keep_alive(msg.raw_message, every=5.0):
+            async for piece in state.llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature):
+                first_token_at = first_token_at or time.perf_counter()
+                await publish_token(token(event, len(pieces), piece))
+                pieces.append(piece)
+        if not pieces:
+            raise LLMError("the LLM server returned no text", transient=True)
+    else:
+        # Nothing passed the similarity threshold: say so without asking the model to invent something.
+        first_token_at = time.perf_counter()
+        await publish_token(token(event, 0, NOT_COVERED))
+        pieces.append(NOT_COVERED)
+    await broker.connection.flush()  # every token is on the server before the done event that closes the stream
+    text = "".join(pieces).strip()
+    finished = time.perf_counter()
+    streaming = max(finished - (first_token_at or started), 1e-6)
+    await publish_done(AnswerCompleted(
+        event_id=f"answer.done:{event.query_id}",
+        correlation_id=event.query_id,
+        causation_id=event.event_id,
+        query_id=event.query_id,
+        question=event.question,
+        session_id=event.session_id,
+        answer=text,
+        citations=citations_for(text, passages) if passages else [],
+        sources=sources_for(passages),
+        timings={
+            **event.timings,
+            "ttft_ms": ((first_token_at or finished) - started) * 1000,
+            "generate_ms": (finished - started) * 1000,
+            "tokens_per_s": len(pieces) / streaming,
+            "prompt_tokens": prompt_tokens,
+        },
+        model=settings.llm_model if passages else "none",
+        generator=settings.generator_id,
+        tokens=len(pieces),
+    ))
+    log.info("answered %s with %d tokens in %.1fs", event.query_id, len(pieces), finished - started)
+
+
+def generation_failed(event: ContextBuilt, reason: str) -> AnswerFailed:
+    return AnswerFailed(
+        event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id, causation_id=event.event_id,
+        query_id=event.query_id, message=reason, stage="generation", question=event.question,
+        session_id=event.session_id,
+    )
 
 
 def token(event: ContextBuilt, seq: int, text: str) -> AnswerToken:
@@ -131,10 +198,17 @@ def token(event: ContextBuilt, seq: int, text: str) -> AnswerToken:
 
 async def report_generation_gave_up(payload: bytes, advisory: dict) -> None:
     event = ContextBuilt.model_validate_json(payload)
+    await publish_failed(generation_failed(event, "no generator could finish this answer"))
+
+
+async def report_condenser_gave_up(payload: bytes, advisory: dict) -> None:
+    event = QueryAsked.model_validate_json(payload)
     await publish_failed(AnswerFailed(
         event_id=f"answer.failed:{event.query_id}", correlation_id=event.query_id, causation_id=event.event_id,
-        query_id=event.query_id, message="no generator could finish this answer", stage="generation",
+        query_id=event.query_id, message="the follow-up question could not be processed", stage="condense",
+        question=event.question, session_id=event.session_id,
     ))
 
 
 report_gave_up(broker, GENERATOR, report_generation_gave_up, publish_dead_letter)
+report_gave_up(broker, CONDENSER, report_condenser_gave_up, publish_dead_letter)

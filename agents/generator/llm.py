@@ -1,10 +1,12 @@
-"""A small streaming client for any OpenAI-compatible /v1/chat/completions server, over httpx."""
+"""A small streaming client for any OpenAI-compatible /v1/chat/completions server, over httpx, with retries
+for transient errors and a circuit breaker so a down server gives users a quick error, not a hang."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -20,17 +22,57 @@ class LLMError(Exception):
         self.transient = transient
 
 
+class LLMUnavailable(LLMError):
+    """The circuit is open: recent calls all failed, so this one is refused at once."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failures; while open every call fails at once; after `cooldown`
+    one trial call is let through (half-open), and its success closes the circuit again."""
+
+    def __init__(self, threshold: int = 3, cooldown: float = 15.0) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened_at is not None and time.monotonic() - self.opened_at < self.cooldown
+
+    def check(self) -> None:
+        if self.is_open:
+            assert self.opened_at is not None
+            wait = self.cooldown - (time.monotonic() - self.opened_at)
+            raise LLMUnavailable(f"the LLM server is unavailable (failing repeatedly); next try in {wait:.0f} s")
+
+    def success(self) -> None:
+        self.failures, self.opened_at = 0, None
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+
+
 class ChatClient:
     def __init__(self, base_url: str, model: str, timeout: float = 120.0, api_key: str = "",
-                 retries: int = 2) -> None:
+                 retries: int = 2, breaker: CircuitBreaker | None = None) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.model = model
         self.retries = retries
+        self.breaker = breaker or CircuitBreaker()
         self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers,
-                                      timeout=httpx.Timeout(timeout, connect=5.0))
+                                      timeout=httpx.Timeout(timeout, connect=3.0))
 
     async def close(self) -> None:
         await self.http.aclose()
+
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> str:
+        return "".join([piece async for piece in self.stream(messages, max_tokens, temperature)])
 
     async def stream(self, messages: list[dict[str, str]], max_tokens: int,
                      temperature: float = 0.0) -> AsyncIterator[str]:
@@ -40,14 +82,23 @@ class ChatClient:
                 "temperature": temperature, "seed": 42, "stream": True}
         attempt = 0
         while True:
+            self.breaker.check()
             started = False
             try:
                 async for piece in self._stream_once(body):
-                    started = True
+                    if not started:
+                        started = True
+                        self.breaker.success()
                     yield piece
+                self.breaker.success()
                 return
             except LLMError as exc:
-                if started or not exc.transient or attempt >= self.retries:
+                if started or not exc.transient:
+                    raise
+                self.breaker.failure()
+                if self.breaker.is_open:
+                    raise LLMUnavailable(f"the LLM server is unavailable: {exc}") from exc
+                if attempt >= self.retries:
                     raise
                 attempt += 1
                 delay = 0.5 * 2**attempt

@@ -1,10 +1,12 @@
-"""Grounded prompts and citations: pure functions, no broker, no HTTP."""
+"""Grounded prompts, follow-up rewriting and citations: pure functions, no broker, no HTTP."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from streams.events import Citation, Passage
+from agents.generator.tokens import TokenCounter
+from streams.events import Citation, Passage, Turn
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered sources you are given. "
@@ -12,26 +14,86 @@ SYSTEM_PROMPT = (
     "If the sources do not contain the answer, say that the documents do not cover it. Be concise."
 )
 NOT_COVERED = "The uploaded documents do not cover this question."
+CONDENSE_PROMPT = (
+    "Rewrite the user's follow-up question so that it can be understood without the conversation. "
+    "Keep every name and detail it refers to. Answer with the rewritten question only."
+)
+SAFETY_TOKENS = 48  # chat-template tokens the server adds around each message
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
-def build_messages(question: str, passages: list[Passage], context_chars: int) -> list[dict[str, str]]:
-    """System + user messages with numbered sources, cut to `context_chars` so the prompt fits the window."""
-    budget = context_chars
-    blocks = []
-    for p in passages:
-        if budget <= 0:
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[dict[str, str]]
+    passages: list[Passage]  # the passages that fit, possibly the last one truncated
+    tokens: int
+
+
+def _source_block(p: Passage, text: str) -> str:
+    where = f"{p.name}, page {p.page}" if p.page else p.name
+    return f"[{p.n}] ({where})\n{text}"
+
+
+def build_prompt(question: str, passages: list[Passage], history: list[Turn], tokens: TokenCounter,
+                 context_tokens: int, answer_tokens: int) -> Prompt:
+    """System, earlier turns and the sources + question, fitted to the model's window by token count:
+    oldest turns go first, then passages are added best-first and the last one that does not fit whole is
+    truncated. The answer's own tokens are reserved, so the server never overflows."""
+    budget = context_tokens - answer_tokens - SAFETY_TOKENS
+    question_part = f"\n\nQuestion: {question}"
+    budget -= tokens.count(SYSTEM_PROMPT) + tokens.count("Sources:\n") + tokens.count(question_part)
+
+    turns: list[dict[str, str]] = []
+    history_budget = budget // 3  # history may not crowd out the sources
+    for turn in reversed(history):
+        cost = tokens.count(turn.question) + tokens.count(turn.answer) + 8
+        if cost > history_budget:
             break
-        where = f"{p.name}, page {p.page}" if p.page else p.name
-        text = p.text[:budget]
-        budget -= len(text)
-        blocks.append(f"[{p.n}] ({where})\n{text}")
-    sources = "\n\n".join(blocks)
+        history_budget -= cost
+        budget -= cost
+        turns[:0] = [{"role": "user", "content": turn.question}, {"role": "assistant", "content": turn.answer}]
+
+    blocks: list[str] = []
+    used: list[Passage] = []
+    for p in passages:
+        block = _source_block(p, p.text)
+        cost = tokens.count(block) + 2
+        if cost > budget:
+            header = tokens.count(_source_block(p, "")) + 4
+            text = tokens.truncate(p.text, budget - header)
+            if text and budget - header > 20:
+                blocks.append(_source_block(p, text))
+                used.append(p.model_copy(update={"text": text}))
+                budget -= header + tokens.count(text)
+            break
+        blocks.append(block)
+        used.append(p)
+        budget -= cost
+    user = "Sources:\n" + "\n\n".join(blocks) + question_part
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *turns, {"role": "user", "content": user}]
+    total = sum(tokens.count(m["content"]) for m in messages) + SAFETY_TOKENS
+    return Prompt(messages, used, total)
+
+
+def condense_messages(question: str, history: list[Turn], max_chars: int = 600) -> list[dict[str, str]]:
+    """A bounded prompt: the last turns (answers cut to `max_chars`) and the follow-up."""
+    lines = []
+    for turn in history[-3:]:
+        lines.append(f"User: {turn.question[:max_chars]}")
+        lines.append(f"Assistant: {turn.answer[:max_chars]}")
+    conversation = "\n".join(lines)
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Sources:\n{sources}\n\nQuestion: {question}"},
+        {"role": "system", "content": CONDENSE_PROMPT},
+        {"role": "user", "content": f"Conversation:\n{conversation}\n\nFollow-up question: {question}\n\n"
+                                    "Standalone question:"},
     ]
+
+
+def clean_standalone(text: str, fallback: str) -> str:
+    """The model's rewrite, or the original question if the rewrite is empty or runs on."""
+    first = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
+    return first if 3 <= len(first) <= 400 else fallback
 
 
 def cited_numbers(answer: str) -> list[int]:

@@ -20,5 +20,9 @@ class GeneratorSettings(BusSettings):
     llm_retries: int = 2  # transient errors before the first token are retried with backoff
     max_answer_tokens: int = 256
     temperature: float = 0.0  # deterministic: a redelivered question streams the same tokens again
-    context_chars: int = 4000  # passages are cut to fit the model's window (SmolLM2 here: 2048 tokens)
+    llm_context_tokens: int = 2048  # the server's context window (n_ctx): prompt + answer must fit
+    llm_tokenizer: str = ""  # the model's GGUF, for exact token counts (vocab only); empty: estimate
+    breaker_failures: int = 3  # consecutive LLM failures that open the circuit
+    breaker_cooldown: float = 15.0  # seconds the circuit stays open before one trial call
+    condense_tokens: int = 64  # follow-up rewriting answers are short
     generator_id: str = Field(default_factory=_default_id)

@@ -1,0 +1,128 @@
+"""Conversations and ratings (read from the answers projection), and retrieval without generation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+
+from agents.gateway.chat import Filters
+from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
+from streams import subjects
+from streams.events import AnswerRated, QueryAsked
+
+router = APIRouter()
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(..., min_length=1, max_length=4000)
+    top_k: int | None = Field(None, ge=1, le=50)
+    filters: Filters = Field(default_factory=Filters)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+
+class PassageOut(BaseModel):
+    n: int
+    chunk_id: str
+    doc_id: str
+    name: str
+    page: int | None = None
+    section: list[str] = []
+    text: str
+    score: float = Field(description="cosine similarity to the query")
+    scores: dict[str, float] = Field(description="dense, keyword (full-text rank) and fused (RRF)")
+
+
+class SearchResponse(BaseModel):
+    query_id: str
+    passages: list[PassageOut]
+    timings: dict[str, float]
+
+
+@router.post("/search", response_model=SearchResponse, tags=["search"],
+             summary="Retrieval only: ranked passages with scores, no generated answer",
+             responses={504: {"description": "no retriever answered in time"}})
+async def search(body: SearchRequest, bus: BusDep, settings: SettingsDep) -> SearchResponse:
+    query_id = uuid.uuid4().hex
+    started = time.perf_counter()
+    async with bus.watch(query_id, subjects.CONTEXT_BUILT, subjects.ANSWER_FAILED) as queue:
+        await bus.publish(QueryAsked(
+            event_id=f"query.asked:{query_id}", correlation_id=query_id, query_id=query_id,
+            question=body.query.strip(), top_k=body.top_k or settings.default_top_k,
+            filters=body.filters.model_dump(exclude_defaults=True), threshold=body.threshold, generate=False,
+        ))
+        try:
+            event = await asyncio.wait_for(queue.get(), settings.search_timeout)
+        except TimeoutError:
+            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, "no retriever answered in time; is the "
+                                "embedder running? (`ragbus status`)") from None
+    if event["type"] == "answer.failed":
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, event["message"])
+    timings = {**event["timings"], "total_ms": (time.perf_counter() - started) * 1000}
+    return SearchResponse(query_id=query_id, passages=event["passages"], timings=timings)
+
+
+class Turn(BaseModel):
+    query_id: str
+    question: str
+    status: str
+    answer: str | None = None
+    error: str | None = None
+    citations: list[dict[str, Any]] = []
+    timings: dict[str, Any] = {}
+    model: str | None = None
+    rating: str | None = None
+    created_at: datetime
+
+
+class SessionSummary(BaseModel):
+    session_id: str
+    title: str
+    turns: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+
+
+class SessionOut(SessionSummary):
+    messages: list[Turn]
+
+
+@router.get("/sessions", response_model=SessionList, tags=["conversations"], summary="Recent conversations")
+async def list_sessions(answers: AnswersDep) -> SessionList:
+    return SessionList(sessions=[SessionSummary(**s) for s in await answers.sessions()])
+
+
+@router.get("/sessions/{session_id}", response_model=SessionOut, tags=["conversations"],
+            summary="One conversation with its questions and answers", responses={404: {"description": "unknown"}})
+async def get_session(session_id: str, answers: AnswersDep) -> SessionOut:
+    session = await answers.session(session_id)
+    if session is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no session {session_id}")
+    return SessionOut(**session, messages=[Turn(**t) for t in await answers.for_session(session_id)])
+
+
+class RatingIn(BaseModel):
+    rating: Literal["up", "down"]
+    comment: str = Field("", max_length=2000)
+
+
+@router.post("/answers/{query_id}/rating", status_code=status.HTTP_202_ACCEPTED, tags=["conversations"],
+             summary="Thumbs up or down on an answer (an answer.rated event)",
+             responses={404: {"description": "unknown answer"}})
+async def rate_answer(query_id: str, body: RatingIn, bus: BusDep, answers: AnswersDep) -> dict[str, str]:
+    if await answers.get(query_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no answer {query_id}")
+    await bus.publish(AnswerRated(
+        event_id=f"answer.rated:{query_id}:{uuid.uuid4().hex[:12]}", correlation_id=query_id,
+        query_id=query_id, rating=body.rating, comment=body.comment,
+    ))
+    return {"query_id": query_id, "rating": body.rating}

@@ -1,0 +1,53 @@
+"""Counting prompt tokens the way the model will, so a prompt never overflows the server's context window.
+
+With the model's GGUF at hand (`RAGBUS_LLM_TOKENIZER`; `ragbus up` sets it to SmolLM2's), its own vocabulary
+is loaded (vocab only: a few MB, no weights) and counts are exact. Without it, a conservative estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN_ESTIMATE = 3.0  # English averages ~4 chars per token; 3 leaves a margin
+
+
+class TokenCounter:
+    def __init__(self, gguf: str = "") -> None:
+        self._vocab = None
+        if gguf and Path(gguf).is_file():
+            from llama_cpp import Llama
+
+            self._vocab = Llama(model_path=gguf, vocab_only=True, verbose=False)
+            log.info("counting prompt tokens with the vocabulary of %s", Path(gguf).name)
+        else:
+            log.info("no tokenizer configured (RAGBUS_LLM_TOKENIZER): estimating tokens from characters")
+
+    @property
+    def exact(self) -> bool:
+        return self._vocab is not None
+
+    def count(self, text: str) -> int:
+        if self._vocab is not None:
+            return len(self._vocab.tokenize(text.encode(), add_bos=False, special=False))
+        return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+
+    def truncate(self, text: str, tokens: int) -> str:
+        """The longest prefix of `text` (cut at a word boundary) that fits in `tokens`."""
+        if tokens <= 0:
+            return ""
+        if self.count(text) <= tokens:
+            return text
+        low, high = 0, len(text)
+        while low < high:  # binary search on characters: ~log2(len) counts, each a few microseconds
+            mid = (low + high + 1) // 2
+            if self.count(text[:mid]) <= tokens:
+                low = mid
+            else:
+                high = mid - 1
+        cut = text[:low]
+        space = cut.rfind(" ")
+        return (cut[:space] if space > len(cut) * 0.8 else cut).rstrip() + " …"

@@ -1,0 +1,114 @@
+"""Hybrid retrieval over the chunk projection: pgvector HNSW cosine + PostgreSQL full-text search, fused by
+reciprocal rank fusion, with a similarity threshold, metadata filters and near-duplicate removal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    candidates: int = 40  # taken from each of the dense and the keyword ranking before fusion
+    rrf_k: int = 60  # the usual RRF constant: 1 / (k + rank)
+    min_similarity: float = 0.2  # passages less similar than this (cosine) are not context at all
+    duplicate_similarity: float = 0.95  # a passage this close to a better-ranked one adds nothing
+    ef_search: int = 80  # HNSW search breadth (recall vs speed)
+
+
+# The question's lexemes OR-ed together: websearch/plainto_tsquery AND every word, and a natural question
+# rarely has all its words in one passage. Lexemes are already stemmed, hence the 'simple' configuration.
+_SQL = """
+WITH q AS (
+    SELECT to_tsquery('simple', coalesce(
+        (SELECT string_agg(quote_literal(l), ' | ') FROM unnest(tsvector_to_array(to_tsvector('english', $2))) l),
+        '')) AS query
+),
+dense AS (
+    SELECT chunk_id, row_number() OVER () AS rank FROM (
+        SELECT c.chunk_id FROM chunks c {join} WHERE {where} ORDER BY c.embedding <=> $1 LIMIT $3
+    ) ranked
+),
+keyword AS (
+    SELECT c.chunk_id, ts_rank_cd(c.tsv, q.query, 32) AS keyword,
+           row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q.query, 32) DESC, c.chunk_id) AS rank
+    FROM chunks c {join}, q WHERE c.tsv @@ q.query AND {where}
+    ORDER BY keyword DESC, c.chunk_id LIMIT $3
+)
+SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal, c.embedding,
+       1 - (c.embedding <=> $1) AS dense, coalesce(k.keyword, 0) AS keyword,
+       d.rank AS dense_rank, k.rank AS keyword_rank
+FROM dense d FULL JOIN keyword k USING (chunk_id) JOIN chunks c USING (chunk_id)
+"""
+
+
+def _filters(filters: dict[str, Any], model: str | None, first_arg: int) -> tuple[str, str, list[Any]]:
+    """SQL join, where clause and arguments for the metadata filters (numbered after the fixed ones)."""
+    clauses, args, join = ["TRUE"], [], ""
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${first_arg + len(args) - 1}"
+
+    if model:
+        clauses.append(f"c.model = {arg(model)}")
+    if doc_ids := filters.get("doc_ids"):
+        clauses.append(f"c.doc_id = ANY({arg(list(doc_ids))})")
+    if names := filters.get("names"):
+        clauses.append(f"c.name = ANY({arg(list(names))})")
+    if doc_types := filters.get("doc_types"):
+        clauses.append(f"c.doc_type = ANY({arg(list(doc_types))})")
+    if tags := filters.get("tags"):
+        join = "JOIN documents dm ON dm.upload_id = c.upload_id"
+        clauses.append(f"(dm.metadata -> 'tags') ?| {arg(list(tags))}::text[]")
+    return join, " AND ".join(clauses), args
+
+
+def fuse(rows: list[dict[str, Any]], top_k: int, cfg: RetrievalConfig, threshold: float) -> list[dict[str, Any]]:
+    """Keep rows at or above the threshold, rank by RRF, drop near-duplicates, number 1..top_k."""
+    for row in rows:
+        row["fused"] = sum(1.0 / (cfg.rrf_k + row[r]) for r in ("dense_rank", "keyword_rank") if row[r])
+    kept = sorted((r for r in rows if r["dense"] >= threshold), key=lambda r: r["fused"], reverse=True)
+    chosen: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    for row in kept:
+        vector = np.asarray(row["embedding"].to_numpy() if hasattr(row["embedding"], "to_numpy")
+                            else row["embedding"], dtype=np.float32)
+        vector /= np.linalg.norm(vector) or 1.0
+        if any(float(vector @ v) >= cfg.duplicate_similarity for v in vectors):
+            continue
+        chosen.append(row)
+        vectors.append(vector)
+        if len(chosen) == top_k:
+            break
+    return [
+        {
+            "n": n, "chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "name": r["name"], "page": r["page"],
+            "section": list(r["section"] or []), "text": r["text"], "score": round(float(r["dense"]), 4),
+            "scores": {"dense": round(float(r["dense"]), 4), "keyword": round(float(r["keyword"]), 4),
+                       "fused": round(float(r["fused"]), 5)},
+        }
+        for n, r in enumerate(chosen, start=1)
+    ]
+
+
+class HybridSearch:
+    def __init__(self, pool: asyncpg.Pool, config: RetrievalConfig | None = None) -> None:
+        self.pool = pool
+        self.config = config or RetrievalConfig()
+
+    async def search(self, embedding: np.ndarray, query: str, top_k: int, filters: dict[str, Any] | None = None,
+                     threshold: float | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        cfg = self.config
+        join, where, extra = _filters(filters or {}, model, first_arg=4)
+        sql = _SQL.format(join=join, where=where)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
+            # with filters, keep scanning the HNSW graph until enough rows pass them (pgvector >= 0.8)
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), query, cfg.candidates, *extra)
+        threshold = cfg.min_similarity if threshold is None else threshold
+        return fuse([dict(r) for r in rows], top_k, cfg, threshold)

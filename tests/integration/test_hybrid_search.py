@@ -1,0 +1,88 @@
+"""Hybrid retrieval on the real chunk table (PostgreSQL + pgvector), with vectors we control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from projections.retrieval import HybridSearch, RetrievalConfig
+
+DIM = 384
+
+
+def unit(seed: int, near: np.ndarray | None = None, noise: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=DIM) if near is None else near + noise * rng.normal(size=DIM)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+@pytest.fixture
+async def corpus(pool):
+    await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
+    await pool.execute("DELETE FROM documents WHERE doc_id LIKE 'hs-%'")
+    query = unit(1)
+    primed = unit(2, query, 0.02)
+    rows = [
+        # chunk_id, doc, name, type, text, vector
+        ("hs-a-0", "hs-a", "alpha.md", "markdown", "The pump must be primed before first use.", primed),
+        ("hs-a-1", "hs-a", "alpha.md", "markdown", "The pump must be primed before the first use.",
+         unit(3, primed, 0.005)),
+        ("hs-b-0", "hs-b", "beta.pdf", "pdf", "Filters are replaced every six months.", unit(4, query, 0.06)),
+        ("hs-c-0", "hs-c", "gamma.txt", "text", "Warranty claims need the serial number XK-42.", unit(5, query, 0.07)),
+        ("hs-d-0", "hs-d", "delta.txt", "text", "Completely unrelated cooking recipe for soup.", unit(6)),
+    ]
+    for chunk_id, doc, name, doc_type, text, vector in rows:
+        await pool.execute(
+            """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, char_start, char_end, text,
+                                   model, embedding) VALUES ($1, $2, $2 || '-0', 0, $3, $4, 0, 1, $5, 'm', $6)""",
+            chunk_id, doc, name, doc_type, text, vector,
+        )
+        await pool.execute(
+            """INSERT INTO documents (doc_id, upload_id, name, sha256, size, doc_type, metadata, status, uploaded_at,
+                                      updated_at)
+               VALUES ($1, $1 || '-0', $2, $1, 1, $3, $4, 'parsed', now(), now()) ON CONFLICT DO NOTHING""",
+            doc, name, doc_type, {"tags": ["manual"] if doc in ("hs-a", "hs-b") else ["misc"]},
+        )
+    yield query
+    await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
+    await pool.execute("DELETE FROM documents WHERE doc_id LIKE 'hs-%'")
+
+
+async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
+    hits = await HybridSearch(pool).search(corpus, "serial number for warranty", top_k=5, model="m",
+                                           filters={"doc_ids": ["hs-a", "hs-b", "hs-c", "hs-d"]})
+    assert [h["n"] for h in hits] == list(range(1, len(hits) + 1))
+    # gamma is only 4th by vector, but it is the one keyword match: fusion lifts it to the top
+    assert hits[0]["doc_id"] == "hs-c"
+    assert hits[0]["scores"]["keyword"] > 0 and hits[0]["scores"]["fused"] > hits[1]["scores"]["fused"]
+    assert all(set(h["scores"]) == {"dense", "keyword", "fused"} for h in hits)
+
+
+async def test_threshold_drops_passages_that_are_not_similar(pool, corpus):
+    hits = await HybridSearch(pool).search(corpus, "pump", top_k=5, model="m", threshold=0.5)
+    assert "hs-d" not in {h["doc_id"] for h in hits}
+    assert await HybridSearch(pool).search(-corpus, "nothing matches", top_k=5, model="m", threshold=0.5) == []
+
+
+async def test_near_duplicate_passages_are_removed(pool, corpus):
+    hits = await HybridSearch(pool).search(corpus, "prime the pump", top_k=5, model="m", threshold=0.0)
+    alpha = [h for h in hits if h["doc_id"] == "hs-a"]
+    assert len(alpha) == 1  # the two nearly identical passages count once
+    loose = HybridSearch(pool, RetrievalConfig(duplicate_similarity=1.01))
+    both = await loose.search(corpus, "prime the pump", top_k=5, model="m", threshold=0.0)
+    assert len([h for h in both if h["doc_id"] == "hs-a"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"doc_ids": ["hs-b"]}, {"hs-b"}),
+        ({"names": ["gamma.txt", "alpha.md"]}, {"hs-a", "hs-c"}),
+        ({"doc_types": ["text"]}, {"hs-c", "hs-d"}),
+        ({"tags": ["manual"]}, {"hs-a", "hs-b"}),
+    ],
+)
+async def test_metadata_filters(pool, corpus, filters, expected):
+    hits = await HybridSearch(pool).search(corpus, "pump filters warranty soup", top_k=10, model="m",
+                                           threshold=-1.0, filters=filters)
+    assert {h["doc_id"] for h in hits} == expected
