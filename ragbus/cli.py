@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default=os.environ.get("RAGBUS_HOST", "127.0.0.1"),
                     help="gateway bind address (default: %(default)s; 0.0.0.0 to serve the LAN)")
     up.add_argument("--generators", type=int, default=1, help="generator replicas (default: %(default)s)")
+    up.add_argument("--parsers", type=int, default=1, help="parser replicas (default: %(default)s)")
+    up.add_argument("--embedders", type=int, default=1, help="embedder replicas (default: %(default)s)")
 
     streams = sub.add_parser("streams", help="manage JetStream streams")
     streams_sub = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")

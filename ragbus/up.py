@@ -26,6 +26,13 @@ def _agent(name: str, env: dict[str, str]) -> Child:
     return Child(name, [sys.executable, "-m", "ragbus.cli", "agent", name.split("-")[0]], env)
 
 
+def _replicas(name: str, count: int, env: dict[str, str]) -> list[Child]:
+    """Replicas of one agent share its durable pull consumer: each fetches as it has capacity."""
+    if count <= 1:
+        return [_agent(name, env)]
+    return [_agent(f"{name}-{i + 1}", env) for i in range(count)]
+
+
 async def _up(args: argparse.Namespace) -> None:
     from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
 
@@ -76,7 +83,9 @@ async def _up(args: argparse.Namespace) -> None:
         await pool.close()
 
         env["RAGBUS_HOST"], env["RAGBUS_PORT"] = args.host, str(args.port)
-        children = [_agent("projector", env), _agent("parser", env), _agent("embedder", env)]
+        children = [_agent("projector", env)]
+        children += _replicas("parser", args.parsers, env)
+        children += _replicas("embedder", args.embedders, env)
         children += [
             _agent(f"generator-{i + 1}", {**env, "RAGBUS_GENERATOR_ID": f"generator-{i + 1}"})
             for i in range(args.generators)
