@@ -14,7 +14,7 @@ from streams.events import AnswerCompleted, AnswerFailed, AnswerRated, Event
 
 class AnswersProjection:
     name = "answers"
-    sources = (
+    sources: tuple[Source, ...] = (
         Source("ANSWERS", (subjects.wildcard(subjects.ANSWER_DONE), subjects.wildcard(subjects.ANSWER_FAILED),
                            subjects.wildcard(subjects.ANSWER_RATED))),
     )

@@ -12,7 +12,7 @@ from streams.events import ChunksEmbedded, DocumentDeleted, Event
 
 class ChunkIndexProjection:
     name = "chunks"
-    sources = (
+    sources: tuple[Source, ...] = (
         Source("CHUNKS", (subjects.wildcard(subjects.CHUNKS_EMBEDDED),)),
         Source("DOCUMENTS", (subjects.wildcard(subjects.DOCUMENT_DELETED),)),
     )

@@ -15,7 +15,7 @@ from streams.events import DocumentDeleted, DocumentFailed, DocumentParsed, Docu
 
 class DocumentsProjection:
     name = "documents"
-    sources = (Source("DOCUMENTS", (subjects.wildcard("document"),)),)
+    sources: tuple[Source, ...] = (Source("DOCUMENTS", (subjects.wildcard("document"),)),)
 
     async def apply(self, conn: asyncpg.Connection, event: Event) -> None:
         match event:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from faststream import AckPolicy, FastStream
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
@@ -103,9 +103,10 @@ class EventPublisher:
 
     async def __call__(self, event: Event) -> PubAck | None:
         assert isinstance(event, self.cls), f"{type(event).__name__} is not {self.cls.__name__}"
-        return await self.publisher.publish(
+        ack = await self.publisher.publish(  # type: ignore[func-returns-value]  # a PubAck when stream is set
             event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id
         )
+        return cast("PubAck | None", ack)
 
 
 def dead_letter_publisher(broker: NatsBroker) -> EventPublisher:
