@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import nats
 from faststream import AckPolicy, FastStream
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.specification import AsyncAPI
@@ -56,6 +57,16 @@ def durable_subscription(durable: Durable, batch_size: int = 1) -> dict:
         "durable": durable.name,
         "pull_sub": PullSub(batch_size=batch_size, timeout=5.0),
     }
+
+
+async def require_durables(nats_url: str, *workers: Durable) -> None:
+    """At agent start: wait until `ragbus streams declare` has made the agent's durables (and the durables
+    through which it hears of messages it gave up on), on a connection of its own."""
+    nc = await nats.connect(nats_url)
+    try:
+        await wait_for_durables(nc.jetstream(), workers + tuple(advisories_of(d) for d in workers))
+    finally:
+        await nc.close()
 
 
 async def wait_for_durables(js: JetStreamContext, durables: tuple[Durable, ...], timeout: float = 120.0) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-import nats
 from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
@@ -19,7 +18,7 @@ from streams.agent import (
     dead_letter_publisher,
     durable_subscription,
     report_gave_up,
-    wait_for_durables,
+    require_durables,
 )
 from streams.delivery import keep_alive, settle
 from streams.events import (
@@ -33,7 +32,7 @@ from streams.events import (
     QueryAsked,
     QueryCondensed,
 )
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, Durable, advisories_of
+from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, Durable
 
 log = logging.getLogger("ragbus.embedder")
 
@@ -60,12 +59,7 @@ publish_dead_letter = dead_letter_publisher(broker)
 
 @app.on_startup
 async def start() -> None:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        durables = (EMBEDDER_CHUNKS, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS)
-        await wait_for_durables(nc.jetstream(), durables + tuple(advisories_of(d) for d in durables))
-    finally:
-        await nc.close()
+    await require_durables(settings.nats_url, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS)
     state.embedder = await asyncio.to_thread(
         Embedder, settings.embedding_model, settings.embedding_model_path, settings.embedding_device,
         settings.embedding_batch_size,

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-import nats
 from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
@@ -26,11 +25,11 @@ from streams.agent import (
     dead_letter_publisher,
     durable_subscription,
     report_gave_up,
-    wait_for_durables,
+    require_durables,
 )
 from streams.delivery import PoisonMessage, keep_alive, settle
 from streams.events import AnswerCompleted, AnswerFailed, AnswerToken, ContextBuilt, QueryAsked, QueryCondensed
-from streams.topology import CONDENSER, GENERATOR, advisories_of
+from streams.topology import CONDENSER, GENERATOR
 
 log = logging.getLogger("ragbus.generator")
 
@@ -56,12 +55,7 @@ publish_dead_letter = dead_letter_publisher(broker)
 
 @app.on_startup
 async def start() -> None:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        durables = (GENERATOR, CONDENSER)
-        await wait_for_durables(nc.jetstream(), durables + tuple(advisories_of(d) for d in durables))
-    finally:
-        await nc.close()
+    await require_durables(settings.nats_url, GENERATOR, CONDENSER)
     state.llm = ChatClient(settings.llm_url, settings.llm_model, settings.llm_timeout, settings.llm_api_key,
                            settings.llm_retries, CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown))
     state.tokens = await asyncio.to_thread(TokenCounter, settings.llm_tokenizer)

@@ -17,11 +17,11 @@ from streams.agent import (
     dead_letter_publisher,
     durable_subscription,
     report_gave_up,
-    wait_for_durables,
+    require_durables,
 )
 from streams.delivery import PoisonMessage, keep_alive, settle
 from streams.events import Chunk, ChunksReady, DocumentFailed, DocumentParsed, DocumentUploaded
-from streams.topology import DOCUMENTS_BUCKET, PARSER, advisories_of
+from streams.topology import DOCUMENTS_BUCKET, PARSER
 
 log = logging.getLogger("ragbus.parser")
 
@@ -36,11 +36,7 @@ publish_dead_letter = dead_letter_publisher(broker)
 
 @app.on_startup
 async def require_topology() -> None:
-    nc = await nats.connect(settings.nats_url)
-    try:
-        await wait_for_durables(nc.jetstream(), (PARSER, advisories_of(PARSER)))
-    finally:
-        await nc.close()
+    await require_durables(settings.nats_url, PARSER)
 
 
 @broker.subscriber(
