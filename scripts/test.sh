@@ -9,4 +9,6 @@ python3 -m venv .venv
 # torch first, pinned, so nothing else can pull a CUDA build
 .venv/bin/pip install --quiet "torch==2.13.0"
 .venv/bin/pip install --quiet -e ".[test]"
+# the web page's browser test drives Debian's Chromium (Playwright only talks to it, it downloads nothing)
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 exec .venv/bin/python -m pytest -q "$@"

@@ -114,6 +114,13 @@ class Bus:
         finally:
             await sub.unsubscribe()
 
+    async def was_asked(self, query_id: str) -> bool:
+        try:
+            await self.nc.jetstream().get_last_msg("QUERIES", subjects.subject(subjects.QUERY_ASKED, query_id))
+            return True
+        except NotFoundError:
+            return False
+
     async def stored_outcome(self, query_id: str) -> dict[str, Any] | None:
         """The query's answer.done (or answer.failed) event from the ANSWERS stream, if it exists yet."""
         js = self.nc.jetstream()

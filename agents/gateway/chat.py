@@ -147,6 +147,9 @@ async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
 async def resume_frames(bus: Bus, resume: ResumeRequest, settings: GatewaySettings) -> AsyncIterator[dict]:
     """The rest of an answer after `after_seq`: stored tokens, then live ones or the stored outcome."""
     query_id, started = resume.query_id, time.perf_counter()
+    if not await bus.was_asked(query_id):
+        yield error_frame(query_id, f"unknown question {query_id}")
+        return
     async with bus.watch(query_id, *ANSWER_SUBJECTS) as queue:  # live first: no token can fall in between
         next_seq = resume.after_seq + 1
         for event in await bus.stored_tokens(query_id):

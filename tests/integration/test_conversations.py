@@ -152,3 +152,12 @@ async def test_down_llm_server_gives_a_quick_clear_error_frame(client, stack):
         stack.start("generator-1", "generator", RAGBUS_GENERATOR_ID="generator-1")
         stack.start("generator-2", "generator", RAGBUS_GENERATOR_ID="generator-2")
         await asyncio.sleep(3)
+
+
+async def test_resuming_an_unknown_question_is_an_immediate_error(stack):
+    async with websockets.connect(_ws(stack.url)) as ws:
+        started = time.monotonic()
+        await ws.send(json.dumps({"type": "resume", "query_id": "0" * 32, "after_seq": 3}))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert frame["type"] == "error" and "unknown question" in frame["message"]
+    assert time.monotonic() - started < 5
