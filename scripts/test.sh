@@ -11,4 +11,7 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet -e ".[test]"
 # the web page's browser test drives Debian's Chromium (Playwright only talks to it, it downloads nothing)
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# lint and types first: cheap, and a failure here fails the run
+.venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"
