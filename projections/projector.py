@@ -17,7 +17,7 @@ import time
 import asyncpg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from projections import positions
 from projections.base import Projection, Source
@@ -30,6 +30,10 @@ EVENTS_APPLIED = Counter("ragbus_projector_events_total", "Events folded into pr
                          ["projection", "stream"])
 EVENTS_SKIPPED = Counter("ragbus_projector_skipped_total", "Events skipped (already applied or unreadable)",
                          ["projection", "stream", "why"])
+
+POSITION_AHEAD = Gauge("ragbus_projector_position_ahead_of_log",
+                       "1 when a projection's stored position is past its stream's tail (replay needed)",
+                       ["projection", "stream"])
 
 BATCH = 256
 
@@ -83,6 +87,14 @@ class SourceReader:
         async with self.pool.acquire() as conn:
             self.position = await positions.read_position(conn, self.projection.name, self.source.stream)
         self.caught_up_to = 0
+        tail = (await self.js.stream_info(self.source.stream)).state.last_seq
+        if self.position > tail:
+            # The log is behind what was projected: it lost its tail (power loss with a lazy sync_interval)
+            # or was recreated. New events would reuse sequence numbers this reader would skip as applied.
+            log.error("%s/%s: stored position %d is past the stream's last message %d; the read model no longer "
+                      "matches the log: run `ragbus replay --projection %s`", self.projection.name,
+                      self.source.stream, self.position, tail, self.projection.name)
+            POSITION_AHEAD.labels(self.projection.name, self.source.stream).set(1)
         sub = await self.js.pull_subscribe(
             "",
             stream=self.source.stream,

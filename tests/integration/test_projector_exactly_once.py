@@ -104,3 +104,14 @@ async def test_a_publish_retried_with_the_same_event_id_is_stored_once(js):
         await js.delete_stream("DEDUPTEST")
 
 
+
+
+async def test_a_position_past_the_end_of_the_log_is_reported(js, pool, log_and_counter, caplog):
+    """After a power loss with a lazy fsync, the log can lose its tail; new events would then reuse sequence
+    numbers the projection believes it applied. The projector must say so, loudly."""
+    await pool.execute("INSERT INTO projection_positions (projection, stream, last_seq) VALUES ('test-counter', "
+                       "'TESTLOG', $1) ON CONFLICT (projection, stream) DO UPDATE SET last_seq = $1", N + 1000)
+    with caplog.at_level("ERROR", logger="projections.projector"):
+        await asyncio.wait_for(_run_until_caught_up(CountingProjection(), js, pool), 30)
+    assert any("past the stream's last message" in r.getMessage() for r in caplog.records)
+    assert await _counted(pool) == 0  # nothing was applied behind the user's back
