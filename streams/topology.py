@@ -55,8 +55,8 @@ STREAMS: dict[str, StreamConfig] = {
     "QUERIES": _stream(
         "QUERIES",
         [subjects.wildcard(subjects.QUERY_ASKED), subjects.wildcard(subjects.QUERY_CONDENSED),
-         subjects.wildcard(subjects.CONTEXT_BUILT)],
-        "Questions, follow-ups rewritten to stand alone, and the retrieved context for each",
+         subjects.wildcard(subjects.QUERY_CANCELLED), subjects.wildcard(subjects.CONTEXT_BUILT)],
+        "Questions, follow-ups rewritten to stand alone, cancellations, and the retrieved context for each",
         duplicate_window=10 * MINUTE,
     ),
     "ANSWERS": _stream(

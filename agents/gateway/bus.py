@@ -18,7 +18,7 @@ from nats.js.object_store import ObjectStore
 
 from streams import subjects
 from streams.agent import EventPublisher
-from streams.events import AnswerRated, DocumentDeleted, DocumentUploaded, Event, QueryAsked
+from streams.events import AnswerRated, DocumentDeleted, DocumentUploaded, Event, QueryAsked, QueryCancelled
 from streams.topology import DOCUMENTS_BUCKET
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ def gateway_broker(url: str) -> tuple[NatsBroker, dict[type[Event], EventPublish
             "A user asked a question (web page, websocket, POST /ask), or searched (POST /search: generate "
             "false), with the earlier turns of the conversation."),
         AnswerRated: EventPublisher(broker, AnswerRated, "ANSWERS", "A user rated an answer up or down."),
+        QueryCancelled: EventPublisher(broker, QueryCancelled, "QUERIES",
+                                       "A user stopped an answer; the generator streaming it stops."),
     }
     return broker, publishers
 

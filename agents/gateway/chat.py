@@ -24,7 +24,7 @@ from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from agents.gateway.settings import GatewaySettings
 from projections.views import AnswerView
 from streams import subjects
-from streams.events import QueryAsked, Turn
+from streams.events import QueryAsked, QueryCancelled, Turn
 
 log = logging.getLogger("ragbus.gateway")
 router = APIRouter(tags=["chat"])
@@ -77,7 +77,8 @@ def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str,
         timings["total_ms"] = (time.perf_counter() - started) * 1000
     return {"type": "done", "query_id": event["query_id"], "session_id": event.get("session_id"),
             "answer": event["answer"], "citations": event["citations"], "sources": event.get("sources", []),
-            "timings": timings, "model": event.get("model"), "generator": event.get("generator")}
+            "timings": timings, "model": event.get("model"), "generator": event.get("generator"),
+            "stopped": event.get("stopped", False)}
 
 
 def error_frame(query_id: str, message: str) -> dict[str, Any]:
@@ -180,19 +181,49 @@ async def ask(body: AskRequest, bus: BusDep, answers: AnswersDep, settings: Sett
 
 
 class WsMessage(BaseModel):
-    type: Literal["ask", "resume"]
+    type: Literal["ask", "resume", "cancel"]
+
+
+async def cancel_question(bus: Bus, query_id: str) -> None:
+    await bus.publish(QueryCancelled(event_id=f"query.cancelled:{query_id}", correlation_id=query_id,
+                                     query_id=query_id))
+
+
+@router.post("/answers/{query_id}/cancel", status_code=status.HTTP_202_ACCEPTED, tags=["chat"],
+             summary="Stop generating an answer (a query.cancelled event); its done frame carries stopped: true",
+             responses={404: {"description": "unknown question"}})
+async def cancel(query_id: str, bus: BusDep) -> dict[str, str]:
+    if not await bus.was_asked(query_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown question {query_id}")
+    await cancel_question(bus, query_id)
+    return {"query_id": query_id, "status": "cancelling"}
 
 
 @router.websocket("/ws/chat")
 async def chat(websocket: WebSocket) -> None:
-    """Client frames: {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?} or
-    {"type": "resume", "query_id", "after_seq"}. Server frames: accepted, token {query_id, seq, text},
-    then done {answer, citations, sources, timings, model} or error {message}."""
+    """Client frames: {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?},
+    {"type": "resume", "query_id", "after_seq"} or {"type": "cancel", "query_id"} (at any time). Server frames:
+    accepted, token {query_id, seq, text}, then done {answer, citations, sources, timings, model, stopped} or
+    error {message}. Asks and resumes are answered one after the other, in order."""
     await websocket.accept()
     state = websocket.app.state
+    inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def read() -> None:
+        """Reads while answers stream, so a cancel takes effect at once; None marks the end."""
+        try:
+            while True:
+                message = await websocket.receive_json()
+                if isinstance(message, dict) and message.get("type") == "cancel" and message.get("query_id"):
+                    await cancel_question(state.bus, str(message["query_id"])[:64])
+                else:
+                    inbox.put_nowait(message)
+        except (WebSocketDisconnect, ValueError, RuntimeError):
+            inbox.put_nowait(None)
+
+    reader = asyncio.create_task(read())
     try:
-        while True:
-            message = await websocket.receive_json()
+        while (message := await inbox.get()) is not None:
             try:
                 kind = WsMessage.model_validate(message).type
                 frames = (answer_frames(state.bus, state.answers, AskRequest.model_validate(message), state.settings)
@@ -205,15 +236,16 @@ async def chat(websocket: WebSocket) -> None:
                 await websocket.send_json(frame)
                 if frame["type"] == "done" and frame.get("session_id"):
                     await until_projected(state.answers, frame["query_id"])
-    except WebSocketDisconnect:
-        return
-    except ValueError:
-        await websocket.close(code=1003, reason="frames must be JSON")
+    except (WebSocketDisconnect, RuntimeError):
+        return  # the client went away mid-answer; the answer goes on in the log, resumable
+    finally:
+        reader.cancel()
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     if where == "type":
-        return 'expected {"type": "ask", "question": ...} or {"type": "resume", "query_id": ..., "after_seq": ...}'
+        return ('expected {"type": "ask", "question": ...}, {"type": "resume", "query_id": ..., "after_seq": ...} '
+                'or {"type": "cancel", "query_id": ...}')
     return f"{where}: {err['msg']}"

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from faststream import AckPolicy
 from faststream.nats import NatsMessage
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from agents.generator.app import app, broker, settings
 from agents.generator.llm import ChatClient, CircuitBreaker, LLMError, LLMUnavailable
@@ -20,6 +25,7 @@ from agents.generator.service import (
     sources_for,
 )
 from agents.generator.tokens import TokenCounter
+from streams import subjects
 from streams.agent import (
     EventPublisher,
     dead_letter_publisher,
@@ -122,23 +128,51 @@ async def on_context_built(event: ContextBuilt, msg: NatsMessage) -> None:
     await settle(msg.raw_message, GENERATOR, publish_dead_letter, work, on_dead)
 
 
+@asynccontextmanager
+async def cancellation(query_id: str) -> AsyncIterator[asyncio.Event]:
+    """Set when the user stops this answer (query.cancelled), whether before or while it streams."""
+    stopped = asyncio.Event()
+    subject = subjects.subject(subjects.QUERY_CANCELLED, query_id)
+
+    async def on_cancel(_: Msg) -> None:
+        stopped.set()
+
+    sub = await broker.connection.subscribe(subject, cb=on_cancel)
+    try:
+        with contextlib.suppress(NotFoundError):  # a cancel from before we listened is in the log
+            await broker.connection.jetstream().get_last_msg("QUERIES", subject)
+            stopped.set()
+        yield stopped
+    finally:
+        await sub.unsubscribe()
+
+
 async def answer(event: ContextBuilt, msg: NatsMessage) -> None:
+    async with cancellation(event.query_id) as stopped:
+        await _answer(event, msg, stopped)
+
+
+async def _answer(event: ContextBuilt, msg: NatsMessage, stopped: asyncio.Event) -> None:
     started = time.perf_counter()
     pieces: list[str] = []
     first_token_at: float | None = None
     passages, prompt_tokens = event.passages, 0
-    if passages:
+    if passages and not stopped.is_set():
         prompt = build_prompt(event.question, passages, event.history, state.tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
         passages, prompt_tokens = prompt.passages, prompt.tokens
-        async with keep_alive(msg.raw_message, every=5.0):
-            async for piece in state.llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature):
+        stream = state.llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature)
+        # closing the stream closes the HTTP request: the LLM server stops generating for a stopped answer
+        async with keep_alive(msg.raw_message, every=5.0), contextlib.aclosing(stream):
+            async for piece in stream:
+                if stopped.is_set():
+                    break
                 first_token_at = first_token_at or time.perf_counter()
                 await publish_token(token(event, len(pieces), piece))
                 pieces.append(piece)
-        if not pieces:
+        if not pieces and not stopped.is_set():
             raise LLMError("the LLM server returned no text", transient=True)
-    else:
+    elif not passages:
         # Nothing passed the similarity threshold: say so without asking the model to invent something.
         first_token_at = time.perf_counter()
         await publish_token(token(event, 0, NOT_COVERED))
@@ -167,6 +201,7 @@ async def answer(event: ContextBuilt, msg: NatsMessage) -> None:
         model=settings.llm_model if passages else "none",
         generator=settings.generator_id,
         tokens=len(pieces),
+        stopped=stopped.is_set(),
     ))
     log.info("answered %s with %d tokens in %.1fs", event.query_id, len(pieces), finished - started)
 

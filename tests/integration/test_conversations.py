@@ -161,3 +161,21 @@ async def test_resuming_an_unknown_question_is_an_immediate_error(stack):
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert frame["type"] == "error" and "unknown question" in frame["message"]
     assert time.monotonic() - started < 5
+
+
+async def test_stop_cancels_generation_and_the_answer_ends_stopped(client, stack):
+    await _indexed(client, "kestrel-lighthouse.md", LIGHTHOUSE)
+    async with websockets.connect(_ws(stack.url)) as ws:
+        await ws.send(json.dumps({"type": "ask", "question": "Write a long, detailed history of the Kestrel Point "
+                                  "lighthouse, its keeper and its light."}))
+        accepted = json.loads(await ws.recv())
+        first = json.loads(await asyncio.wait_for(ws.recv(), 120))
+        assert first["type"] == "token"
+        await ws.send(json.dumps({"type": "cancel", "query_id": accepted["query_id"]}))
+        rest = await _frames_until_done(ws)
+    done = rest[-1]
+    assert done["type"] == "done" and done["stopped"] is True
+    streamed = [first] + [f for f in rest if f["type"] == "token"]
+    assert len(streamed) < 96  # RAGBUS_MAX_ANSWER_TOKENS in the test stack: it stopped early
+    assert done["answer"] == "".join(t["text"] for t in streamed).strip()
+    assert (await client.post("/answers/nope/cancel")).status_code == 404

@@ -243,6 +243,10 @@ export function stopTurn() {
   flushText(turn);
   turn.li.dataset.state = "stopped";
   setMeta(turn, "Stopped.");
+  // Tell the server too, so the generator stops and frees the LLM for the next question.
+  if (turn.queryId && conn.ws && conn.ws.readyState === WebSocket.OPEN) {
+    conn.ws.send(JSON.stringify({ type: "cancel", query_id: turn.queryId }));
+  }
   // The server would go on relaying this answer on the socket, and answer the next question only after it:
   // a fresh socket lets the next question start at once.
   rotateSocket();
