@@ -142,7 +142,7 @@ class BenchStack:
 
     # ---- measure -------------------------------------------------------------------------------------
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) used so far, per role; PostgreSQL counts its backend processes too."""
+        """CPU time (user + system) used so far, per role, children included (PostgreSQL's backends too)."""
         totals: dict[str, float] = {}
         for agent in self.agents:
             totals[agent.role] = totals.get(agent.role, 0.0) + _cpu([agent.proc.pid])
@@ -190,7 +190,8 @@ def _cpu(pids: list[int]) -> float:
             t = psutil.Process(pid).cpu_times()
         except psutil.Error:  # a process that ended meanwhile
             continue
-        total += t.user + t.system
+        # children_*: reaped children, e.g. the parser's per-document forks, PostgreSQL's ended backends
+        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 

@@ -340,7 +340,8 @@ def rows(r: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     if "embed_bus_batches" in ip:
         b = ip["embed_bus_batches"]
         yield ("in-process embed, bus batches", f"{b['chunks_per_s']:.1f}",
-               f"{b['seconds']:.1f} s; bus / this = {r['ratio_bus_vs_embed_bus_batches']:.2f}x")
+               f"{b['seconds']:.1f} s; bus / this = {r['ratio_bus_vs_embed_bus_batches']:.2f}x; "
+               f"other load {b['other_cores']:.2f} cores")
     p = ip["parse"]
     yield ("in-process parse chunks/s", f"{p['chunks_per_s']:.1f}",
            f"{p['seconds']:.1f} s, {p['chunks']} chunks, {p['failed']} failed")
@@ -407,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep
     try:
         run = asyncio.run(run_bus(stack, docs, args))
-    except BaseException:
-        keep = True  # the logs explain what went wrong
+    except Exception:
+        keep = True  # the logs explain what went wrong (an interrupt is no error: clean up as usual)
         raise
     finally:
         stack.stop()
@@ -430,4 +431,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: everything this benchmark started has been stopped[/yellow]")
+        sys.exit(130)

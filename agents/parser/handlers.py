@@ -10,7 +10,7 @@ from faststream import AckPolicy
 from faststream.nats import NatsMessage
 
 from agents.parser.app import app, broker, settings
-from agents.parser.isolation import parse_isolated
+from agents.parser.isolation import parse_isolated, warm_up
 from agents.parser.service import ParsedDocument, ParseError
 from streams.agent import (
     EventPublisher,
@@ -37,6 +37,7 @@ publish_dead_letter = dead_letter_publisher(broker)
 @app.on_startup
 async def require_topology() -> None:
     await require_durables(settings.nats_url, PARSER)
+    await asyncio.to_thread(warm_up)
 
 
 @broker.subscriber(
