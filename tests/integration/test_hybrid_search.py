@@ -86,3 +86,22 @@ async def test_metadata_filters(pool, corpus, filters, expected):
     hits = await HybridSearch(pool).search(corpus, "pump filters warranty soup", top_k=10, model="m",
                                            threshold=-1.0, filters=filters)
     assert {h["doc_id"] for h in hits} == expected
+
+
+def test_keyword_query_needs_two_words_of_a_longer_question():
+    from projections.retrieval import keyword_query
+
+    assert keyword_query([]) == ""
+    assert keyword_query(["pump"]) == "'pump'"
+    assert keyword_query(["pump", "prime"]) == "'prime' | 'pump'"  # longest first
+    query = keyword_query(["warranti", "serial", "number", "o'neil"])
+    assert "('warranti' & 'o''neil')" in query and query.count("&") == 6  # any 2 of 4 words
+    assert keyword_query([f"word{i:02d}" for i in range(20)]).count("&") == 28  # capped at 8 words
+
+
+async def test_keyword_half_matches_passages_sharing_two_words_not_one(pool, corpus):
+    hits = await HybridSearch(pool).search(-corpus, "pump primed gloves", top_k=5, model="m", threshold=-1.0)
+    keyword_matched = {h["chunk_id"] for h in hits if h["scores"]["keyword"] > 0}
+    assert keyword_matched == {"hs-a-0", "hs-a-1"} or keyword_matched == {"hs-a-0"}  # 'pump' & 'prime'
+    single = await HybridSearch(pool).search(-corpus, "filters gloves boots", top_k=5, model="m", threshold=-1.0)
+    assert not any(h["scores"]["keyword"] > 0 for h in single)  # one shared word is not a keyword match
