@@ -1,0 +1,605 @@
+"""Answer-streaming benchmark: time to first token and token rate at a websocket client, next to the same
+prompt streamed straight from the llama.cpp server, measured in the same run.
+
+    .venv/bin/python bench/chat.py [--questions 10] [--max-tokens 256] [--keep] [--json]
+
+It starts, in a temporary directory and on free ports, nats-server, PostgreSQL + pgvector, a llama.cpp server
+on SmolLM2-135M-Instruct, then the projector, parser, embedder, one generator and the gateway as separate
+`python -m ragbus.cli agent NAME` processes. It uploads a few license texts from /usr/share/common-licenses,
+waits until they are indexed, and then, for every question:
+
+- system: asks on the websocket /ws/chat and times, at the client, the first `token` frame (TTFT) and the
+  token rate (tokens after the first / time from the first to the last token frame);
+- direct: rebuilds the exact prompt the generator used (`build_prompt` on that query's `context.built`
+  event read back from the QUERIES stream, with the generator's settings and a TokenCounter on the same
+  GGUF) and streams it from the llama.cpp server's /v1/chat/completions with httpx (same max_tokens,
+  temperature 0, seed 42): TTFT and the server's own stream rate.
+
+The order is system(q1), system(q2), direct(q1), system(q3), direct(q2), ... so that the two kinds alternate
+and drift hits both, and so that no call ever directly follows the same prompt: llama-cpp-python reuses the KV
+cache of the longest common prefix with the previous request, and a repeated prompt would skip its whole
+prompt evaluation. Both kinds therefore start from a cache holding another question's prompt (they share
+only the system prompt, as real traffic does). One warm-up question of each kind runs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import numpy as np
+from nats.js.errors import NotFoundError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from websockets.asyncio.client import connect as ws_connect
+
+from agents.generator.service import build_prompt
+from agents.generator.tokens import TokenCounter
+from projections.schema import migrate
+from projections.views import create_pool
+from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer, free_port
+from streams.declare import declare_streams
+from streams.events import ContextBuilt
+from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR, PARSER, Durable
+
+ROOT = Path(__file__).resolve().parent.parent
+LICENSES = Path("/usr/share/common-licenses")
+DEFAULT_DOCS = ("Apache-2.0", "MPL-2.0", "GPL-3", "BSD", "Artistic")
+WARMUP_QUESTION = "What is this license about?"
+QUESTIONS = (
+    "What does the Apache License say about the grant of patent rights by contributors?",
+    "Under the GNU GPL version 3, what must I provide when I convey object code?",
+    "What warranty does the BSD license give?",
+    "Under the Mozilla Public License 2.0, what happens to my rights if I fail to comply?",
+    "How does the Mozilla Public License define the Source Code Form?",
+    "May I distribute a modified version of the Standard Version under the Artistic License?",
+    "What conditions apply to redistribution in binary form under the BSD license?",
+    "What does the GPL say about installation information for User Products?",
+    "What counts as a Contribution under the Apache License 2.0?",
+    "Do I have to include the NOTICE file when I redistribute Apache-licensed software?",
+    "What happens to my Apache patent license if I start patent litigation?",
+    "What is the Corresponding Source of a work under the GPL version 3?",
+)
+
+err = Console(stderr=True)
+
+
+# ---- the system under test ----------------------------------------------------------------------------------
+@dataclass
+class Agent:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class ChatStack:
+    """nats-server, PostgreSQL, llama.cpp, and the agents as processes; `stop()` takes it all down in order."""
+
+    workdir: Path
+    context_tokens: int
+    max_tokens: int
+    llm_threads: int | None = None
+    agents: list[Agent] = field(default_factory=list)
+    nats: NatsServer | None = None
+    postgres: EmbeddedPostgres | None = None
+    llama: LlamaServer | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 300.0) -> None:
+        self.nats = NatsServer(self.workdir / "nats")
+        self.postgres = EmbeddedPostgres(self.workdir / "postgres")
+        self.llama = LlamaServer(n_ctx=self.context_tokens, n_threads=self.llm_threads,
+                                 log_path=self.workdir / "logs" / "llama-server.log")
+        for server in (self.nats, self.postgres, self.llama):
+            await asyncio.to_thread(server.start)
+        nc = await nats.connect(self.nats.url)
+        try:
+            await declare_streams(nc.jetstream())
+        finally:
+            await nc.close()
+        pool = await create_pool(self.postgres.dsn)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        finally:
+            await pool.close()
+        self.port = free_port()
+        for name in ("projector", "parser", "embedder", "generator", "gateway"):
+            self._spawn(name)
+        await self._wait_ready(timeout)
+
+    def env(self) -> dict[str, str]:
+        assert self.nats and self.postgres and self.llama
+        return {
+            **os.environ,
+            "RAGBUS_NATS_URL": self.nats.url,
+            "RAGBUS_DATABASE_URL": self.postgres.dsn,
+            "RAGBUS_LLM_URL": self.llama.url,
+            "RAGBUS_LLM_MODEL": self.llama.model,
+            "RAGBUS_LLM_TOKENIZER": str(self.llama.model_path),
+            "RAGBUS_LLM_CONTEXT_TOKENS": str(self.context_tokens),
+            "RAGBUS_MAX_ANSWER_TOKENS": str(self.max_tokens),
+            "RAGBUS_TEMPERATURE": "0.0",
+            "RAGBUS_GENERATOR_ID": "generator-1",
+            "RAGBUS_PORT": str(self.port),
+            "RAGBUS_HOST": "127.0.0.1",
+            "RAGBUS_LOG_LEVEL": "WARNING",
+        }
+
+    def _spawn(self, role: str) -> None:
+        log_path = self.workdir / "logs" / f"{role}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ragbus.cli", "agent", role], env=self.env(), cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches only the benchmark, which stops them in order
+            )
+        self.agents.append(Agent(role, proc, log_path))
+
+    async def _wait_ready(self, timeout: float) -> None:
+        """/readyz answers and every worker is pulling from its durable (models loaded)."""
+        assert self.nats is not None
+        deadline = time.monotonic() + timeout
+        nc = await nats.connect(self.nats.url)
+        js = nc.jetstream()
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
+                while True:
+                    self.check_alive()
+                    ready = await _gateway_ready(client)
+                    for durable in (PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR):
+                        ready = ready and await _pulling(js, durable)
+                    if ready:
+                        return
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the stack was not ready after {timeout:.0f} s\n{self.log_tails()}")
+                    await asyncio.sleep(0.5)
+        finally:
+            await nc.close()
+
+    def check_alive(self) -> None:
+        dead = [a for a in self.agents if a.proc.poll() is not None]
+        if dead:
+            names = ", ".join(f"{a.name} (exit {a.proc.returncode})" for a in dead)
+            raise RuntimeError(f"agent(s) exited: {names}\n{self.log_tails()}")
+
+    def log_tails(self, chars: int = 1500) -> str:
+        out = []
+        for a in self.agents:
+            text = a.log_path.read_text(errors="replace") if a.log_path.exists() else ""
+            if text.strip():
+                out.append(f"--- {a.log_path} ---\n{text[-chars:]}")
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """Agents in reverse start order (gateway first), then the servers. Idempotent."""
+        for agent in reversed(self.agents):
+            _terminate(agent.proc)
+        self.agents.clear()
+        for server in (self.llama, self.nats, self.postgres):
+            if server is not None:
+                server.stop()
+
+
+async def _gateway_ready(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _pulling(js: Any, durable: Durable) -> bool:
+    try:
+        info = await js.consumer_info(durable.stream, durable.name)
+    except NotFoundError:
+        return False
+    return (info.num_waiting or 0) >= 1
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---- ingest --------------------------------------------------------------------------------------------------
+async def ingest(client: httpx.AsyncClient, stack: ChatStack, names: list[str], timeout: float = 600.0) -> int:
+    """Upload the license texts and wait until every one is indexed; returns the number of chunks."""
+    doc_ids = []
+    for name in names:
+        data = (LICENSES / name).read_bytes()
+        response = await client.post("/documents", files={"file": (f"{name}.txt", data, "text/plain")})
+        if response.status_code != 202:
+            raise RuntimeError(f"upload of {name} refused: {response.status_code} {response.text}")
+        doc_ids.append(response.json()["doc_id"])
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("indexing documents", total=len(doc_ids))
+        while True:
+            stack.check_alive()
+            docs = [(await client.get(f"/documents/{d}")).json() for d in doc_ids]
+            failed = [d for d in docs if d.get("status") == "failed"]
+            if failed:
+                raise RuntimeError(f"document(s) failed: {[(d['name'], d.get('error')) for d in failed]}")
+            done = sum(d.get("status") == "indexed" for d in docs)
+            progress.update(task, completed=done)
+            if done == len(doc_ids):
+                return sum(int(d.get("chunks") or 0) for d in docs)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"documents not indexed after {timeout:.0f} s: {docs}")
+            await asyncio.sleep(0.3)
+
+
+# ---- the two measurements ------------------------------------------------------------------------------------
+@dataclass
+class Stream:
+    ttft_s: float  # request sent -> first content piece
+    tokens: int
+    stream_s: float  # first piece -> last piece
+    text: str
+
+    @property
+    def rate(self) -> float | None:
+        """Tokens after the first per second between the first and the last."""
+        return (self.tokens - 1) / self.stream_s if self.tokens > 1 and self.stream_s > 0 else None
+
+
+@dataclass
+class SystemRun(Stream):
+    query_id: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # from the done frame (generator + retrieval)
+
+
+async def ask_system(ws: Any, question: str, timeout: float) -> SystemRun:
+    started = time.perf_counter()
+    await ws.send(json.dumps({"type": "ask", "question": question}))
+    first = last = None
+    pieces: list[str] = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        now = time.perf_counter()
+        kind = frame.get("type")
+        if kind == "token":
+            first = first if first is not None else now
+            last = now
+            pieces.append(frame["text"])
+        elif kind == "done":
+            if first is None or last is None:
+                raise RuntimeError(f"answer without token frames: {frame}")
+            return SystemRun(first - started, len(pieces), last - first, "".join(pieces).strip(),
+                             query_id=frame["query_id"], timings=frame.get("timings") or {})
+        elif kind == "error":
+            raise RuntimeError(f"the system answered with an error: {frame.get('message')}")
+
+
+async def ask_direct(llm: httpx.AsyncClient, model: str, messages: list[dict[str, str]], max_tokens: int) -> Stream:
+    """The same request the generator sends (agents/generator/llm.py), read the same way."""
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "seed": 42,
+            "stream": True}
+    started = time.perf_counter()
+    first = last = None
+    pieces: list[str] = []
+    async with llm.stream("POST", "/chat/completions", json=body) as response:
+        if response.status_code >= 400:
+            raise RuntimeError(f"llama.cpp answered {response.status_code}: {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            choices = json.loads(data).get("choices") or [{}]
+            piece = (choices[0].get("delta") or {}).get("content")
+            if piece:
+                now = time.perf_counter()
+                first = first if first is not None else now
+                last = now
+                pieces.append(piece)
+    if first is None or last is None:
+        raise RuntimeError("llama.cpp streamed no text")
+    return Stream(first - started, len(pieces), last - first, "".join(pieces).strip())
+
+
+@dataclass
+class Prepared:
+    messages: list[dict[str, str]]
+    tokens: int
+    passages: int
+
+
+async def generator_prompt(js: Any, query_id: str, counter: TokenCounter, context_tokens: int,
+                           max_tokens: int) -> Prepared | None:
+    """The prompt the generator built for this query, rebuilt from its context.built event."""
+    msg = await js.get_last_msg("QUERIES", f"context.built.{query_id}")
+    event = ContextBuilt.model_validate_json(msg.data)
+    if not event.passages:  # the generator answers NOT_COVERED without the LLM: nothing to compare
+        return None
+    prompt = build_prompt(event.question, event.passages, event.history, counter, context_tokens, max_tokens)
+    return Prepared(prompt.messages, prompt.tokens, len(prompt.passages))
+
+
+# ---- the run -------------------------------------------------------------------------------------------------
+@dataclass
+class Pair:
+    question: str
+    system: SystemRun
+    direct: Stream
+    prompt_tokens: int
+    passages: int
+    load1: float  # the machine's 1-minute load average when the pair finished
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+async def measure(args: argparse.Namespace, stack: ChatStack) -> dict[str, Any]:
+    assert stack.nats is not None and stack.llama is not None
+    model = stack.llama.model
+    counter = TokenCounter(str(stack.llama.model_path))
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]
+    pairs: list[Pair] = []
+    skipped: list[str] = []
+    nc = await nats.connect(stack.nats.url)
+    js = nc.jetstream()
+    ws_url = stack.url.replace("http://", "ws://") + "/ws/chat"
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=60.0) as client:
+            chunks = await ingest(client, stack, args.docs)
+        async with (httpx.AsyncClient(base_url=stack.llama.url, timeout=httpx.Timeout(300.0, connect=5.0)) as llm,
+                    ws_connect(ws_url, max_size=None) as ws):
+
+            async def system(question: str) -> tuple[SystemRun, Prepared | None]:
+                run = await ask_system(ws, question, args.timeout)
+                prepared = await generator_prompt(js, run.query_id, counter, args.context_tokens, args.max_tokens)
+                return run, prepared
+
+            async def direct(prepared: Prepared) -> Stream:
+                return await ask_direct(llm, model, prepared.messages, args.max_tokens)
+
+            columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=err, transient=True) as progress:
+                task = progress.add_task("warm-up", total=2 * len(questions) + 2)
+                run, warm = await system(WARMUP_QUESTION)
+                progress.advance(task)
+                if warm is not None:
+                    await direct(warm)
+                progress.advance(task)
+                progress.update(task, description="system / direct")
+                # system(q1), system(q2), direct(q1), system(q3), direct(q2), ..., direct(qN)
+                waiting: tuple[str, SystemRun, Prepared | None] | None = None
+                for question in [*questions, None]:
+                    current = None
+                    if question is not None:
+                        run, prepared = await system(question)
+                        progress.advance(task)
+                        current = (question, run, prepared)
+                    if waiting is not None:
+                        q, run, prepared = waiting
+                        if prepared is None:
+                            skipped.append(q)
+                        else:
+                            if current is None and len(questions) == 1 and warm is not None:
+                                await direct(warm)  # (unmeasured) the LLM just saw this very prompt: flush its cache
+                            pairs.append(Pair(q, run, await direct(prepared), prepared.tokens, prepared.passages,
+                                              os.getloadavg()[0]))
+                        progress.advance(task)
+                    waiting = current
+    finally:
+        await nc.close()
+    return summarize(args, stack, chunks, pairs, skipped)
+
+
+def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: list[Pair],
+              skipped: list[str]) -> dict[str, Any]:
+    sys_ttft = [p.system.ttft_s * 1000 for p in pairs]
+    dir_ttft = [p.direct.ttft_s * 1000 for p in pairs]
+    sys_rate = [r for p in pairs if (r := p.system.rate) is not None]
+    dir_rate = [r for p in pairs if (r := p.direct.rate) is not None]
+    ttft_ratios = [s / d for s, d in zip(sys_ttft, dir_ttft, strict=True) if d > 0]
+    # what the client waits for beyond the generator's own LLM call: gateway, NATS, retrieval, pulls, relay
+    outside_llm = [p.system.ttft_s * 1000 - p.system.timings["ttft_ms"] for p in pairs if "ttft_ms" in p.system.timings]
+    rate_ratios = [p.system.rate / p.direct.rate for p in pairs if p.system.rate and p.direct.rate]
+
+    def stat(values: list[float]) -> dict[str, float | None]:
+        return {"p50": pct(values, 50), "p90": pct(values, 90)}
+
+    def timing(key: str) -> float | None:
+        return pct([p.system.timings[key] for p in pairs if key in p.system.timings], 50)
+
+    p50 = {k: v["p50"] for k, v in {"st": stat(sys_ttft), "dt": stat(dir_ttft), "sr": stat(sys_rate),
+                                     "dr": stat(dir_rate)}.items()}
+    return {
+        "benchmark": "chat",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "settings": {"questions": len(pairs), "skipped_no_passages": skipped, "documents": args.docs,
+                     "chunks": chunks, "max_tokens": args.max_tokens, "context_tokens": args.context_tokens,
+                     "llm_threads": args.llm_threads or "llama-cpp-python default"},
+        "ttft_ms": {"system_ws": stat(sys_ttft), "direct": stat(dir_ttft)},
+        "tokens_per_s": {"system_ws": stat(sys_rate), "direct": stat(dir_rate)},
+        "ratios": {
+            "ttft_system_over_direct_p50": p50["st"] / p50["dt"] if p50["st"] and p50["dt"] else None,
+            "ttft_system_over_direct_median_paired": pct(ttft_ratios, 50),
+            "rate_system_over_direct_p50": p50["sr"] / p50["dr"] if p50["sr"] and p50["dr"] else None,
+            "rate_system_over_direct_median_paired": pct(rate_ratios, 50),
+        },
+        "system_ttft_outside_llm_ms": stat(outside_llm),
+        "system_breakdown_p50_ms": {
+            "retrieval_embed": timing("embed_ms"), "retrieval_search": timing("search_ms"),
+            "generator_ttft": timing("ttft_ms"),
+        },
+        "tokens": {"system_mean": float(np.mean([p.system.tokens for p in pairs])) if pairs else None,
+                   "direct_mean": float(np.mean([p.direct.tokens for p in pairs])) if pairs else None,
+                   "prompt_mean": float(np.mean([p.prompt_tokens for p in pairs])) if pairs else None},
+        "load1_during": {"min": min((p.load1 for p in pairs), default=None),
+                         "max": max((p.load1 for p in pairs), default=None)},
+        "checks": {
+            "same_prompt_tokens": sum(p.system.timings.get("prompt_tokens") == p.prompt_tokens for p in pairs),
+            "same_answer_text": sum(p.system.text == p.direct.text for p in pairs),
+            "pairs": len(pairs),
+        },
+        "per_question": [
+            {"question": p.question, "query_id": p.system.query_id, "passages": p.passages,
+             "prompt_tokens": p.prompt_tokens, "system_ttft_ms": p.system.ttft_s * 1000,
+             "direct_ttft_ms": p.direct.ttft_s * 1000, "system_tokens": p.system.tokens,
+             "direct_tokens": p.direct.tokens, "system_tok_s": p.system.rate, "direct_tok_s": p.direct.rate,
+             "system_timings": p.system.timings, "load1": p.load1}
+            for p in pairs
+        ],
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def fmt(value: float | None, spec: str = ".0f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def report(result: dict[str, Any], console: Console) -> None:
+    s, m = result["settings"], result["machine"]
+    console.print(f"[bold]ragbus chat benchmark[/] {result['date']} - {m['nproc']} cores, {m['cpu']}, "
+                  f"load average at end {m['loadavg_at_end']}")
+    console.print(f"{s['questions']} questions over {len(s['documents'])} documents ({s['chunks']} chunks), "
+                  f"max_tokens {s['max_tokens']}, context {s['context_tokens']} tokens, SmolLM2-135M Q4_1 "
+                  f"(llama.cpp threads: {s['llm_threads']}); one generator")
+    table = Table(title="answer streaming: websocket client vs llama.cpp direct, same prompts, same run")
+    for col in ("", "system (ws) p50", "system p90", "direct p50", "direct p90", "ratio p50", "paired median"):
+        table.add_column(col, justify="right")
+    t, r, x = result["ttft_ms"], result["tokens_per_s"], result["ratios"]
+    table.add_row("time to first token (ms)", fmt(t["system_ws"]["p50"]), fmt(t["system_ws"]["p90"]),
+                  fmt(t["direct"]["p50"]), fmt(t["direct"]["p90"]),
+                  fmt(x["ttft_system_over_direct_p50"], ".2f") + "x",
+                  fmt(x["ttft_system_over_direct_median_paired"], ".2f") + "x")
+    table.add_row("token rate (tokens/s)", fmt(r["system_ws"]["p50"], ".1f"), fmt(r["system_ws"]["p90"], ".1f"),
+                  fmt(r["direct"]["p50"], ".1f"), fmt(r["direct"]["p90"], ".1f"),
+                  fmt(x["rate_system_over_direct_p50"], ".2f") + "x",
+                  fmt(x["rate_system_over_direct_median_paired"], ".2f") + "x")
+    console.print(table)
+    b, tk, c = result["system_breakdown_p50_ms"], result["tokens"], result["checks"]
+    o = result["system_ttft_outside_llm_ms"]
+    console.print(f"system TTFT outside the generator's LLM call (client TTFT - generator's own TTFT, per question): "
+                  f"p50 {fmt(o['p50'])} ms, p90 {fmt(o['p90'])} ms; of which (p50) query embedding "
+                  f"{fmt(b['retrieval_embed'])} ms and hybrid search {fmt(b['retrieval_search'])} ms; the rest is "
+                  f"gateway, NATS hops, durable pull fetches and the token relay. Generator's own TTFT p50 "
+                  f"{fmt(b['generator_ttft'])} ms (build_prompt + LLM).")
+    console.print(f"tokens per answer (mean): system {fmt(tk['system_mean'], '.0f')}, direct "
+                  f"{fmt(tk['direct_mean'], '.0f')}; prompt tokens (mean) {fmt(tk['prompt_mean'], '.0f')}")
+    console.print(f"checks: rebuilt prompt has the generator's token count in {c['same_prompt_tokens']}/{c['pairs']}, "
+                  f"identical answer text in {c['same_answer_text']}/{c['pairs']}")
+    ld = result["load1_during"]
+    console.print(f"1-minute load average during the measurements: {fmt(ld['min'], '.1f')} to {fmt(ld['max'], '.1f')} "
+                  f"on {m['nproc']} cores (the paired median and the overhead outside the LLM call are the figures "
+                  "that resist drift)")
+    if s["skipped_no_passages"]:
+        console.print(f"[yellow]skipped (no passages retrieved, no LLM call): {s['skipped_no_passages']}[/]")
+
+
+# ---- main ----------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/chat.py",
+        description="Answer streaming through ragbus (websocket /ws/chat: time to first token and token rate at "
+        "the client) against the same prompts streamed directly from the llama.cpp server, in the same run. "
+        "Starts nats-server, PostgreSQL, llama.cpp (SmolLM2) and every agent itself, on free ports in a "
+        "temporary directory, and stops them on exit, Ctrl-C or error.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--questions", type=int, default=10, help="measured questions (each: system + direct)")
+    parser.add_argument("--docs", nargs="+", default=list(DEFAULT_DOCS), metavar="NAME",
+                        help=f"license texts from {LICENSES} to ingest")
+    parser.add_argument("--max-tokens", type=int, default=256,
+                        help="max answer tokens (RAGBUS_MAX_ANSWER_TOKENS, and max_tokens of the direct calls)")
+    parser.add_argument("--context-tokens", type=int, default=2048,
+                        help="the LLM's context window (llama.cpp n_ctx and RAGBUS_LLM_CONTEXT_TOKENS)")
+    parser.add_argument("--llm-threads", type=int, default=None,
+                        help="llama.cpp n_threads (default: llama-cpp-python's own choice, as `ragbus up`)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any websocket frame")
+    parser.add_argument("--workdir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (logs, data) afterwards; it is always kept after an error")
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON on stdout (the report then goes to stderr)")
+    args = parser.parse_args(argv)
+    for name in args.docs:
+        if not (LICENSES / name).is_file():
+            parser.error(f"{LICENSES / name} does not exist")
+    if args.questions < 1:
+        parser.error("--questions must be at least 1")
+    return args
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragbus-bench-chat-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = ChatStack(workdir, args.context_tokens, args.max_tokens, args.llm_threads)
+    keep = args.keep
+    try:
+        with err.status("starting nats-server, PostgreSQL, llama.cpp and the agents..."):
+            asyncio.run(stack.start())
+        result = asyncio.run(measure(args, stack))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: stopping everything[/]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - any failure: say what it was, keep the logs, stop everything
+        err.print(f"[red]failed:[/] {exc!r}")
+        keep = True
+        return 1
+    finally:
+        with err.status("stopping..."):
+            stack.stop()
+        if keep:
+            err.print(f"work directory kept: {workdir}")
+        elif args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:  # JSON on stdout, the report on stderr
+        print(json.dumps(result, indent=2))
+    report(result, Console(width=140, stderr=args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,626 @@
+"""Retrieval latency at 10k and 100k chunks: `HybridSearch.search` (HNSW cosine + full text, fused) next to an
+exact sequential-scan cosine top-k in the same run, on the same table, with the same questions.
+
+    .venv/bin/python bench/retrieval.py [--sizes 10000 100000] [--queries 200] [--real 3000] [--json]
+
+It starts only PostgreSQL + pgvector (in a temporary directory, on a free port), creates the schema with
+`projections.schema.migrate` and bulk-loads the `chunks` table with COPY:
+
+- texts: overlapping 150-word windows over text installed on this machine (the license texts in
+  /usr/share/common-licenses, the Python Language Reference topics, the standard library's docstrings, the
+  READMEs of the installed Python packages, and the de-duplicated paragraphs of /usr/share/doc/*/copyright),
+  so full-text search sees real words and realistic match counts;
+- vectors: `--real` windows, evenly spread, are embedded for real with the system's `Embedder`
+  (all-MiniLM-L6-v2); every other window gets a vector derived from its two neighbouring real ones
+  (interpolated by position, plus Gaussian noise, normalised), which keeps loading fast. The output says how
+  close the derived vectors are to their real neighbours.
+
+Per size the HNSW and GIN indexes are built after the load (as the schema defines them), the table is
+vacuumed and analysed, and then every question (real questions embedded with the model) runs three ways,
+interleaved and in rotating order so that drift and caching hit all three alike:
+
+- hybrid: `HybridSearch(pool, RetrievalConfig()).search(vector, question, top_k, model=...)`, exactly what
+  the embedder agent runs for a question;
+- exact: the baseline, `ORDER BY embedding <=> $1 LIMIT k` with `SET LOCAL enable_indexscan = off`
+  (a sequential scan computing every distance);
+- hnsw: the same top-k through the HNSW index alone (the dense half of hybrid, same ef_search and iterative
+  scan), for recall@k against exact and to show what the full-text half costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+from pgvector.asyncpg import register_vector
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agents.embedder.service import Embedder
+from projections.retrieval import HybridSearch, RetrievalConfig
+from projections.schema import CHUNKS, migrate
+from projections.views import create_pool
+from ragbus.servers import EmbeddedPostgres
+
+MODEL = "all-MiniLM-L6-v2"
+WINDOW_WORDS = 150  # ~200 tokens, the parser's default chunk size
+LICENSES = Path("/usr/share/common-licenses")
+COLUMNS = ("chunk_id", "doc_id", "upload_id", "ordinal", "name", "doc_type", "page", "section", "char_start",
+           "char_end", "text", "model", "embedding")
+# the index definitions exactly as the schema has them (dropped before a bulk load, rebuilt after it)
+INDEX_DDL = {name: re.search(rf"CREATE INDEX IF NOT EXISTS {name} [^;]+;", CHUNKS).group(0)  # type: ignore[union-attr]
+             for name in ("chunks_embedding_hnsw", "chunks_tsv_idx")}
+
+err = Console(stderr=True)
+
+
+def progress_bar(transient: bool = True) -> Progress:
+    columns = (TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=err, transient=transient)
+
+
+# ---- text ----------------------------------------------------------------------------------------------------
+def sources() -> list[tuple[str, str]]:
+    """(name, text) of installed documentation: deterministic for a given machine and venv."""
+    out: list[tuple[str, str]] = []
+    if LICENSES.is_dir():
+        for path in sorted(LICENSES.iterdir()):
+            if path.is_file():
+                out.append((f"license {path.name}", path.read_text(errors="replace")))
+    with contextlib.suppress(ImportError):
+        from pydoc_data.topics import topics
+
+        out.extend((f"python reference: {k}", v) for k, v in sorted(topics.items()))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idlelib", "idle_test", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
+    for path in sorted(stdlib.rglob("*.py")):
+        if skip & set(path.relative_to(stdlib).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        docs = [d for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                and (d := ast.get_docstring(node)) and len(d) > 80]
+        if docs:
+            out.append((f"stdlib {path.relative_to(stdlib)}", "\n\n".join(docs)))
+    for dist in sorted(metadata.distributions(), key=lambda d: d.metadata["Name"] or ""):
+        text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
+        if len(text) > 1000:
+            out.append((f"README {dist.metadata['Name']}", text))
+    seen: set[str] = set()
+    for path in sorted(Path("/usr/share/doc").glob("*/copyright")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        kept = []
+        for para in re.split(r"\n\s*\n", text):
+            key = " ".join(para.split()).lower()
+            if len(key) >= 40 and key not in seen:
+                seen.add(key)
+                kept.append(para)
+        if kept:
+            out.append((f"copyright {path.parent.name}", "\n\n".join(kept)))
+    return out
+
+
+@dataclass
+class Windows:
+    texts: list[str]
+    names: list[str]
+    doc: np.ndarray  # document number of each window
+    ordinal: np.ndarray  # window number within its document
+    step: int
+    source_words: int
+    sources: int
+
+
+def make_windows(docs: list[tuple[str, str]], wanted: int) -> Windows:
+    """Overlapping windows of WINDOW_WORDS words, with the largest step that still gives `wanted` of them."""
+    words = [text.split() for _name, text in docs]
+    lengths = np.array([len(w) for w in words])
+    usable = lengths >= 20
+
+    def count(step: int) -> int:
+        spans = np.maximum(lengths[usable] - WINDOW_WORDS, 0)
+        return int(np.sum(spans // step + 1))
+
+    step = WINDOW_WORDS
+    while step > 1 and count(step) < wanted:
+        step -= 1
+    if count(step) < wanted:
+        raise SystemExit(f"only {count(1)} windows of text available, fewer than {wanted}")
+    texts, names, doc, ordinal = [], [], [], []
+    for d, ((name, _text), w) in enumerate(zip(docs, words, strict=True)):
+        if len(w) < 20:
+            continue
+        for o, start in enumerate(range(0, max(len(w) - WINDOW_WORDS, 0) + 1, step)):
+            texts.append(" ".join(w[start:start + WINDOW_WORDS]))
+            names.append(name)
+            doc.append(d)
+            ordinal.append(o)
+    return Windows(texts, names, np.array(doc), np.array(ordinal), step, int(lengths.sum()), len(docs))
+
+
+def derive_vectors(windows: Windows, embedder: Embedder, real: int, noise: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float | None]]:
+    """Real vectors for every k-th window; the others interpolated between their neighbouring real ones (same
+    document) plus noise. Returns (vectors, is_real, stats)."""
+    n = len(windows.texts)
+    k = max(1, n // real)
+    anchors = np.arange(0, n, k)
+    vectors = np.zeros((n, 384), dtype=np.float32)
+    with progress_bar() as progress:
+        task = progress.add_task(f"embedding {len(anchors)} real chunks", total=len(anchors))
+        for start in range(0, len(anchors), 64):
+            batch = anchors[start:start + 64]
+            vectors[batch] = embedder.embed([windows.texts[i] for i in batch])
+            progress.advance(task, len(batch))
+    idx = np.arange(n)
+    prev = (idx // k) * k
+    nxt = np.minimum(prev + k, anchors[-1])
+    t = np.where(nxt > prev, (idx - prev) / np.maximum(nxt - prev, 1), 0.0)[:, None].astype(np.float32)
+    same_prev = windows.doc[prev] == windows.doc
+    same_next = windows.doc[nxt] == windows.doc
+    t = np.where((same_prev & same_next)[:, None], t, np.where(same_next[:, None] & ~same_prev[:, None], 1.0, 0.0))
+    base = (1 - t) * vectors[prev] + t * vectors[nxt]
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    derived = base + rng.normal(0.0, noise, size=base.shape).astype(np.float32)
+    derived /= np.linalg.norm(derived, axis=1, keepdims=True)
+    is_real = np.zeros(n, dtype=bool)
+    is_real[anchors] = True
+    out = np.where(is_real[:, None], vectors, derived).astype(np.float32)
+    nearest = np.where((idx - prev) <= (nxt - idx), prev, nxt)
+    fake = ~is_real
+    cos_nearest = np.sum(out[fake] * vectors[nearest[fake]], axis=1)
+    # how alike are two real neighbours k windows apart (same document): what the derived ones bridge
+    pairs = anchors[:-1][windows.doc[anchors[:-1]] == windows.doc[anchors[1:]]]
+    cos_real = np.sum(vectors[pairs] * vectors[pairs + k], axis=1) if len(pairs) else np.array([np.nan])
+    stats = {"real": int(is_real.sum()), "every_kth": k,
+             "derived_cos_to_nearest_real_mean": float(np.mean(cos_nearest)) if fake.any() else None,
+             "real_neighbours_cos_mean": float(np.nanmean(cos_real))}
+    return out, is_real, stats
+
+
+# ---- questions -------------------------------------------------------------------------------------------------
+HANDWRITTEN = (
+    "What does the Apache License say about patent grants?",
+    "Can I use GPL code in a proprietary program?",
+    "What is the difference between the GPL and the LGPL?",
+    "Which license applies to the Debian packaging files?",
+    "Is there a warranty for this software?",
+    "What must be kept when redistributing source code under the BSD license?",
+    "How do I install this package with pip?",
+    "How do I read a file line by line in Python?",
+    "How do I handle exceptions with try and except?",
+    "What is a context manager and how is the with statement used?",
+    "How do generators and the yield statement work?",
+    "How do I format a string with f-strings?",
+    "What is the difference between a list and a tuple?",
+    "How are default argument values evaluated in a function definition?",
+    "How does Python resolve names in nested scopes?",
+    "How do I start a subprocess and read its output?",
+    "How do I parse command-line arguments?",
+    "How do I serialize an object to JSON?",
+    "How can I make an HTTP request?",
+    "How do I create a temporary directory that is removed afterwards?",
+    "How do I run coroutines concurrently with asyncio?",
+    "How do I compute a SHA-256 hash of a file?",
+    "How do I sort a list of dictionaries by a key?",
+    "What does the global statement do?",
+    "How are floating point numbers represented?",
+    "How do I match a regular expression against a string?",
+    "How do I compress data with gzip?",
+    "How do I log messages to a file?",
+    "What happens when an object is garbage collected?",
+    "How do I define a dataclass with default values?",
+    "How do I validate data with a schema?",
+    "How do I connect to a PostgreSQL database asynchronously?",
+    "How do I write a command-line tool with subcommands?",
+    "How does a websocket connection work?",
+    "How do I stream a response from a web server?",
+    "What is the copyright notice of the zlib library?",
+    "Who holds the copyright of the GNU C Library?",
+    "What are the conditions of the MIT license?",
+    "What is the Artistic License?",
+    "How do I convey a covered work in object code form?",
+)
+TOPICS = ("assert statement", "assignment statements", "await expressions", "attribute access", "augmented "
+          "assignment", "boolean operations", "break statement", "class definitions", "comparisons",
+          "context managers", "del statement", "dictionaries", "exceptions", "for loops", "format strings",
+          "function definitions", "imports", "lambda expressions", "list displays", "the nonlocal statement",
+          "numeric types", "operator precedence", "the raise statement", "sequence types", "slicing",
+          "special method names", "string methods", "truth value testing", "the try statement", "while loops",
+          "the yield expression", "integer literals", "identifiers and keywords", "the execution model",
+          "mapping types")
+MODULES = ("os", "sys", "re", "json", "pathlib", "subprocess", "asyncio", "logging", "argparse", "collections",
+           "itertools", "functools", "datetime", "typing", "dataclasses", "unittest", "threading",
+           "multiprocessing", "socket", "ssl", "http.client", "urllib", "email", "csv", "sqlite3", "zipfile",
+           "tarfile", "shutil", "tempfile", "hashlib", "hmac", "secrets", "random", "statistics", "decimal",
+           "fractions", "math", "struct", "pickle", "copy", "contextlib", "inspect", "ast", "dis", "textwrap",
+           "string", "difflib", "heapq", "bisect", "enum", "uuid", "base64", "gzip", "io", "select", "signal",
+           "weakref", "abc", "queue", "sched")
+
+
+def questions(count: int, seed: int) -> list[str]:
+    packages = sorted({d.metadata["Name"] for d in metadata.distributions()
+                       if len(d.metadata.get_payload() or "") > 1000})  # type: ignore[attr-defined]
+    pool = list(HANDWRITTEN)
+    pool += [f"How do {t} work in Python?" if t.endswith("s") else f"How does {t} work in Python?" for t in TOPICS]
+    pool += [f"How do I use the {m} module?" for m in MODULES]
+    pool += [f"What is the {p} package used for?" for p in packages]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    return [pool[i % len(pool)] for i in range(count)]
+
+
+# ---- database --------------------------------------------------------------------------------------------------
+async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, rows: np.ndarray,
+               batch: int = 5000) -> float:
+    """COPY the given rows (window numbers) into chunks; returns seconds."""
+    started = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task(f"COPY {len(rows)} chunks", total=len(rows))
+        for start in range(0, len(rows), batch):
+            records: list[tuple[Any, ...]] = []
+            for i in rows[start:start + batch]:
+                i = int(i)
+                text = windows.texts[i]
+                records.append((f"bench-{i:07d}", f"doc-{windows.doc[i]:05d}", f"doc-{windows.doc[i]:05d}-0",
+                                int(windows.ordinal[i]), windows.names[i], "text", None, [], 0, len(text), text,
+                                MODEL, vectors[i]))
+            await conn.copy_records_to_table("chunks", records=records, columns=COLUMNS)
+            progress.advance(task, len(records))
+    return time.perf_counter() - started
+
+
+async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[str, float]:
+    """The schema's HNSW and GIN indexes, with a progress bar from pg_stat_progress_create_index."""
+    await conn.execute("SET maintenance_work_mem = '1GB'")
+    seconds: dict[str, float] = {}
+    watcher = await asyncpg.connect(dsn)
+    try:
+        with progress_bar() as progress:
+            for name, ddl in INDEX_DDL.items():
+                task = progress.add_task(f"CREATE INDEX {name}", total=rows)
+                started = time.perf_counter()
+                build = asyncio.ensure_future(conn.execute(ddl))
+                while not build.done():
+                    done = await watcher.fetchval(
+                        "SELECT max(tuples_done) FROM pg_stat_progress_create_index WHERE relid = 'chunks'::regclass")
+                    if done:
+                        progress.update(task, completed=min(int(done), rows))
+                    await asyncio.wait([build], timeout=0.5)
+                await build
+                progress.update(task, completed=rows)
+                seconds[name] = time.perf_counter() - started
+    finally:
+        await watcher.close()
+    started = time.perf_counter()
+    await conn.execute("VACUUM ANALYZE chunks")
+    seconds["vacuum_analyze"] = time.perf_counter() - started
+    return seconds
+
+
+async def drop_indexes(conn: asyncpg.Connection) -> None:
+    for name in INDEX_DDL:
+        await conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+EXACT_SQL = ("SELECT chunk_id, c.embedding <=> $1 AS distance FROM chunks c WHERE c.model = $2 "
+             "ORDER BY c.embedding <=> $1 LIMIT $3")
+# how many rows the keyword half of HybridSearch ranks for a question (its lexemes OR-ed, as _SQL does)
+KEYWORD_MATCHES_SQL = """
+SELECT count(*) FROM chunks c WHERE c.tsv @@ to_tsquery('simple', coalesce(
+    (SELECT string_agg(quote_literal(l), ' | ') FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ''))
+"""
+
+
+async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_indexscan = off")
+        rows = await conn.fetch(EXACT_SQL, vector, MODEL, k)
+    return [(r["chunk_id"], r["distance"]) for r in rows]
+
+
+async def hnsw(pool: asyncpg.Pool, vector: np.ndarray, k: int, cfg: RetrievalConfig) -> list[tuple[str, float]]:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
+        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = await conn.fetch(EXACT_SQL, vector, MODEL, k)
+    return [(r["chunk_id"], r["distance"]) for r in rows]
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[str]:
+    node = plan["Node Type"] + (f" ({plan['Index Name']})" if plan.get("Index Name") else "")
+    out = [node]
+    for child in plan.get("Plans", []):
+        out += _plan_nodes(child)
+    return out
+
+
+async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
+                cfg: RetrievalConfig) -> dict[str, list[str]]:
+    """Which scans each query uses (EXPLAIN with the real parameters): proves hybrid uses the indexes and
+    the baseline does not."""
+    from projections.retrieval import _SQL, _filters
+
+    join, where, extra = _filters({}, MODEL, first_arg=4)
+    hybrid_sql = _SQL.format(join=join, where=where)
+    out = {}
+    async with pool.acquire() as conn:
+        for name, setup, sql, args in (
+            ("hybrid", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
+             hybrid_sql, (vector, question, cfg.candidates, *extra)),
+            ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, MODEL, k)),
+            ("hnsw", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
+             EXACT_SQL, (vector, MODEL, k)),
+        ):
+            async with conn.transaction():
+                for statement in setup:
+                    await conn.execute(statement)
+                plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args))[0]["Plan"]
+            nodes = _plan_nodes(plan)
+            out[name] = [n for n in nodes if "Scan" in n or "Gather" in n]
+    return out
+
+
+# ---- measuring -------------------------------------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: int, warmup: int,
+                       cfg: RetrievalConfig) -> dict[str, Any]:
+    search = HybridSearch(pool, cfg)
+    times: dict[str, list[float]] = {"hybrid": [], "exact": [], "hnsw": []}
+    recalls: list[float] = []
+    similarity_kept: list[float] = []  # sum of hnsw's top-k cosine similarities / exact's: near-ties cost ~0
+    hybrid_counts: list[int] = []
+
+    async def run(method: str, i: int) -> Any:
+        if method == "hybrid":
+            return await search.search(qvecs[i], qs[i], k, model=MODEL)
+        if method == "exact":
+            return await exact(pool, qvecs[i], k)
+        return await hnsw(pool, qvecs[i], k, cfg)
+
+    methods = list(times)
+    with progress_bar() as progress:
+        task = progress.add_task("warm-up", total=warmup * 3)
+        for i in range(warmup):
+            for method in methods:
+                await run(method, i % len(qs))
+                progress.advance(task)
+        task = progress.add_task(f"{len(qs)} questions x 3 ways", total=len(qs) * 3)
+        for i in range(len(qs)):
+            results = {}
+            for j in range(3):  # rotate the order: hybrid, exact, hnsw / exact, hnsw, hybrid / ...
+                method = methods[(i + j) % 3]
+                started = time.perf_counter()
+                results[method] = await run(method, i)
+                times[method].append((time.perf_counter() - started) * 1000)
+                progress.advance(task)
+            truth = {cid for cid, _d in results["exact"]}
+            recalls.append(len(truth & {cid for cid, _d in results["hnsw"]}) / max(len(truth), 1))
+            best = sum(1 - d for _c, d in results["exact"])
+            similarity_kept.append(sum(1 - d for _c, d in results["hnsw"]) / best if best else 1.0)
+            hybrid_counts.append(len(results["hybrid"]))
+    return {
+        **{m: {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95), "mean_ms": float(np.mean(t))} for m, t in times.items()},
+        "recall_at_k_hnsw_vs_exact": float(np.mean(recalls)),
+        "similarity_kept_hnsw_vs_exact": float(np.mean(similarity_kept)),
+        "keyword_matches_mean": float(np.mean([await pool.fetchval(KEYWORD_MATCHES_SQL, q) for q in qs[:50]])),
+        "hybrid_passages_mean": float(np.mean(hybrid_counts)),
+        "plans": await plans(pool, qvecs[0], qs[0], k, cfg),
+    }
+
+
+async def table_sizes(conn: asyncpg.Connection) -> dict[str, str]:
+    rows = await conn.fetch(
+        """SELECT 'table' AS what, pg_size_pretty(pg_total_relation_size('chunks')) AS size
+           UNION ALL SELECT indexrelname, pg_size_pretty(pg_relation_size(indexrelid))
+           FROM pg_stat_user_indexes WHERE relname = 'chunks' AND indexrelname IN
+           ('chunks_embedding_hnsw', 'chunks_tsv_idx')""")
+    return {r["what"]: r["size"] for r in rows}
+
+
+async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str, Any]:
+    sizes = sorted(set(args.sizes))
+    with err.status("reading installed documentation..."):
+        docs = sources()
+        windows = make_windows(docs, sizes[-1])
+    err.print(f"{len(windows.texts)} windows of {WINDOW_WORDS} words (step {windows.step}) over {windows.sources} "
+              f"sources, {windows.source_words} words")
+    with err.status("loading the embedding model..."):
+        embedder = Embedder(MODEL, batch_size=32)
+        embedder.embed(["warm-up"])
+    started = time.perf_counter()
+    vectors, _is_real, vstats = derive_vectors(windows, embedder, args.real, args.noise, args.seed)
+    vstats["embed_s"] = time.perf_counter() - started
+    qs = questions(args.queries, args.seed)
+    qvecs = embedder.embed(qs)
+    order = np.random.default_rng(args.seed).permutation(len(windows.texts))[:sizes[-1]]
+
+    cfg = RetrievalConfig()
+    conn = await asyncpg.connect(postgres.dsn)
+    await register_vector(conn)
+    pool = await create_pool(postgres.dsn)
+    results: dict[str, Any] = {}
+    try:
+        await migrate(conn)
+        await drop_indexes(conn)
+        loaded = 0
+        for size in sizes:
+            err.print(f"[bold]{size} chunks[/]")
+            await drop_indexes(conn)
+            load_s = await load(conn, windows, vectors, order[loaded:size])
+            loaded = size
+            build = await build_indexes(postgres.dsn, conn, size)
+            count = await conn.fetchval("SELECT count(*) FROM chunks")
+            assert count == size, (count, size)
+            results[str(size)] = {"chunks": size, "load_s": load_s, "index_build_s": build,
+                                  "sizes": await table_sizes(conn),
+                                  **await measure_size(pool, qs, qvecs, args.top_k, args.warmup, cfg)}
+    finally:
+        await pool.close()
+        await conn.close()
+    return {
+        "benchmark": "retrieval",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "settings": {"sizes": sizes, "queries": len(qs), "top_k": args.top_k, "warmup": args.warmup,
+                     "retrieval_config": cfg.__dict__, "window_words": WINDOW_WORDS, "window_step": windows.step,
+                     "sources": windows.sources, "source_words": windows.source_words, "noise": args.noise},
+        "vectors": vstats,
+        "sizes": results,
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def report(result: dict[str, Any], console: Console) -> None:
+    s, m, v = result["settings"], result["machine"], result["vectors"]
+    console.print(f"[bold]ragbus retrieval benchmark[/] {result['date']} - {m['nproc']} cores, {m['cpu']}, "
+                  f"load average at end {m['loadavg_at_end']}")
+    if v["derived_cos_to_nearest_real_mean"] is None:
+        vectors = f"all {v['real']} embedded for real with {MODEL} ({v['embed_s']:.0f} s)."
+    else:
+        vectors = (f"{v['real']} embedded for real with {MODEL} (every {v['every_kth']}th window, {v['embed_s']:.0f} "
+                   f"s); the rest DERIVED = interpolation of the two neighbouring real ones + noise sigma {s['noise']} "
+                   f"(cosine to nearest real: mean {v['derived_cos_to_nearest_real_mean']:.3f}; real neighbours "
+                   f"{v['every_kth']} windows apart: {v['real_neighbours_cos_mean']:.3f}).")
+    console.print(f"chunks: {WINDOW_WORDS}-word windows (step {s['window_step']}) over {s['sources']} installed "
+                  f"texts ({s['source_words']} words). Vectors: {vectors}")
+    console.print(f"{s['queries']} real questions embedded with the model, top_k {s['top_k']}, {s['warmup']} warm-up "
+                  f"rounds; RetrievalConfig defaults (candidates {s['retrieval_config']['candidates']}, "
+                  f"ef_search {s['retrieval_config']['ef_search']}); times include pool acquire + transaction, "
+                  "as the embedder agent runs them.")
+    table = Table(title="retrieval latency (ms): hybrid = HybridSearch.search; exact = seq-scan cosine top-k "
+                        "(baseline); hnsw = dense top-k via the index")
+    for col in ("chunks", "hybrid p50", "hybrid p95", "exact p50", "exact p95", "hnsw p50", "hnsw p95",
+                "hybrid/exact p50", "hnsw/exact p50", f"recall@{s['top_k']} hnsw", "similarity kept"):
+        table.add_column(col, justify="right")
+    sizes = [result["sizes"][str(n)] for n in s["sizes"]]
+    for r in sizes:
+        table.add_row(f"{r['chunks']:,}", *(f"{r[m][p]:.1f}" for m in ("hybrid", "exact", "hnsw")
+                                            for p in ("p50_ms", "p95_ms")),
+                      f"{r['hybrid']['p50_ms'] / r['exact']['p50_ms']:.2f}x",
+                      f"{r['hnsw']['p50_ms'] / r['exact']['p50_ms']:.2f}x",
+                      f"{r['recall_at_k_hnsw_vs_exact']:.3f}", f"{r['similarity_kept_hnsw_vs_exact']:.4f}")
+    if len(sizes) >= 2:
+        lo, hi = sizes[0], sizes[-1]
+        label = f"{hi['chunks'] // 1000}k/{lo['chunks'] // 1000}k"
+        cells = []
+        for m in ("hybrid", "exact", "hnsw"):
+            cells += [f"{hi[m]['p50_ms'] / lo[m]['p50_ms']:.2f}x", f"{hi[m]['p95_ms'] / lo[m]['p95_ms']:.2f}x"]
+        table.add_row(label, *cells, "", "", "", "")
+    console.print(table)
+    console.print("similarity kept = sum of the cosine similarities of hnsw's top-k / the same sum for exact's "
+                  "top-k (1.0000: the passages missed were as similar as the ones returned)")
+    for r in sizes:
+        b = r["index_build_s"]
+        console.print(f"{r['chunks']:,} chunks: COPY {r['load_s']:.1f} s, HNSW build "
+                      f"{b['chunks_embedding_hnsw']:.1f} s, GIN build {b['chunks_tsv_idx']:.1f} s, "
+                      f"VACUUM ANALYZE {b['vacuum_analyze']:.1f} s; sizes "
+                      f"{r['sizes']}; hybrid returned {r['hybrid_passages_mean']:.1f} passages on average; its "
+                      f"keyword half matches {r['keyword_matches_mean']:,.0f} rows per question on average "
+                      f"({r['keyword_matches_mean'] / r['chunks']:.0%} of the table; first 50 questions)")
+        console.print("   plans: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in r["plans"].items()))
+
+
+# ---- main ------------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/retrieval.py",
+        description="Retrieval latency of HybridSearch.search at 10k and 100k chunks, against an exact "
+        "sequential-scan cosine top-k in the same run (and HNSW recall). Starts its own PostgreSQL + pgvector "
+        "on a free port in a temporary directory and loads the embedding model in-process; stops everything "
+        "on exit, Ctrl-C or error.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="table sizes, in chunks")
+    parser.add_argument("--queries", type=int, default=200, help="questions per size (each run 3 ways)")
+    parser.add_argument("--real", type=int, default=3000, help="chunks embedded for real; the rest are derived")
+    parser.add_argument("--noise", type=float, default=0.02, help="std of the noise added to derived vectors")
+    parser.add_argument("--top-k", type=int, default=10, help="passages asked for (and k of exact and recall@k)")
+    parser.add_argument("--warmup", type=int, default=20, help="warm-up questions per size (not measured)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (PostgreSQL data, log); it is always kept after an error")
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON on stdout (the report then goes to stderr)")
+    args = parser.parse_args(argv)
+    if min(args.sizes) < 1 or args.queries < 1 or args.real < 2:
+        parser.error("sizes and --queries must be positive, --real at least 2")
+    return args
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragbus-bench-retrieval-"))
+    postgres = EmbeddedPostgres(workdir / "postgres")
+    keep = args.keep
+    try:
+        with err.status("starting PostgreSQL..."):
+            postgres.start()
+        result = asyncio.run(run(args, postgres))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: stopping PostgreSQL[/]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - any failure: say what it was, keep the data, stop everything
+        err.print(f"[red]failed:[/] {exc!r}")
+        keep = True
+        return 1
+    finally:
+        postgres.stop()
+        if keep:
+            err.print(f"work directory kept: {workdir}")
+        elif args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:  # JSON on stdout, the report on stderr
+        print(json.dumps(result, indent=2))
+    report(result, Console(width=160, stderr=args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
