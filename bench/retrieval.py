@@ -332,11 +332,19 @@ async def drop_indexes(conn: asyncpg.Connection) -> None:
 
 EXACT_SQL = ("SELECT chunk_id, c.embedding <=> $1 AS distance FROM chunks c WHERE c.model = $2 "
              "ORDER BY c.embedding <=> $1 LIMIT $3")
-# how many rows the keyword half of HybridSearch ranks for a question (its lexemes OR-ed, as _SQL does)
-KEYWORD_MATCHES_SQL = """
-SELECT count(*) FROM chunks c WHERE c.tsv @@ to_tsquery('simple', coalesce(
-    (SELECT string_agg(quote_literal(l), ' | ') FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ''))
-"""
+# how many rows the keyword half of HybridSearch matches (and ranks) for a question
+KEYWORD_MATCHES_SQL = "SELECT count(*) FROM chunks c WHERE c.tsv @@ to_tsquery('simple', $1)"
+
+
+async def keyword_tsquery(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> str:
+    """The tsquery text HybridSearch.search sends as $2 of its SQL, built the same way (projections/retrieval)."""
+    from projections.retrieval import _LEXEMES, keyword_query
+
+    return keyword_query(await conn.fetchval(_LEXEMES, question) or [])
+
+
+async def keyword_matches(pool: asyncpg.Pool, question: str) -> int:
+    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await keyword_tsquery(pool, question)))
 
 
 async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -374,7 +382,7 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
     async with pool.acquire() as conn:
         for name, setup, sql, args in (
             ("hybrid", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
-             hybrid_sql, (vector, question, cfg.candidates, *extra)),
+             hybrid_sql, (vector, await keyword_tsquery(conn, question), cfg.candidates, *extra)),
             ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, MODEL, k)),
             ("hnsw", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
              EXACT_SQL, (vector, MODEL, k)),
@@ -433,7 +441,7 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
         **{m: {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95), "mean_ms": float(np.mean(t))} for m, t in times.items()},
         "recall_at_k_hnsw_vs_exact": float(np.mean(recalls)),
         "similarity_kept_hnsw_vs_exact": float(np.mean(similarity_kept)),
-        "keyword_matches_mean": float(np.mean([await pool.fetchval(KEYWORD_MATCHES_SQL, q) for q in qs[:50]])),
+        "keyword_matches_mean": float(np.mean([await keyword_matches(pool, q) for q in qs[:50]])),
         "hybrid_passages_mean": float(np.mean(hybrid_counts)),
         "plans": await plans(pool, qvecs[0], qs[0], k, cfg),
     }
