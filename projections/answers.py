@@ -10,13 +10,13 @@ import asyncpg
 from projections.base import Source
 from streams import subjects
 from streams.events import AnswerCompleted, AnswerFailed, AnswerRated, Event
+from streams.topology import ANSWERS
 
 
 class AnswersProjection:
     name = "answers"
     sources: tuple[Source, ...] = (
-        Source("ANSWERS", (subjects.wildcard(subjects.ANSWER_DONE), subjects.wildcard(subjects.ANSWER_FAILED),
-                           subjects.wildcard(subjects.ANSWER_RATED))),
+        Source(ANSWERS, tuple(subjects.wildcard(e.SUBJECT) for e in (AnswerCompleted, AnswerFailed, AnswerRated))),
     )
 
     async def apply(self, conn: asyncpg.Connection, event: Event) -> None:

@@ -39,7 +39,7 @@ async def run_projector(settings: ProjectorSettings | None = None) -> None:
     log.info("projector running: %s", ", ".join(PROJECTIONS))
     try:
         # Each batch is one transaction, so stopping between batches loses nothing.
-        await Projector(list(PROJECTIONS.values()), nc.jetstream(), pool).run(stop)
+        await Projector(list(PROJECTIONS.values()), nc, pool).run(stop)
     finally:
         await pool.close()
         await nc.drain()
@@ -56,8 +56,7 @@ async def replay(names: list[str], settings: ProjectorSettings | None = None) ->
             await migrate(conn)
             for name in names:
                 await drop_projection(conn, name)
-        js = nc.jetstream()
-        await Projector([PROJECTIONS[n] for n in names], js, pool).catch_up(js)
+        await Projector([PROJECTIONS[n] for n in names], nc, pool).catch_up()
         counts = {}
         for name in names:
             for table in _tables(name):

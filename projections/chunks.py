@@ -8,13 +8,14 @@ import numpy as np
 from projections.base import Source
 from streams import subjects
 from streams.events import ChunksEmbedded, DocumentDeleted, Event
+from streams.topology import CHUNKS, DOCUMENTS
 
 
 class ChunkIndexProjection:
     name = "chunks"
     sources: tuple[Source, ...] = (
-        Source("CHUNKS", (subjects.wildcard(subjects.CHUNKS_EMBEDDED),)),
-        Source("DOCUMENTS", (subjects.wildcard(subjects.DOCUMENT_DELETED),)),
+        Source(CHUNKS, (subjects.wildcard(ChunksEmbedded.SUBJECT),)),
+        Source(DOCUMENTS, (subjects.wildcard(DocumentDeleted.SUBJECT),)),
     )
 
     async def apply(self, conn: asyncpg.Connection, event: Event) -> None:

@@ -11,11 +11,12 @@ import asyncpg
 from projections.base import Source
 from streams import subjects
 from streams.events import DocumentDeleted, DocumentFailed, DocumentParsed, DocumentUploaded, Event
+from streams.topology import DOCUMENT, DOCUMENTS
 
 
 class DocumentsProjection:
     name = "documents"
-    sources: tuple[Source, ...] = (Source("DOCUMENTS", (subjects.wildcard("document"),)),)
+    sources: tuple[Source, ...] = (Source(DOCUMENTS, (subjects.wildcard(DOCUMENT),)),)
 
     async def apply(self, conn: asyncpg.Connection, event: Event) -> None:
         match event:

@@ -15,7 +15,7 @@ import logging
 import time
 
 import asyncpg
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 
@@ -23,6 +23,7 @@ from projections import positions
 from projections.base import Projection, Source
 from streams import subjects
 from streams.events import decode_event
+from streams.topology import PROJECTION_UPDATED
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,11 @@ class PositionMovedBack(Exception):
 class SourceReader:
     """Reads one stream for one projection and applies batches transactionally."""
 
-    def __init__(self, projection: Projection, source: Source, js: JetStreamContext, pool: asyncpg.Pool) -> None:
+    def __init__(self, projection: Projection, source: Source, nc: NATS, pool: asyncpg.Pool) -> None:
         self.projection = projection
         self.source = source
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream()
         self.pool = pool
         self.position = 0  # the position this reader last read from or wrote to PostgreSQL
         self.caught_up_to = 0  # every message of the stream up to here has been seen by this reader
@@ -127,7 +129,7 @@ class SourceReader:
         push fresh status to browsers instead of polling. Not an event: nothing stores it, losing one is
         harmless (the next one, or a GET, shows the same rows)."""
         for cid in correlation_ids:
-            await self.js._nc.publish(subjects.subject(subjects.PROJECTION_UPDATED, self.projection.name, cid))
+            await self.nc.publish(subjects.subject(PROJECTION_UPDATED, self.projection.name, cid))
 
     async def _check_not_reset(self) -> None:
         async with self.pool.acquire() as conn:
@@ -176,12 +178,12 @@ class SourceReader:
 class Projector:
     """Runs every (projection, source) reader until stopped."""
 
-    def __init__(self, projections: list[Projection], js: JetStreamContext, pool: asyncpg.Pool) -> None:
-        self.readers = [SourceReader(p, s, js, pool) for p in projections for s in p.sources]
+    def __init__(self, projections: list[Projection], nc: NATS, pool: asyncpg.Pool) -> None:
+        self.readers = [SourceReader(p, s, nc, pool) for p in projections for s in p.sources]
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(r.run(stop) for r in self.readers))
 
-    async def catch_up(self, js: JetStreamContext) -> None:
-        targets = [(r, (await js.stream_info(r.source.stream)).state.last_seq) for r in self.readers]
+    async def catch_up(self) -> None:
+        targets = [(r, (await r.js.stream_info(r.source.stream)).state.last_seq) for r in self.readers]
         await asyncio.gather(*(r.catch_up(seq) for r, seq in targets))

@@ -21,14 +21,16 @@ COMPONENTS = ("schemas", "messages")
 
 
 def _specs() -> list[dict[str, Any]]:
-    from agents.embedder.app import app as embedder
+    """Built from the agents' own factories, with nothing connected or started."""
     from agents.gateway.bus import gateway_broker
-    from agents.generator.app import app as generator
-    from agents.parser.app import app as parser
+    from ragbus.cli import faststream_agent
 
+    apps = []
+    for name in ("parser", "embedder", "generator"):
+        create_app, settings = faststream_agent(name)
+        apps.append(create_app(settings).schema)
     gateway, _ = gateway_broker("nats://127.0.0.1:4222")
-    apps = [parser.schema, embedder.schema, generator.schema,
-            AsyncAPI(gateway, title="ragbus gateway", version=__version__)]
+    apps.append(AsyncAPI(gateway, title="ragbus gateway", version=__version__))
     return [json.loads(spec.to_specification().to_json()) for spec in apps]
 
 

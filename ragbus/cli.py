@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import os
 import sys
+from typing import Any
+
+from streams.doctypes import CHUNK_STRATEGIES
 
 AGENTS = ("parser", "embedder", "generator", "gateway", "projector")
 
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--no-wait", action="store_true", help="do not wait for documents to be indexed")
     ingest.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for indexing")
     ingest.add_argument("--concurrency", type=int, default=4, help="uploads in flight (default: %(default)s)")
-    ingest.add_argument("--chunk-strategy", choices=("fixed", "sentence", "structure"),
+    ingest.add_argument("--chunk-strategy", choices=CHUNK_STRATEGIES,
                         help="chunking strategy for these uploads (default: the parser's setting)")
 
     ask = sub.add_parser("ask", help="ask a question and stream the answer in the terminal")
@@ -153,9 +156,31 @@ def run_agent(name: str) -> int:
 
         asyncio.run(run_projector())
         return 0
-    module = __import__(f"agents.{name}.app", fromlist=["app"])
-    asyncio.run(module.app.run())  # FastStream drains its subscriptions on SIGTERM/SIGINT
+    from streams.agent import run_agent as run
+
+    create_app, settings = faststream_agent(name)
+    run(create_app, settings)  # FastStream drains its subscriptions on SIGTERM/SIGINT
     return 0
+
+
+def faststream_agent(name: str) -> tuple[Any, Any]:
+    """The app factory of a FastStream agent and its settings (read from the environment)."""
+    if name == "parser":
+        from agents.parser.app import create_app
+        from agents.parser.settings import ParserSettings
+
+        return create_app, ParserSettings()
+    if name == "embedder":
+        from agents.embedder.app import create_app as create_embedder
+        from agents.embedder.settings import EmbedderSettings
+
+        return create_embedder, EmbedderSettings()
+    if name == "generator":
+        from agents.generator.app import create_app as create_generator
+        from agents.generator.settings import GeneratorSettings
+
+        return create_generator, GeneratorSettings()
+    raise ValueError(f"{name} is not a FastStream agent")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from streams.events import DeadLetterRetried
 from streams.publish import publish
+from streams.topology import DEADLETTER
 
 ADVISORY_TYPE = "io.nats.jetstream.advisory.v1.max_deliver"
 
@@ -36,14 +37,14 @@ class DeadLetter:
 
 async def list_dead_letters(js: JetStreamContext) -> list[DeadLetter]:
     try:
-        info = await js.stream_info("DEADLETTER")
+        info = await js.stream_info(DEADLETTER)
     except NotFoundError:
         return []
     letters: dict[int, DeadLetter] = {}
     retried: set[int] = set()
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
-            msg = await js.get_msg("DEADLETTER", seq)
+            msg = await js.get_msg(DEADLETTER, seq)
         except NotFoundError:
             continue
         body = json.loads(msg.data or b"{}")
@@ -71,7 +72,7 @@ async def retry(js: JetStreamContext, letter: DeadLetter) -> str:
     headers["Nats-Msg-Id"] = f"{headers.get('Nats-Msg-Id', letter.original_seq)}:retry:{letter.seq}"
     await js.publish(original.subject, original.data or b"", headers=headers)
     await publish(js, DeadLetterRetried(
-        event_id=f"deadletter.retried:{letter.seq}", correlation_id=str(letter.seq),
+        event_id=f"deadletter.retried:{letter.seq}",
         deadletter_seq=letter.seq, original_stream=letter.stream, original_seq=letter.original_seq,
     ))
     return original.subject

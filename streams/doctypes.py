@@ -10,8 +10,13 @@ import codecs
 import io
 import re
 import zipfile
+from typing import Literal, get_args
 
 SUPPORTED_TYPES: tuple[str, ...] = ("pdf", "docx", "html", "markdown", "text")
+
+# How the parser may cut a document (an upload can ask for one; the gateway and the CLI check the name)
+ChunkStrategy = Literal["fixed", "sentence", "structure"]
+CHUNK_STRATEGIES: tuple[str, ...] = get_args(ChunkStrategy)
 
 _PDF_MAGIC = re.compile(rb"%PDF-\d\.\d")
 # Acrobat accepts the header anywhere in the first 1024 bytes (e.g. after a mail or HTTP preamble).

@@ -1,18 +1,23 @@
 """Event models: the payload half of the event contract.
 
 Every event is a frozen pydantic model serialised as plain JSON, so `nats sub` shows something a person can
-read. Names are past-tense facts. `event_id` is deterministic (derived from what caused the event), and is
-sent as `Nats-Msg-Id`: a retried handler republishes the same id and JetStream drops the copy.
-Read side is tolerant: unknown fields are ignored, so adding a field is not a breaking change; a breaking
-change is a new `schema_version`.
+read. Class names are past-tense facts; the `type` literal is the wire name and the subject's first tokens
+(the five subjects the user named keep their names: document.uploaded, chunks.ready, query.asked,
+context.built, answer.token). `event_id` is deterministic (derived from what caused the event) and is sent
+as `Nats-Msg-Id`: a retried handler republishes the same id and JetStream drops the copy.
+
+Events belong to an aggregate: a document (`doc_id`) or a query (`query_id`); the base classes derive
+`correlation_id` from it, and `Event.caused_by(cause, ...)` sets `causation_id` and carries the aggregate's
+identity over. Read side is tolerant: unknown fields are ignored, so adding a field is not a breaking
+change; a breaking change is a new `schema_version`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from streams import subjects
 
@@ -24,26 +29,85 @@ def _now() -> datetime:
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    SUBJECT: ClassVar[str]
+    SUBJECT: ClassVar[str]  # derived from the `type` literal
+    IDENTITY: ClassVar[tuple[str, ...]] = ()  # fields `caused_by` carries over from the cause
     type: str
     event_id: str
     occurred_at: datetime = Field(default_factory=_now)
-    correlation_id: str  # the doc_id or query_id this event is about: `nats sub '*.*.<id>'` follows one
+    # the doc_id or query_id this event is about (derived from it): `nats sub '*.*.<id>'` follows one
+    correlation_id: str = ""
     causation_id: str | None = None  # event_id of the event that caused this one
     schema_version: int = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        default = cls.model_fields["type"].default
+        if isinstance(default, str):
+            cls.SUBJECT = default
+
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        """The aggregate id an event of this class is about, from its fields (None: given explicitly)."""
+        return None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _correlate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("correlation_id"):
+            derived = cls.correlation_of(data)
+            if derived is not None:
+                data = {**data, "correlation_id": derived}
+        return data
+
+    @model_validator(mode="after")
+    def _correlated(self) -> Self:
+        if not self.correlation_id:
+            raise ValueError(f"{type(self).__name__} needs a correlation_id")
+        return self
+
+    @classmethod
+    def caused_by(cls, cause: Event, **fields: Any) -> Self:
+        """This event as the consequence of `cause`: its causation id, and the aggregate's identity fields
+        (`IDENTITY`) taken from the cause unless given."""
+        carried = {name: getattr(cause, name) for name in cls.IDENTITY
+                   if name not in fields and name in cls.model_fields and hasattr(cause, name)}
+        return cls(causation_id=cause.event_id, **carried, **fields)
 
     def subject(self) -> str:
         return subjects.subject(self.SUBJECT, self.correlation_id)
 
 
+class DocumentEvent(Event):
+    """A fact about one upload of a document (`doc_id` is the content address, `upload_id` the upload)."""
+
+    IDENTITY = ("doc_id", "upload_id", "name")
+    doc_id: str
+    upload_id: str
+
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        return data.get("doc_id")
+
+
+class QueryEvent(Event):
+    """A fact about one question: asked, rewritten, answered, rated."""
+
+    IDENTITY = ("query_id", "session_id", "question")
+    query_id: str
+
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        return data.get("query_id")
+
+
 # ---------------------------------------------------------------- documents
 
 
-class DocumentUploaded(Event):
-    SUBJECT = subjects.DOCUMENT_UPLOADED
+class DocumentUploaded(DocumentEvent):
     type: Literal["document.uploaded"] = "document.uploaded"
-    doc_id: str  # sha256 prefix of the bytes: the same bytes are the same document
-    upload_id: str  # doc_id + generation: a document deleted and uploaded again is a new upload
+    # doc_id: sha256 prefix of the bytes (the same bytes are the same document); upload_id: doc_id +
+    # generation (a document deleted and uploaded again is a new upload)
     generation: int = 0
     name: str
     sha256: str
@@ -59,11 +123,8 @@ class DocumentUploaded(Event):
         return f"document.uploaded:{upload_id}"
 
 
-class DocumentParsed(Event):
-    SUBJECT = subjects.DOCUMENT_PARSED
+class DocumentParsed(DocumentEvent):
     type: Literal["document.parsed"] = "document.parsed"
-    doc_id: str
-    upload_id: str
     name: str
     doc_type: str
     title: str | None = None
@@ -74,21 +135,16 @@ class DocumentParsed(Event):
     chars: int = 0
 
 
-class DocumentFailed(Event):
-    SUBJECT = subjects.DOCUMENT_FAILED
+class DocumentFailed(DocumentEvent):
     type: Literal["document.failed"] = "document.failed"
-    doc_id: str
-    upload_id: str
     name: str
     stage: str  # parse | embed
     reason: str  # a readable sentence for the user
 
 
-class DocumentDeleted(Event):
-    SUBJECT = subjects.DOCUMENT_DELETED
+class DocumentDeleted(DocumentEvent):
     type: Literal["document.deleted"] = "document.deleted"
-    doc_id: str
-    upload_id: str  # the upload whose chunks leave the index
+    # upload_id: the upload whose chunks leave the index
     superseded_by: str | None = None  # set when a new version of the same name replaced it
 
 
@@ -111,11 +167,10 @@ class EmbeddedChunk(Chunk):
     embedding: list[float]
 
 
-class ChunksReady(Event):
-    SUBJECT = subjects.CHUNKS_READY
+class DocumentChunked(DocumentEvent):
+    """One batch of a document's text chunks (travels on `chunks.ready`)."""
+
     type: Literal["chunks.ready"] = "chunks.ready"
-    doc_id: str
-    upload_id: str
     name: str
     doc_type: str
     batch: int  # chunks travel in batches so one event stays well under the server's max_payload
@@ -124,11 +179,8 @@ class ChunksReady(Event):
     chunks: list[Chunk]
 
 
-class ChunksEmbedded(Event):
-    SUBJECT = subjects.CHUNKS_EMBEDDED
+class ChunksEmbedded(DocumentEvent):
     type: Literal["chunks.embedded"] = "chunks.embedded"
-    doc_id: str
-    upload_id: str
     name: str
     doc_type: str
     model: str
@@ -155,10 +207,8 @@ class Turn(BaseModel):
     answer: str
 
 
-class QueryAsked(Event):
-    SUBJECT = subjects.QUERY_ASKED
+class QueryAsked(QueryEvent):
     type: Literal["query.asked"] = "query.asked"
-    query_id: str
     question: str
     top_k: int = 5
     filters: dict[str, Any] = Field(default_factory=dict)  # doc_ids, names, tags, doc_types
@@ -168,22 +218,39 @@ class QueryAsked(Event):
     generate: bool = True  # False: retrieval only (POST /search), no answer is generated
 
 
-class QueryCancelled(Event):
+class QueryCancelled(QueryEvent):
     """The user pressed Stop: a generator streaming this answer stops and completes it as it stands."""
 
-    SUBJECT = subjects.QUERY_CANCELLED
     type: Literal["query.cancelled"] = "query.cancelled"
-    query_id: str
 
 
-class QueryCondensed(Event):
+class QueryCondensed(QueryEvent):
     """A follow-up question rewritten, with its conversation, into a question that stands alone."""
 
-    SUBJECT = subjects.QUERY_CONDENSED
     type: Literal["query.condensed"] = "query.condensed"
     asked: QueryAsked
     standalone_question: str
     condense_ms: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _query_id_from_asked(cls, data: Any) -> Any:
+        # events written before query_id was a field of their own carry it inside `asked` only
+        if isinstance(data, dict) and not data.get("query_id"):
+            query_id = _asked_query_id(data.get("asked"))
+            if query_id:
+                data = {**data, "query_id": query_id}
+        return data
+
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        return data.get("query_id") or _asked_query_id(data.get("asked"))
+
+
+def _asked_query_id(asked: Any) -> str | None:
+    if isinstance(asked, QueryAsked):
+        return asked.query_id
+    return asked.get("query_id") if isinstance(asked, dict) else None
 
 
 class Passage(BaseModel):
@@ -200,10 +267,8 @@ class Passage(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)  # dense, keyword, fused (reciprocal rank fusion)
 
 
-class ContextBuilt(Event):
-    SUBJECT = subjects.CONTEXT_BUILT
+class ContextBuilt(QueryEvent):
     type: Literal["context.built"] = "context.built"
-    query_id: str
     question: str
     standalone_question: str | None = None  # what retrieval searched for, when it differs from the question
     session_id: str | None = None
@@ -214,10 +279,10 @@ class ContextBuilt(Event):
     timings: dict[str, float] = Field(default_factory=dict)  # condense_ms, embed_ms, search_ms
 
 
-class AnswerToken(Event):
-    SUBJECT = subjects.ANSWER_TOKEN
+class AnswerTokenGenerated(QueryEvent):
+    """One streamed piece of an answer (travels on `answer.token`)."""
+
     type: Literal["answer.token"] = "answer.token"
-    query_id: str
     seq: int  # 0, 1, 2 ... so a reader can tell a gap or a repeat
     text: str
 
@@ -234,10 +299,10 @@ class Citation(BaseModel):
     score: float
 
 
-class AnswerCompleted(Event):
-    SUBJECT = subjects.ANSWER_DONE
+class AnswerCompleted(QueryEvent):
+    """The whole answer, once it has streamed (travels on `answer.done`)."""
+
     type: Literal["answer.done"] = "answer.done"
-    query_id: str
     question: str
     session_id: str | None = None
     answer: str
@@ -250,30 +315,28 @@ class AnswerCompleted(Event):
     stopped: bool = False  # cancelled by the user: `answer` is what had been generated by then
 
 
-class AnswerFailed(Event):
-    SUBJECT = subjects.ANSWER_FAILED
+class AnswerFailed(QueryEvent):
     type: Literal["answer.failed"] = "answer.failed"
-    query_id: str
     message: str
-    stage: str  # retrieval | generation
+    stage: str  # retrieval | condense | generation
     question: str = ""
     session_id: str | None = None
 
 
-class AnswerRated(Event):
+class AnswerRated(QueryEvent):
     """A user's thumbs up or down on an answer."""
 
-    SUBJECT = subjects.ANSWER_RATED
     type: Literal["answer.rated"] = "answer.rated"
-    query_id: str
     rating: Literal["up", "down"]
     comment: str = ""
+
+
+# ---------------------------------------------------------------- dead letters
 
 
 class DeadLettered(Event):
     """A message that could not be processed; kept with the reason and the original bytes."""
 
-    SUBJECT = subjects.DEADLETTER
     type: Literal["deadletter"] = "deadletter"
     original_subject: str
     original_stream: str
@@ -283,6 +346,10 @@ class DeadLettered(Event):
     deliveries: int
     payload: str
 
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        return f"{data.get('original_stream')}-{data.get('original_seq')}"
+
     def subject(self) -> str:
         return subjects.subject(self.SUBJECT, self.original_stream, self.consumer)
 
@@ -290,42 +357,26 @@ class DeadLettered(Event):
 class DeadLetterRetried(Event):
     """`ragbus deadletters retry` republished the original message of a dead letter."""
 
-    SUBJECT = subjects.DEADLETTER_RETRIED
     type: Literal["deadletter.retried"] = "deadletter.retried"
     deadletter_seq: int
     original_stream: str
     original_seq: int
 
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        return str(data.get("deadletter_seq"))
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (
-        DocumentUploaded,
-        DocumentParsed,
-        DocumentFailed,
-        DocumentDeleted,
-        ChunksReady,
-        ChunksEmbedded,
-        QueryAsked,
-        QueryCondensed,
-        QueryCancelled,
-        ContextBuilt,
-        AnswerToken,
-        AnswerCompleted,
-        AnswerFailed,
-        AnswerRated,
-        DeadLettered,
-        DeadLetterRetried,
-    )
-}
+
+AnyEvent = Annotated[
+    DocumentUploaded | DocumentParsed | DocumentFailed | DocumentDeleted | DocumentChunked | ChunksEmbedded
+    | QueryAsked | QueryCondensed | QueryCancelled | ContextBuilt | AnswerTokenGenerated | AnswerCompleted
+    | AnswerFailed | AnswerRated | DeadLettered | DeadLetterRetried,
+    Field(discriminator="type"),
+]
+_ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 
 def decode_event(data: bytes) -> Event:
-    """Parse any ragbus event from its JSON bytes (used by projections and tools that read every type)."""
-    import json
-
-    raw = json.loads(data)
-    cls = EVENT_TYPES.get(raw.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown event type {raw.get('type')!r}")
-    return cls.model_validate(raw)
+    """Parse any ragbus event from its JSON bytes in one pass (projections and tools that read every type).
+    Raises a ValueError (pydantic's ValidationError) for bytes that are no known event."""
+    return _ANY_EVENT.validate_json(data)

@@ -1,11 +1,21 @@
-"""Publishing events: one helper so every event carries the same headers and a deterministic Nats-Msg-Id."""
+"""Publishing events: every event carries the same headers and its deterministic id as Nats-Msg-Id.
+
+`EventPublisher` is how agents publish: a FastStream publisher declared with the event's schema, so the
+generated AsyncAPI document shows exactly what each agent publishes, bound to the stream that stores the
+subject (found in `streams.topology`, never written as a literal). `publish` is the same for tools that
+hold a plain JetStream context (the CLI).
+"""
 
 from __future__ import annotations
 
+from typing import cast
+
+from faststream.nats import JStream, NatsBroker, NatsRouter
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from streams.events import Event
+from streams.topology import stream_for
 
 HEADER_TYPE = "Ragbus-Event-Type"
 HEADER_SCHEMA = "Ragbus-Schema-Version"
@@ -34,3 +44,30 @@ async def publish(js: JetStreamContext, event: Event, timeout: float = 10.0) -> 
     """Publish and wait for the stream's ack. `ack.duplicate` is True when the server dropped a copy."""
     headers = {**headers_for(event), "content-type": "application/json"}
     return await js.publish(event.subject(), encode(event), timeout=timeout, headers=headers)
+
+
+class EventPublisher:
+    """Publishes one event class through a FastStream publisher declared on an agent's router or broker.
+
+    `wait_for_ack=False` publishes on core NATS into a stream-captured subject: stored and deduplicated,
+    but without waiting for an ack per message (answer tokens: an ack per token costs 1-2 ms)."""
+
+    def __init__(self, owner: NatsRouter | NatsBroker, cls: type[Event], description: str, *,
+                 address: str | None = None, wait_for_ack: bool = True) -> None:
+        self.cls = cls
+        address = address or f"{cls.SUBJECT}.*"
+        self.publisher = owner.publisher(
+            address,
+            stream=JStream(stream_for(address), declare=False) if wait_for_ack else None,
+            title=f"{cls.SUBJECT} ({cls.__name__})",
+            description=description,
+            schema=cls,
+        )
+
+    async def __call__(self, event: Event) -> PubAck | None:
+        if not isinstance(event, self.cls):
+            raise TypeError(f"{type(event).__name__} is not {self.cls.__name__}")
+        ack = await self.publisher.publish(  # type: ignore[func-returns-value]  # a PubAck when stream is set
+            event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id
+        )
+        return cast("PubAck | None", ack)

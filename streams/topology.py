@@ -19,11 +19,43 @@ from nats.js.api import (
 )
 
 from streams import subjects
+from streams.events import (
+    AnswerCompleted,
+    AnswerFailed,
+    AnswerRated,
+    AnswerTokenGenerated,
+    ContextBuilt,
+    DeadLettered,
+    DocumentChunked,
+    DocumentUploaded,
+    Event,
+    QueryAsked,
+    QueryCancelled,
+    QueryCondensed,
+)
 
 DOCUMENTS_BUCKET = "documents"
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 24 * HOUR
+
+# Stream names: use these, never string literals.
+DOCUMENTS = "DOCUMENTS"
+CHUNKS = "CHUNKS"
+QUERIES = "QUERIES"
+ANSWERS = "ANSWERS"
+TOKENS = "TOKENS"
+DEADLETTER = "DEADLETTER"
+
+# Subjects that are not ragbus events (event subjects are the events' `SUBJECT`):
+# a core-NATS notification, stored by no stream: a projection committed rows for <projection>.<id>
+PROJECTION_UPDATED = "projection.updated"
+# JetStream's own advisory when a message reached max_deliver without being settled (a worker that crashed
+# or hung on it every time); the DEADLETTER stream captures these next to ragbus' own dead letters.
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+# Subject roots of the two streams that take a whole tree (document.* and chunks.*)
+DOCUMENT = "document"
+CHUNKS_PREFIX = "chunks"
 
 
 def _stream(name: str, subject_list: list[str], description: str, **kw: object) -> StreamConfig:
@@ -38,51 +70,61 @@ def _stream(name: str, subject_list: list[str], description: str, **kw: object) 
     )
 
 
+def _all(*events: type[Event]) -> list[str]:
+    return [subjects.wildcard(e.SUBJECT) for e in events]
+
+
 # The durable streams keep everything: the log is the source of truth for every projection.
 STREAMS: dict[str, StreamConfig] = {
-    "DOCUMENTS": _stream(
-        "DOCUMENTS",
-        [subjects.wildcard("document")],
+    DOCUMENTS: _stream(
+        DOCUMENTS,
+        [subjects.wildcard(DOCUMENT)],
         "Document lifecycle: uploaded, parsed, failed, deleted",
         duplicate_window=HOUR,  # an upload retried within the hour is dropped by the server itself
     ),
-    "CHUNKS": _stream(
-        "CHUNKS",
-        [subjects.wildcard("chunks")],
+    CHUNKS: _stream(
+        CHUNKS,
+        [subjects.wildcard(CHUNKS_PREFIX)],
         "Text chunks (chunks.ready) and their vectors per model (chunks.embedded)",
         duplicate_window=10 * MINUTE,
     ),
-    "QUERIES": _stream(
-        "QUERIES",
-        [subjects.wildcard(subjects.QUERY_ASKED), subjects.wildcard(subjects.QUERY_CONDENSED),
-         subjects.wildcard(subjects.QUERY_CANCELLED), subjects.wildcard(subjects.CONTEXT_BUILT)],
+    QUERIES: _stream(
+        QUERIES,
+        _all(QueryAsked, QueryCondensed, QueryCancelled, ContextBuilt),
         "Questions, follow-ups rewritten to stand alone, cancellations, and the retrieved context for each",
         duplicate_window=10 * MINUTE,
     ),
-    "ANSWERS": _stream(
-        "ANSWERS",
-        [subjects.wildcard(subjects.ANSWER_DONE), subjects.wildcard(subjects.ANSWER_FAILED),
-         subjects.wildcard(subjects.ANSWER_RATED)],
+    ANSWERS: _stream(
+        ANSWERS,
+        _all(AnswerCompleted, AnswerFailed, AnswerRated),
         "Completed answers with citations and timings, the reason an answer failed, and users' ratings",
         duplicate_window=10 * MINUTE,
     ),
     # Tokens are only needed while an answer streams and for a client that reconnects; answer.done keeps
     # the full text forever, so tokens may expire.
-    "TOKENS": _stream(
-        "TOKENS",
-        [subjects.wildcard(subjects.ANSWER_TOKEN)],
+    TOKENS: _stream(
+        TOKENS,
+        _all(AnswerTokenGenerated),
         "One event per streamed answer token (expires after a day; answer.done keeps the text)",
         duplicate_window=10 * MINUTE,
         max_age=DAY,
     ),
-    "DEADLETTER": _stream(
-        "DEADLETTER",
-        [subjects.wildcard(subjects.DEADLETTER), subjects.wildcard(subjects.MAX_DELIVERIES_ADVISORY)],
+    DEADLETTER: _stream(
+        DEADLETTER,
+        [subjects.wildcard(DeadLettered.SUBJECT), subjects.wildcard(MAX_DELIVERIES_ADVISORY)],
         "Messages that exhausted their deliveries: ragbus dead letters (reason + original payload) and "
         "JetStream max-deliveries advisories (a worker died on the message every time)",
         duplicate_window=10 * MINUTE,
     ),
 }
+
+
+def stream_for(subject: str) -> str:
+    """The stream that stores `subject` (publishers find their stream here, never by a literal)."""
+    for name, config in STREAMS.items():
+        if any(subjects.matches(pattern, subject) for pattern in config.subjects or ()):
+            return name
+    raise LookupError(f"no stream captures {subject!r}")
 
 
 @dataclass(frozen=True)
@@ -112,41 +154,40 @@ class Durable:
 
 
 PARSER = Durable(
-    "DOCUMENTS", "parser", subjects.wildcard(subjects.DOCUMENT_UPLOADED),
+    DOCUMENTS, "parser", subjects.wildcard(DocumentUploaded.SUBJECT),
     ack_wait=2 * MINUTE, max_deliver=4,
 )
 EMBEDDER_CHUNKS = Durable(
-    "CHUNKS", "embedder-chunks", subjects.wildcard(subjects.CHUNKS_READY),
+    CHUNKS, "embedder-chunks", subjects.wildcard(DocumentChunked.SUBJECT),
     ack_wait=2 * MINUTE, max_deliver=5,
 )
 EMBEDDER_QUERIES = Durable(
-    "QUERIES", "embedder-queries", subjects.wildcard(subjects.QUERY_ASKED),
+    QUERIES, "embedder-queries", subjects.wildcard(QueryAsked.SUBJECT),
     ack_wait=30.0, max_deliver=3,
 )
 EMBEDDER_FOLLOWUPS = Durable(
-    "QUERIES", "embedder-followups", subjects.wildcard(subjects.QUERY_CONDENSED),
+    QUERIES, "embedder-followups", subjects.wildcard(QueryCondensed.SUBJECT),
     ack_wait=30.0, max_deliver=3,
 )
 # Follow-up questions (with history) are rewritten by the generator agent, which owns the LLM.
 CONDENSER = Durable(
-    "QUERIES", "condenser", subjects.wildcard(subjects.QUERY_ASKED),
+    QUERIES, "condenser", subjects.wildcard(QueryAsked.SUBJECT),
     ack_wait=30.0, max_deliver=3, max_ack_pending=64,
 )
 # Generators send in_progress while they stream, so ack_wait bounds the silence of a dead generator, not
 # the length of an answer.
 GENERATOR = Durable(
-    "QUERIES", "generator", subjects.wildcard(subjects.CONTEXT_BUILT),
+    QUERIES, "generator", subjects.wildcard(ContextBuilt.SUBJECT),
     ack_wait=30.0, max_deliver=3, max_ack_pending=64,
 )
-
 
 
 def advisories_of(worker: Durable) -> Durable:
     """The durable through which an agent hears that one of its messages hit max_deliver unsettled, so it
     can still report the failure (document.failed / answer.failed) instead of leaving it silent."""
     return Durable(
-        "DEADLETTER", f"{worker.name}-advisories",
-        f"{subjects.MAX_DELIVERIES_ADVISORY}.{worker.stream}.{worker.name}",
+        DEADLETTER, f"{worker.name}-advisories",
+        f"{MAX_DELIVERIES_ADVISORY}.{worker.stream}.{worker.name}",
         ack_wait=30.0, max_deliver=5,
     )
 

@@ -55,10 +55,15 @@ def llama() -> Iterator[LlamaServer]:
 
 
 @pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[nats.js.JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    yield nc.jetstream()
-    await nc.close()
+async def nc(nats_server: NatsServer) -> AsyncIterator[nats.NATS]:
+    connection = await nats.connect(nats_server.url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def js(nc: nats.NATS) -> nats.js.JetStreamContext:
+    return nc.jetstream()
 
 
 @pytest.fixture

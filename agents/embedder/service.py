@@ -1,7 +1,8 @@
-"""The embedding model and retrieval, without any broker: easy to test, easy to benchmark."""
+"""The embedding model, without any broker: easy to test, easy to benchmark."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
@@ -43,6 +44,7 @@ class Embedder:
         self.batch_size = batch_size
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or 0)
+        self._lock = asyncio.Lock()  # one model call at a time: torch already uses every core
         log.info("loaded %s (%d-d) from %s in %.1f s", name, self.dim, model_path, time.perf_counter() - started)
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -54,3 +56,8 @@ class Embedder:
         )
         index = {text: i for i, text in enumerate(unique)}
         return np.asarray([vectors[index[t]] for t in texts], dtype=np.float32)
+
+    async def embed_async(self, texts: list[str]) -> np.ndarray:
+        """`embed` off the event loop, one call at a time."""
+        async with self._lock:
+            return await asyncio.to_thread(self.embed, texts)

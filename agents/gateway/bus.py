@@ -17,9 +17,19 @@ from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from streams import subjects
-from streams.agent import EventPublisher
-from streams.events import AnswerRated, DocumentDeleted, DocumentUploaded, Event, QueryAsked, QueryCancelled
-from streams.topology import DOCUMENTS_BUCKET
+from streams.events import (
+    AnswerCompleted,
+    AnswerFailed,
+    AnswerRated,
+    AnswerTokenGenerated,
+    DocumentDeleted,
+    DocumentUploaded,
+    Event,
+    QueryAsked,
+    QueryCancelled,
+)
+from streams.publish import EventPublisher
+from streams.topology import ANSWERS, DOCUMENTS_BUCKET, QUERIES, TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +38,15 @@ def gateway_broker(url: str) -> tuple[NatsBroker, dict[type[Event], EventPublish
     broker = NatsBroker(url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1)
     publishers = {
         DocumentUploaded: EventPublisher(
-            broker, DocumentUploaded, "DOCUMENTS",
+            broker, DocumentUploaded,
             "A document was uploaded; its bytes are in the Object Store bucket 'documents' under sha256."),
-        DocumentDeleted: EventPublisher(
-            broker, DocumentDeleted, "DOCUMENTS", "The document's current upload leaves the index."),
+        DocumentDeleted: EventPublisher(broker, DocumentDeleted, "The document's current upload leaves the index."),
         QueryAsked: EventPublisher(
-            broker, QueryAsked, "QUERIES",
+            broker, QueryAsked,
             "A user asked a question (web page, websocket, POST /ask), or searched (POST /search: generate "
             "false), with the earlier turns of the conversation."),
-        AnswerRated: EventPublisher(broker, AnswerRated, "ANSWERS", "A user rated an answer up or down."),
-        QueryCancelled: EventPublisher(broker, QueryCancelled, "QUERIES",
+        AnswerRated: EventPublisher(broker, AnswerRated, "A user rated an answer up or down."),
+        QueryCancelled: EventPublisher(broker, QueryCancelled,
                                        "A user stopped an answer; the generator streaming it stops."),
     }
     return broker, publishers
@@ -102,7 +111,7 @@ class Bus:
         """Every answer.token of a query still in the TOKENS stream, in order (for a client that resumes)."""
         js = self.nc.jetstream()
         sub = await js.pull_subscribe(
-            subjects.subject(subjects.ANSWER_TOKEN, query_id), stream="TOKENS",
+            subjects.subject(AnswerTokenGenerated.SUBJECT, query_id), stream=TOKENS,
             config=ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True),
         )
         tokens: list[dict[str, Any]] = []
@@ -118,7 +127,7 @@ class Bus:
 
     async def was_asked(self, query_id: str) -> bool:
         try:
-            await self.nc.jetstream().get_last_msg("QUERIES", subjects.subject(subjects.QUERY_ASKED, query_id))
+            await self.nc.jetstream().get_last_msg(QUERIES, subjects.subject(QueryAsked.SUBJECT, query_id))
             return True
         except NotFoundError:
             return False
@@ -126,9 +135,9 @@ class Bus:
     async def stored_outcome(self, query_id: str) -> dict[str, Any] | None:
         """The query's answer.done (or answer.failed) event from the ANSWERS stream, if it exists yet."""
         js = self.nc.jetstream()
-        for base in (subjects.ANSWER_DONE, subjects.ANSWER_FAILED):
+        for base in (AnswerCompleted.SUBJECT, AnswerFailed.SUBJECT):
             try:
-                msg = await js.get_last_msg("ANSWERS", subjects.subject(base, query_id))
+                msg = await js.get_last_msg(ANSWERS, subjects.subject(base, query_id))
             except NotFoundError:
                 continue
             return json.loads(msg.data or b"{}")

@@ -23,14 +23,13 @@ from agents.gateway.bus import Bus
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from agents.gateway.settings import GatewaySettings
 from projections.views import AnswerView
-from streams import subjects
-from streams.events import QueryAsked, QueryCancelled, Turn
+from streams.events import AnswerCompleted, AnswerFailed, AnswerTokenGenerated, QueryAsked, QueryCancelled, Turn
 
 log = logging.getLogger("ragbus.gateway")
 router = APIRouter(tags=["chat"])
 QUESTIONS = Counter("ragbus_questions_total", "Questions by outcome", ["outcome"])
 TTFT = Histogram("ragbus_time_to_first_token_seconds", "From question to first token at the gateway")
-ANSWER_SUBJECTS = (subjects.ANSWER_TOKEN, subjects.ANSWER_DONE, subjects.ANSWER_FAILED)
+ANSWER_SUBJECTS = (AnswerTokenGenerated.SUBJECT, AnswerCompleted.SUBJECT, AnswerFailed.SUBJECT)
 
 
 class Filters(BaseModel):
@@ -135,7 +134,7 @@ async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
     started = time.perf_counter()
     async with bus.watch(query_id, *ANSWER_SUBJECTS) as queue:
         await bus.publish(QueryAsked(
-            event_id=f"query.asked:{query_id}", correlation_id=query_id, query_id=query_id,
+            event_id=f"query.asked:{query_id}", query_id=query_id,
             question=ask.question.strip(), top_k=ask.top_k or settings.default_top_k,
             filters=ask.filters.model_dump(exclude_defaults=True), threshold=ask.threshold,
             session_id=ask.session_id, history=await history_for(answers, ask.session_id, settings.history_turns),
@@ -185,8 +184,7 @@ class WsMessage(BaseModel):
 
 
 async def cancel_question(bus: Bus, query_id: str) -> None:
-    await bus.publish(QueryCancelled(event_id=f"query.cancelled:{query_id}", correlation_id=query_id,
-                                     query_id=query_id))
+    await bus.publish(QueryCancelled(event_id=f"query.cancelled:{query_id}", query_id=query_id))
 
 
 @router.post("/answers/{query_id}/cancel", status_code=status.HTTP_202_ACCEPTED, tags=["chat"],

@@ -13,8 +13,7 @@ from pydantic import BaseModel, Field
 
 from agents.gateway.chat import Filters
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
-from streams import subjects
-from streams.events import AnswerRated, QueryAsked
+from streams.events import AnswerFailed, AnswerRated, ContextBuilt, QueryAsked
 
 router = APIRouter()
 
@@ -50,9 +49,9 @@ class SearchResponse(BaseModel):
 async def search(body: SearchRequest, bus: BusDep, settings: SettingsDep) -> SearchResponse:
     query_id = uuid.uuid4().hex
     started = time.perf_counter()
-    async with bus.watch(query_id, subjects.CONTEXT_BUILT, subjects.ANSWER_FAILED) as queue:
+    async with bus.watch(query_id, ContextBuilt.SUBJECT, AnswerFailed.SUBJECT) as queue:
         await bus.publish(QueryAsked(
-            event_id=f"query.asked:{query_id}", correlation_id=query_id, query_id=query_id,
+            event_id=f"query.asked:{query_id}", query_id=query_id,
             question=body.query.strip(), top_k=body.top_k or settings.default_top_k,
             filters=body.filters.model_dump(exclude_defaults=True), threshold=body.threshold, generate=False,
         ))
@@ -123,7 +122,7 @@ async def rate_answer(query_id: str, body: RatingIn, bus: BusDep, answers: Answe
     if await answers.get(query_id) is None and await bus.stored_outcome(query_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no answer {query_id}")
     await bus.publish(AnswerRated(
-        event_id=f"answer.rated:{query_id}:{uuid.uuid4().hex[:12]}", correlation_id=query_id,
+        event_id=f"answer.rated:{query_id}:{uuid.uuid4().hex[:12]}",
         query_id=query_id, rating=body.rating, comment=body.comment,
     ))
     return {"query_id": query_id, "rating": body.rating}

@@ -13,15 +13,12 @@ from prometheus_client import Counter
 from pydantic import BaseModel
 
 from agents.gateway.deps import BusDep, DocumentsDep, SettingsDep
-from streams.doctypes import sniff_document_type
+from streams.doctypes import CHUNK_STRATEGIES, sniff_document_type
 from streams.events import DocumentDeleted, DocumentUploaded
 
 log = logging.getLogger("ragbus.gateway")
 router = APIRouter(tags=["documents"])
 UPLOADS = Counter("ragbus_uploads_total", "Uploads by outcome", ["outcome"])
-
-CHUNK_STRATEGIES = ("fixed", "sentence", "structure")
-
 
 GONE = ("deleted", "superseded")
 
@@ -127,7 +124,6 @@ async def upload_document(
     await bus.store_bytes(sha256, data)
     ack = await bus.publish(DocumentUploaded(
         event_id=DocumentUploaded.id_for(upload_id),
-        correlation_id=doc_id,
         doc_id=doc_id,
         upload_id=upload_id,
         generation=generation,
@@ -143,7 +139,6 @@ async def upload_document(
     if previous and not ack.duplicate:
         await bus.publish(DocumentDeleted(
             event_id=f"document.deleted:{previous['upload_id']}",
-            correlation_id=previous["doc_id"],
             causation_id=DocumentUploaded.id_for(upload_id),
             doc_id=previous["doc_id"],
             upload_id=previous["upload_id"],
@@ -180,7 +175,6 @@ async def delete_document(doc_id: str, bus: BusDep, documents: DocumentsDep) -> 
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id}")
     await bus.publish(DocumentDeleted(
         event_id=f"document.deleted:{doc['upload_id']}",
-        correlation_id=doc_id,
         doc_id=doc_id,
         upload_id=doc["upload_id"],
     ))

@@ -19,6 +19,7 @@ from agents.gateway.deps import BusDep, DocumentsDep
 from agents.gateway.documents import DocumentOut
 from projections.views import DocumentView
 from streams import subjects
+from streams.topology import PROJECTION_UPDATED
 
 router = APIRouter(tags=["documents"])
 KEEPALIVE = 15.0
@@ -52,7 +53,7 @@ async def document_events(request: Request, bus: BusDep, documents: DocumentsDep
         with contextlib.suppress(asyncio.QueueFull):  # a stalled browser must not grow memory without bound
             queue.put_nowait(msg.subject.rsplit(".", 1)[-1])
 
-    subs = [await bus.nc.subscribe(subjects.subject(subjects.PROJECTION_UPDATED, p) + ".*", cb=on_update)
+    subs = [await bus.nc.subscribe(subjects.subject(PROJECTION_UPDATED, p) + ".*", cb=on_update)
             for p in ("documents", "chunks")]
 
     async def stream() -> AsyncIterator[str]:

@@ -1,4 +1,4 @@
-"""Generator agent: context.built -> answer.token* -> answer.done.
+"""Generator agent: context.built -> answer.token* -> answer.done (and follow-up rewriting).
 
 Every replica binds the same durable pull consumer `generator`: start more replicas (on more nodes) and
 they share the questions by capacity.
@@ -6,14 +6,36 @@ they share the questions by capacity.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from faststream import ContextRepo, FastStream
+
+from agents.generator.handlers import router
+from agents.generator.llm import ChatClient, CircuitBreaker
 from agents.generator.settings import GeneratorSettings
-from streams.agent import make_app, make_broker
+from agents.generator.tokens import TokenCounter
+from streams.agent import make_app, make_broker, require_durables
+from streams.topology import CONDENSER, GENERATOR
 
-settings = GeneratorSettings()
-broker = make_broker(settings, f"ragbus-generator-{settings.generator_id}")
-app = make_app(
-    broker, "ragbus generator",
-    "Streams grounded answers from an OpenAI-compatible LLM server",
-)
 
-from agents.generator import handlers  # noqa: F401 - registers the subscribers on the broker
+def create_app(settings: GeneratorSettings) -> FastStream:
+    broker = make_broker(settings, f"ragbus-generator-{settings.generator_id}")
+    broker.include_router(router)
+
+    @asynccontextmanager
+    async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+        await require_durables(settings.nats_url, GENERATOR, CONDENSER)
+        llm = ChatClient(settings.llm_url, settings.llm_model, settings.llm_timeout, settings.llm_api_key,
+                         settings.llm_retries, CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown))
+        context.set_global("settings", settings)
+        context.set_global("llm", llm)
+        context.set_global("tokens", await asyncio.to_thread(TokenCounter, settings.llm_tokenizer))
+        try:
+            yield
+        finally:
+            await llm.close()
+
+    return make_app(broker, "ragbus generator", "Streams grounded answers from an OpenAI-compatible LLM server",
+                    lifespan)

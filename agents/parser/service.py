@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agents.parser.chunking import CHUNK_STRATEGIES, ChunkDraft, chunk_document, tokenizer_name, validate_chunking
+from agents.parser.chunking import ChunkDraft, chunk_document, tokenizer_name, validate_chunking
 from agents.parser.formats import (
     Extraction,
     ParseError,
@@ -20,7 +20,7 @@ from agents.parser.formats import (
     extract_pdf,
     extract_text,
 )
-from streams.doctypes import sniff_document_type
+from streams.doctypes import CHUNK_STRATEGIES, sniff_document_type
 
 __all__ = ["CHUNK_STRATEGIES", "ChunkDraft", "ParseError", "ParsedDocument", "parse_document"]
 

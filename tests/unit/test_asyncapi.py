@@ -18,5 +18,5 @@ def test_every_subject_the_user_named_is_documented_with_a_payload_schema():
     addresses = {c["address"] for c in spec["channels"].values()}
     for subject in USER_SUBJECTS:
         assert any(a.startswith(subject + ".") for a in addresses), subject
-    schema = spec["components"]["schemas"]["AnswerToken"]
+    schema = spec["components"]["schemas"]["AnswerTokenGenerated"]
     assert {"query_id", "seq", "text", "event_id", "correlation_id"} <= set(schema["properties"])
