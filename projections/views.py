@@ -1,4 +1,5 @@
-"""Queries over the read models, for the gateway (documents, answers) and the embedder (retrieval)."""
+"""Queries over the read models for the gateway (documents, answers, sessions), and the connection pool every
+reader shares. Retrieval over the chunk index is `projections.retrieval`."""
 
 from __future__ import annotations
 

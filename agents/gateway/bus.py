@@ -4,9 +4,10 @@ what the gateway publishes, the Object Store bucket, and per-query subscriptions
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,7 +30,7 @@ from streams.events import (
     QueryCancelled,
 )
 from streams.publish import EventPublisher
-from streams.topology import ANSWERS, DOCUMENTS_BUCKET, QUERIES, TOKENS
+from streams.topology import ANSWERS, DOCUMENTS_BUCKET, PROJECTION_UPDATED, QUERIES, TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,30 @@ class Bus:
         finally:
             for sub in subs:
                 await sub.unsubscribe()
+
+    async def until_projected(self, projection: str, key: str, present: Callable[[], Awaitable[bool]],
+                              timeout: float) -> bool:
+        """Wait until `present()` holds (e.g. the answer's row exists), woken by the projector's commit
+        notification for `key` instead of polling; False after `timeout`."""
+        committed = asyncio.Event()
+
+        async def on_commit(_: Msg) -> None:
+            committed.set()
+
+        sub = await self.nc.subscribe(subjects.subject(PROJECTION_UPDATED, projection, key), cb=on_commit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while not await present():  # checked after subscribing: a commit in between still wakes us
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                committed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(committed.wait(), remaining)
+            return True
+        finally:
+            await sub.unsubscribe()
 
     async def stored_tokens(self, query_id: str) -> list[dict[str, Any]]:
         """Every answer.token of a query still in the TOKENS stream, in order (for a client that resumes)."""

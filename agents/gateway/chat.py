@@ -119,12 +119,14 @@ async def relay(queue: asyncio.Queue[dict[str, Any]], query_id: str, next_seq: i
             return
 
 
-async def until_projected(answers: AnswerView, query_id: str, timeout: float = 3.0) -> None:
+async def until_projected(bus: Bus, answers: AnswerView, query_id: str, timeout: float = 3.0) -> None:
     """Read-your-writes: a follow-up sent right after this answer must find it in the session's history,
     so the caller's next request waits (briefly) until the projector has folded the answer in."""
-    deadline = time.perf_counter() + timeout
-    while await answers.get(query_id) is None and time.perf_counter() < deadline:
-        await asyncio.sleep(0.05)
+
+    async def present() -> bool:
+        return await answers.get(query_id) is not None
+
+    await bus.until_projected("answers", query_id, present, timeout)
 
 
 async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
@@ -171,7 +173,7 @@ async def ask(body: AskRequest, bus: BusDep, answers: AnswersDep, settings: Sett
     async for frame in answer_frames(bus, answers, body, settings):
         if frame["type"] == "done":
             if body.session_id:
-                await until_projected(answers, frame["query_id"])
+                await until_projected(bus, answers, frame["query_id"])
             return AskResponse(**frame)
         if frame["type"] == "error":
             code = status.HTTP_504_GATEWAY_TIMEOUT if "in time" in frame["message"] else 502
@@ -233,7 +235,7 @@ async def chat(websocket: WebSocket) -> None:
             async for frame in frames:
                 await websocket.send_json(frame)
                 if frame["type"] == "done" and frame.get("session_id"):
-                    await until_projected(state.answers, frame["query_id"])
+                    await until_projected(state.bus, state.answers, frame["query_id"])
     except (WebSocketDisconnect, RuntimeError):
         return  # the client went away mid-answer; the answer goes on in the log, resumable
     finally:

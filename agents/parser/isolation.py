@@ -20,7 +20,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forking after the to
 
 def warm_up() -> None:
     """Load the tokenizer and the format libraries once in the parent, before the first fork: every child
-    then inherits them instead of loading them again for each document (measured: 5x faster per document)."""
+    then inherits them instead of loading them again for each document (measured: about 3.7x less overhead
+    per document, 10 documents 0.55 s -> 0.15 s)."""
     import bs4  # noqa: F401
     import charset_normalizer  # noqa: F401
     import docx  # noqa: F401
