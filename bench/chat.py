@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,6 @@ from typing import Any
 import httpx
 import nats
 import numpy as np
-from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -51,12 +49,10 @@ from websockets.asyncio.client import connect as ws_connect
 
 from agents.generator.service import build_prompt
 from agents.generator.tokens import TokenCounter
-from projections.schema import migrate
-from projections.views import create_pool
-from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer, free_port
-from streams.declare import declare_streams
+from ragbus.servers import LlamaServer, NatsServer
+from ragbus.stack import AgentStack, Servers
 from streams.events import ContextBuilt
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR, PARSER, Durable
+from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR, PARSER, QUERIES
 
 ROOT = Path(__file__).resolve().parent.parent
 LICENSES = Path("/usr/share/common-licenses")
@@ -82,151 +78,53 @@ err = Console(stderr=True)
 
 # ---- the system under test ----------------------------------------------------------------------------------
 @dataclass
-class Agent:
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-
-
-@dataclass
 class ChatStack:
-    """nats-server, PostgreSQL, llama.cpp, and the agents as processes; `stop()` takes it all down in order."""
+    """nats-server, PostgreSQL, llama.cpp, and the agents as processes (ragbus.stack); `stop()` takes it all
+    down in order."""
 
     workdir: Path
     context_tokens: int
     max_tokens: int
     llm_threads: int | None = None
-    agents: list[Agent] = field(default_factory=list)
-    nats: NatsServer | None = None
-    postgres: EmbeddedPostgres | None = None
-    llama: LlamaServer | None = None
-    port: int = 0
+    servers: Servers | None = None
+    agents: AgentStack | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        assert self.agents is not None
+        return self.agents.url
+
+    @property
+    def nats(self) -> NatsServer:
+        assert self.servers is not None
+        return self.servers.nats
+
+    @property
+    def llama(self) -> LlamaServer:
+        assert self.servers is not None and self.servers.llama is not None
+        return self.servers.llama
 
     async def start(self, timeout: float = 300.0) -> None:
-        self.nats = NatsServer(self.workdir / "nats")
-        self.postgres = EmbeddedPostgres(self.workdir / "postgres")
-        self.llama = LlamaServer(n_ctx=self.context_tokens, n_threads=self.llm_threads,
-                                 log_path=self.workdir / "logs" / "llama-server.log")
-        for server in (self.nats, self.postgres, self.llama):
-            await asyncio.to_thread(server.start)
-        nc = await nats.connect(self.nats.url)
-        try:
-            await declare_streams(nc.jetstream())
-        finally:
-            await nc.close()
-        pool = await create_pool(self.postgres.dsn)
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-        finally:
-            await pool.close()
-        self.port = free_port()
+        self.servers = await Servers.start(self.workdir, llm=True, n_ctx=self.context_tokens,
+                                           n_threads=self.llm_threads)
+        self.agents = AgentStack.for_servers(
+            self.servers, self.workdir / "logs", RAGBUS_LLM_CONTEXT_TOKENS=str(self.context_tokens),
+            RAGBUS_MAX_ANSWER_TOKENS=str(self.max_tokens), RAGBUS_TEMPERATURE="0.0",
+            RAGBUS_GENERATOR_ID="generator-1", RAGBUS_LOG_LEVEL="WARNING")
         for name in ("projector", "parser", "embedder", "generator", "gateway"):
-            self._spawn(name)
-        await self._wait_ready(timeout)
-
-    def env(self) -> dict[str, str]:
-        assert self.nats and self.postgres and self.llama
-        return {
-            **os.environ,
-            "RAGBUS_NATS_URL": self.nats.url,
-            "RAGBUS_DATABASE_URL": self.postgres.dsn,
-            "RAGBUS_LLM_URL": self.llama.url,
-            "RAGBUS_LLM_MODEL": self.llama.model,
-            "RAGBUS_LLM_TOKENIZER": str(self.llama.model_path),
-            "RAGBUS_LLM_CONTEXT_TOKENS": str(self.context_tokens),
-            "RAGBUS_MAX_ANSWER_TOKENS": str(self.max_tokens),
-            "RAGBUS_TEMPERATURE": "0.0",
-            "RAGBUS_GENERATOR_ID": "generator-1",
-            "RAGBUS_PORT": str(self.port),
-            "RAGBUS_HOST": "127.0.0.1",
-            "RAGBUS_LOG_LEVEL": "WARNING",
-        }
-
-    def _spawn(self, role: str) -> None:
-        log_path = self.workdir / "logs" / f"{role}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ragbus.cli", "agent", role], env=self.env(), cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches only the benchmark, which stops them in order
-            )
-        self.agents.append(Agent(role, proc, log_path))
-
-    async def _wait_ready(self, timeout: float) -> None:
-        """/readyz answers and every worker is pulling from its durable (models loaded)."""
-        assert self.nats is not None
-        deadline = time.monotonic() + timeout
-        nc = await nats.connect(self.nats.url)
-        js = nc.jetstream()
-        try:
-            async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
-                while True:
-                    self.check_alive()
-                    ready = await _gateway_ready(client)
-                    for durable in (PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR):
-                        ready = ready and await _pulling(js, durable)
-                    if ready:
-                        return
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the stack was not ready after {timeout:.0f} s\n{self.log_tails()}")
-                    await asyncio.sleep(0.5)
-        finally:
-            await nc.close()
+            self.agents.start(name)
+        await self.agents.wait_ready({PARSER: 1, EMBEDDER_CHUNKS: 1, EMBEDDER_QUERIES: 1, GENERATOR: 1}, timeout)
 
     def check_alive(self) -> None:
-        dead = [a for a in self.agents if a.proc.poll() is not None]
-        if dead:
-            names = ", ".join(f"{a.name} (exit {a.proc.returncode})" for a in dead)
-            raise RuntimeError(f"agent(s) exited: {names}\n{self.log_tails()}")
-
-    def log_tails(self, chars: int = 1500) -> str:
-        out = []
-        for a in self.agents:
-            text = a.log_path.read_text(errors="replace") if a.log_path.exists() else ""
-            if text.strip():
-                out.append(f"--- {a.log_path} ---\n{text[-chars:]}")
-        return "\n".join(out)
+        if self.agents is not None:
+            self.agents.check_alive()
 
     def stop(self) -> None:
         """Agents in reverse start order (gateway first), then the servers. Idempotent."""
-        for agent in reversed(self.agents):
-            _terminate(agent.proc)
-        self.agents.clear()
-        for server in (self.llama, self.nats, self.postgres):
-            if server is not None:
-                server.stop()
-
-
-async def _gateway_ready(client: httpx.AsyncClient) -> bool:
-    try:
-        return (await client.get("/readyz")).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-async def _pulling(js: Any, durable: Durable) -> bool:
-    try:
-        info = await js.consumer_info(durable.stream, durable.name)
-    except NotFoundError:
-        return False
-    return (info.num_waiting or 0) >= 1
-
-
-def _terminate(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        if self.agents is not None:
+            self.agents.stop_all()
+        if self.servers is not None:
+            self.servers.stop()
 
 
 # ---- ingest --------------------------------------------------------------------------------------------------
@@ -338,7 +236,7 @@ class Prepared:
 async def generator_prompt(js: Any, query_id: str, counter: TokenCounter, context_tokens: int,
                            max_tokens: int) -> Prepared | None:
     """The prompt the generator built for this query, rebuilt from its context.built event."""
-    msg = await js.get_last_msg("QUERIES", f"context.built.{query_id}")
+    msg = await js.get_last_msg(QUERIES, f"context.built.{query_id}")
     event = ContextBuilt.model_validate_json(msg.data)
     if not event.passages:  # the generator answers NOT_COVERED without the LLM: nothing to compare
         return None
@@ -362,7 +260,6 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def measure(args: argparse.Namespace, stack: ChatStack) -> dict[str, Any]:
-    assert stack.nats is not None and stack.llama is not None
     model = stack.llama.model
     counter = TokenCounter(str(stack.llama.model_path))
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]

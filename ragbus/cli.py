@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from typing import Any
 
+from ragbus.settings import UpSettings
 from streams.doctypes import CHUNK_STRATEGIES
 
 AGENTS = ("parser", "embedder", "generator", "gateway", "projector")
@@ -38,12 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "point at existing servers), declares the streams, and runs every agent, the "
                         "projector and the gateway. Ctrl-C stops everything cleanly; data stays in "
                         "--data-dir for the next start.")
-    up.add_argument("--data-dir", default=os.environ.get("RAGBUS_DATA_DIR", os.path.expanduser("~/.ragbus")),
+    defaults = UpSettings()
+    up.add_argument("--data-dir", default=str(defaults.data_dir),
                     help="where NATS and PostgreSQL keep their data (default: %(default)s, env RAGBUS_DATA_DIR)")
-    up.add_argument("--port", type=int, default=int(os.environ.get("RAGBUS_PORT", "8000")),
-                    help="gateway HTTP port (default: %(default)s)")
-    up.add_argument("--host", default=os.environ.get("RAGBUS_HOST", "127.0.0.1"),
-                    help="gateway bind address (default: %(default)s; 0.0.0.0 to serve the LAN)")
+    up.add_argument("--port", type=int, default=defaults.port,
+                    help="gateway HTTP port (default: %(default)s, env RAGBUS_PORT)")
+    up.add_argument("--host", default=defaults.host,
+                    help="gateway bind address (default: %(default)s, env RAGBUS_HOST; 0.0.0.0 to serve the LAN)")
     up.add_argument("--generators", type=int, default=1, help="generator replicas (default: %(default)s)")
     up.add_argument("--parsers", type=int, default=1, help="parser replicas (default: %(default)s)")
     up.add_argument("--embedders", type=int, default=1, help="embedder replicas (default: %(default)s)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from ragbus.settings import ClientSettings
 
 console = Console(stderr=True)
 FINAL = ("indexed", "failed")
@@ -29,7 +30,7 @@ class Outcome:
 
 
 def gateway_url() -> str:
-    return os.environ.get("RAGBUS_GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/")
+    return ClientSettings().gateway_url.rstrip("/")
 
 
 def collect(paths: list[str]) -> list[Path]:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import nats
 
 from projections.schema import migrate
 from projections.views import create_pool
+from ragbus.settings import UpSettings
 from ragbus.supervisor import Child, Supervisor
 from streams.agent import configure_logging
 from streams.declare import declare_streams
@@ -33,7 +33,7 @@ def _replicas(name: str, count: int, env: dict[str, str]) -> list[Child]:
     return [_agent(f"{name}-{i + 1}", env) for i in range(count)]
 
 
-async def _up(args: argparse.Namespace) -> None:
+async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
     from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
 
     data = Path(args.data_dir).expanduser().resolve()
@@ -45,27 +45,27 @@ async def _up(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        nats_url = os.environ.get("RAGBUS_NATS_URL")
+        nats_url = settings.nats_url
         if not nats_url:
-            server = NatsServer(data / "nats", port=int(os.environ.get("RAGBUS_NATS_PORT", "4222")))
+            server = NatsServer(data / "nats", port=settings.nats_port)
             await asyncio.to_thread(server.start)
             servers.append(server)
             nats_url = server.url
         env["RAGBUS_NATS_URL"] = nats_url
         log.info("NATS JetStream: %s", nats_url)
 
-        db_url = os.environ.get("RAGBUS_DATABASE_URL")
+        db_url = settings.database_url
         if not db_url:
-            pg = EmbeddedPostgres(data / "postgres", port=int(os.environ.get("RAGBUS_PG_PORT", "54329")))
+            pg = EmbeddedPostgres(data / "postgres", port=settings.pg_port)
             await asyncio.to_thread(pg.start)
             servers.append(pg)
             db_url = pg.dsn
         env["RAGBUS_DATABASE_URL"] = db_url
         log.info("PostgreSQL + pgvector: %s", db_url)
 
-        llm_url = os.environ.get("RAGBUS_LLM_URL")
+        llm_url = settings.llm_url
         if not llm_url:
-            llama = LlamaServer(port=int(os.environ.get("RAGBUS_LLM_PORT", "8081")), log_path=data / "llm.log")
+            llama = LlamaServer(port=settings.llm_port, log_path=data / "llm.log")
             await asyncio.to_thread(llama.start)
             servers.append(llama)
             llm_url = llama.url
@@ -102,6 +102,7 @@ async def _up(args: argparse.Namespace) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    configure_logging(os.environ.get("RAGBUS_LOG_LEVEL", "INFO"))
-    asyncio.run(_up(args))
+    settings = UpSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(_up(args, settings))
     return 0

@@ -6,7 +6,7 @@ stream's config on start, and the last agent to start would win).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nats.js.api import (
     AckPolicy,
@@ -136,7 +136,7 @@ class Durable:
     filter_subject: str
     ack_wait: float
     max_deliver: int
-    backoff: list[float] = field(default_factory=list)
+    backoff: tuple[float, ...] = ()
     max_ack_pending: int = 1000
 
     def config(self) -> ConsumerConfig:
@@ -147,7 +147,7 @@ class Durable:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
-            backoff=self.backoff or None,
+            backoff=list(self.backoff) or None,
             filter_subject=self.filter_subject,
             max_ack_pending=self.max_ack_pending,
         )

@@ -9,13 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import nats
@@ -24,10 +19,9 @@ import pytest
 from projections.schema import migrate
 from projections.views import create_pool
 from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
-from ragbus.servers.ports import free_port
-from streams.declare import declare_streams
+from ragbus.stack import ROOT, AgentStack, Servers, prepare
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "upload", "wait_for_status"]
 
 
 @pytest.fixture(scope="session")
@@ -75,78 +69,16 @@ async def pool(postgres: EmbeddedPostgres):
     await pool.close()
 
 
-@dataclass
-class Stack:
-    """The whole system as separate processes against the session's servers."""
-
-    env: dict[str, str]
-    url: str
-    log_dir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start(self, name: str, agent: str | None = None, **extra_env: str) -> subprocess.Popen:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ragbus.cli", "agent", agent or name],
-            env={**os.environ, **self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        self.procs[name] = proc
-        return proc
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            proc = self.procs.pop(name)
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-async def _wait_ready(url: str, stack: Stack, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=url) as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.3)
-    raise RuntimeError("gateway not ready:\n" + stack.log("gateway")[-3000:])
-
-
 @pytest.fixture(scope="session")
 async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: LlamaServer,
-                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    nc = await nats.connect(nats_server.url)
-    await declare_streams(nc.jetstream())
-    await nc.close()
-    port = free_port()
-    env = {
-        "RAGBUS_NATS_URL": nats_server.url,
-        "RAGBUS_DATABASE_URL": postgres.dsn,
-        "RAGBUS_LLM_URL": llama.url,
-        "RAGBUS_LLM_MODEL": llama.model,
-        "RAGBUS_LLM_TOKENIZER": str(llama.model_path),
-        "RAGBUS_PORT": str(port),
-        "RAGBUS_HOST": "127.0.0.1",
-        "RAGBUS_MAX_UPLOAD_BYTES": str(5 * 1024 * 1024),
-        "RAGBUS_MAX_ANSWER_TOKENS": "96",
-        "RAGBUS_LOG_LEVEL": "INFO",
-    }
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentStack]:
+    """The whole system as separate processes against the session's servers, as `ragbus up` runs it (two
+    generators, so load sharing is exercised)."""
+    servers = Servers(nats_server, postgres, llama)
+    await prepare(nats_server.url, postgres.dsn)
     log_dir = tmp_path_factory.mktemp("logs")
-    stack = Stack(env, f"http://127.0.0.1:{port}", log_dir)
+    stack = AgentStack.for_servers(servers, log_dir, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
+                                   RAGBUS_MAX_ANSWER_TOKENS="96", RAGBUS_LOG_LEVEL="INFO")
     stack.start("projector")
     stack.start("parser")
     stack.start("embedder")
@@ -154,7 +86,7 @@ async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: Llam
     stack.start("generator-2", "generator", RAGBUS_GENERATOR_ID="generator-2")
     stack.start("gateway")
     try:
-        await _wait_ready(stack.url, stack)
+        await stack.wait_ready(timeout=120.0)
         yield stack
     finally:
         stack.stop_all()
@@ -163,7 +95,7 @@ async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: Llam
 
 
 @pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+async def client(stack: AgentStack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=60.0) as c:
         yield c
 

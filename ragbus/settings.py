@@ -1,0 +1,33 @@
+"""Settings of the CLI itself (prefix RAGBUS_, like every agent's): `ragbus up` and the gateway clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UpSettings(BaseSettings):
+    """`ragbus up`: which servers to start from their wheels, and where. A URL that is set points at an
+    existing server instead (then nothing is started for it)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGBUS_", extra="ignore")
+
+    data_dir: Path = Path("~/.ragbus")
+    host: str = "127.0.0.1"  # the gateway's address (0.0.0.0 serves the LAN)
+    port: int = 8000
+    nats_url: str | None = None
+    database_url: str | None = None
+    llm_url: str | None = None
+    nats_port: int = 4222  # ports of the embedded servers
+    pg_port: int = 54329
+    llm_port: int = 8081
+    log_level: str = "INFO"
+
+
+class ClientSettings(BaseSettings):
+    """`ragbus ingest` and `ragbus ask` talk to the gateway over HTTP and its websocket."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGBUS_", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:8000"

@@ -1,0 +1,200 @@
+"""The system as separate processes on free ports, for the tests and the benchmarks: the servers
+(nats-server, PostgreSQL + pgvector, optionally llama.cpp) and the agents, each the same `ragbus agent NAME`
+process that `ragbus up` and k3s run, with a log file per process.
+
+    servers = await Servers.start(workdir, llm=True)        # or Servers(nats, postgres, llama) already running
+    agents = AgentStack.for_servers(servers, workdir / "logs", RAGBUS_LOG_LEVEL="WARNING")
+    agents.start("projector"); agents.start("generator-2", "generator", RAGBUS_GENERATOR_ID="generator-2")
+    await agents.wait_ready({PARSER: 1, EMBEDDER_CHUNKS: 1})
+    ...
+    agents.stop_all(); servers.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.js.errors import NotFoundError
+
+from projections.schema import migrate
+from projections.views import create_pool
+from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer, free_port
+from streams.declare import declare_streams
+from streams.topology import Durable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def prepare(nats_url: str, dsn: str) -> None:
+    """What `ragbus up` does before the agents start: declare the topology, create the read models."""
+    nc = await nats.connect(nats_url)
+    try:
+        await declare_streams(nc.jetstream())
+    finally:
+        await nc.close()
+    pool = await create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    finally:
+        await pool.close()
+
+
+@dataclass
+class Servers:
+    nats: NatsServer
+    postgres: EmbeddedPostgres
+    llama: LlamaServer | None = None
+    owned: bool = False  # started by `start`, so `stop` stops them
+
+    @classmethod
+    async def start(cls, workdir: Path, llm: bool = False, **llama_options: Any) -> Servers:
+        servers = cls(NatsServer(workdir / "nats"), EmbeddedPostgres(workdir / "postgres"),
+                      LlamaServer(log_path=workdir / "logs" / "llama-server.log", **llama_options) if llm else None,
+                      owned=True)
+        try:
+            for server in (servers.nats, servers.postgres, servers.llama):
+                if server is not None:
+                    await asyncio.to_thread(server.start)
+            await prepare(servers.nats.url, servers.postgres.dsn)
+        except BaseException:
+            servers.stop()
+            raise
+        return servers
+
+    def env(self) -> dict[str, str]:
+        env = {"RAGBUS_NATS_URL": self.nats.url, "RAGBUS_DATABASE_URL": self.postgres.dsn}
+        if self.llama is not None:
+            env |= {"RAGBUS_LLM_URL": self.llama.url, "RAGBUS_LLM_MODEL": self.llama.model,
+                    "RAGBUS_LLM_TOKENIZER": str(self.llama.model_path)}
+        return env
+
+    def stop(self) -> None:
+        if not self.owned:
+            return
+        for server in (self.llama, self.nats, self.postgres):
+            if server is not None:
+                server.stop()
+
+
+@dataclass
+class AgentStack:
+    """Agents as child processes sharing one environment; the gateway listens on `port`."""
+
+    env: dict[str, str]
+    log_dir: Path
+    port: int
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_servers(cls, servers: Servers, log_dir: Path, **env: str) -> AgentStack:
+        port = free_port()
+        return cls({**servers.env(), "RAGBUS_PORT": str(port), "RAGBUS_HOST": "127.0.0.1", **env}, log_dir, port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, name: str, agent: str | None = None, **extra_env: str) -> subprocess.Popen:
+        """Start agent `agent` (default: `name`) as process `name`, e.g. start("generator-2", "generator")."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ragbus.cli", "agent", agent or name],
+                env={**os.environ, **self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=ROOT,
+                start_new_session=True,  # Ctrl-C reaches only the test or benchmark, which stops them in order
+            )
+        self.procs[name] = proc
+        self.roles[name] = agent or name
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        self.roles.pop(name, None)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        """Reverse start order (the gateway first, the projector last), SIGTERM then SIGKILL. Idempotent."""
+        for name in reversed(list(self.procs)):
+            _terminate(self.procs.pop(name))
+        self.roles.clear()
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tails(self, chars: int = 1500) -> str:
+        tails = [f"--- {name} ---\n{self.log(name)[-chars:]}" for name in self.procs if self.log(name).strip()]
+        return "\n".join(tails)
+
+    def check_alive(self) -> None:
+        dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            names = ", ".join(f"{name} (exit {code})" for name, code in dead.items())
+            raise RuntimeError(f"agent(s) exited: {names}\n{self.log_tails()}")
+
+    async def wait_ready(self, pulling: dict[Durable, int] | None = None, timeout: float = 240.0) -> None:
+        """The gateway answers /readyz and each durable has at least that many pulling replicas (their models
+        are loaded by then), so whatever is measured next does not include start-up."""
+        deadline = time.monotonic() + timeout
+        nc = await nats.connect(self.env["RAGBUS_NATS_URL"])
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
+                while True:
+                    self.check_alive()
+                    ready = await _gateway_ready(client)
+                    for durable, replicas in (pulling or {}).items():
+                        ready = ready and await _pulling(nc.jetstream(), durable, replicas)
+                    if ready:
+                        return
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"not ready after {timeout:.0f} s\n{self.log_tails()}")
+                    await asyncio.sleep(0.3)
+        finally:
+            await nc.close()
+
+    def pids(self) -> dict[str, list[int]]:
+        """Process ids by role (the agent each process runs)."""
+        by_role: dict[str, list[int]] = {}
+        for name, proc in self.procs.items():
+            by_role.setdefault(self.roles.get(name, name), []).append(proc.pid)
+        return by_role
+
+
+async def _gateway_ready(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _pulling(js: nats.js.JetStreamContext, durable: Durable, replicas: int) -> bool:
+    try:
+        info = await js.consumer_info(durable.stream, durable.name)
+    except NotFoundError:
+        return False
+    return (info.num_waiting or 0) >= replicas
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
