@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from ragbus.stack import AgentStack, Servers
-from streams.topology import EMBEDDER_CHUNKS, PARSER
+from streams.topology import DEFAULT_EMBEDDING_MODEL, PARSER, index_durable
 
 
 @dataclass
@@ -46,7 +46,8 @@ class BenchStack:
             self.agents.start(f"embedder-{i}", "embedder")
         self.agents.start("gateway")
         # every replica pulling: otherwise the measured time would include agent start-up
-        await self.agents.wait_ready({PARSER: self.parsers, EMBEDDER_CHUNKS: self.embedders}, timeout)
+        pulling = {PARSER: self.parsers, index_durable(DEFAULT_EMBEDDING_MODEL): self.embedders}
+        await self.agents.wait_ready(pulling, timeout)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) used so far, per role, children included (PostgreSQL's backends too)."""

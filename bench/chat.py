@@ -52,7 +52,7 @@ from agents.generator.tokens import TokenCounter
 from ragbus.servers import LlamaServer, NatsServer
 from ragbus.stack import AgentStack, Servers
 from streams.events import ContextBuilt
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_QUERIES, GENERATOR, PARSER, QUERIES
+from streams.topology import DEFAULT_EMBEDDING_MODEL, EMBEDDER_QUERIES, GENERATOR, PARSER, QUERIES, index_durable
 
 ROOT = Path(__file__).resolve().parent.parent
 LICENSES = Path("/usr/share/common-licenses")
@@ -113,7 +113,8 @@ class ChatStack:
             RAGBUS_GENERATOR_ID="generator-1", RAGBUS_LOG_LEVEL="WARNING")
         for name in ("projector", "parser", "embedder", "generator", "gateway"):
             self.agents.start(name)
-        await self.agents.wait_ready({PARSER: 1, EMBEDDER_CHUNKS: 1, EMBEDDER_QUERIES: 1, GENERATOR: 1}, timeout)
+        await self.agents.wait_ready({PARSER: 1, index_durable(DEFAULT_EMBEDDING_MODEL): 1, EMBEDDER_QUERIES: 1,
+                                      GENERATOR: 1}, timeout)
 
     def check_alive(self) -> None:
         if self.agents is not None:

@@ -238,10 +238,11 @@ def embed_baselines(run: BusRun, with_bus_batches: bool) -> dict[str, Baseline]:
     from transformers.utils import logging as transformers_logging
 
     from agents.embedder.service import Embedder
+    from agents.embedder.settings import EmbedderSettings
 
     transformers_logging.disable_progress_bar()  # its tqdm bar would garble rich's progress display
     with err.status(f"loading {MODEL} in-process ..."):
-        embedder = Embedder(MODEL, batch_size=EMBED_BATCH)
+        embedder = Embedder.load(MODEL, "", EmbedderSettings().models_dir)  # torch, batches of 32
         embedder.embed(run.texts[:EMBED_BATCH] or ["warm-up"])
     plans = {"embed": list(slices(run.texts, BASELINE_SLICE))}
     if with_bus_batches:

@@ -4,7 +4,8 @@ exact sequential-scan cosine top-k in the same run, on the same table, with the 
     .venv/bin/python bench/retrieval.py [--sizes 10000 100000] [--queries 200] [--real 3000] [--json]
 
 It starts only PostgreSQL + pgvector (in a temporary directory, on a free port), creates the schema with
-`projections.schema.migrate` and bulk-loads the `chunks` table with COPY:
+`projections.schema.migrate` and MiniLM's vector table with `projections.schema.vectors_ddl`, and bulk-loads
+with COPY the `chunks` table (the texts) and the vector table (`vectors_table(MODEL)`, the vectors):
 
 - texts: overlapping 150-word windows over text installed on this machine (the license texts in
   /usr/share/common-licenses, the Python Language Reference topics, the standard library's docstrings, the
@@ -15,14 +16,14 @@ It starts only PostgreSQL + pgvector (in a temporary directory, on a free port),
   (interpolated by position, plus Gaussian noise, normalised), which keeps loading fast. The output says how
   close the derived vectors are to their real neighbours.
 
-Per size the HNSW and GIN indexes are built after the load (as the schema defines them), the table is
-vacuumed and analysed, and then every question (real questions embedded with the model) runs three ways,
-interleaved and in rotating order so that drift and caching hit all three alike:
+Per size the HNSW index (on the vector table) and the GIN index (on `chunks`) are built after the load (as the
+schema defines them), both tables are vacuumed and analysed, and then every question (real questions embedded
+with the model) runs three ways, interleaved and in rotating order so that drift and caching hit all three alike:
 
 - hybrid: `HybridSearch(pool, RetrievalConfig()).search(vector, question, top_k, model=...)`, exactly what
   the embedder agent runs for a question;
-- exact: the baseline, `ORDER BY embedding <=> $1 LIMIT k` with `SET LOCAL enable_indexscan = off`
-  (a sequential scan computing every distance);
+- exact: the baseline, `ORDER BY embedding <=> $1 LIMIT k` on the vector table with
+  `SET LOCAL enable_indexscan = off` (a sequential scan computing every distance);
 - hnsw: the same top-k through the HNSW index alone (the dense half of hybrid, same ef_search and iterative
   scan), for recall@k against exact and to show what the full-text half costs.
 """
@@ -57,19 +58,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agents.embedder.service import Embedder
+from agents.embedder.settings import EmbedderSettings
 from projections.retrieval import HybridSearch, RetrievalConfig
-from projections.schema import CHUNKS, migrate
+from projections.schema import CHUNKS, migrate, vectors_ddl, vectors_table
 from projections.views import create_pool
 from ragbus.servers import EmbeddedPostgres
 
 MODEL = "all-MiniLM-L6-v2"
 WINDOW_WORDS = 150  # ~200 tokens, the parser's default chunk size
 LICENSES = Path("/usr/share/common-licenses")
-COLUMNS = ("chunk_id", "doc_id", "upload_id", "ordinal", "name", "doc_type", "page", "section", "char_start",
-           "char_end", "text", "model", "embedding")
-# the index definitions exactly as the schema has them (dropped before a bulk load, rebuilt after it)
-INDEX_DDL = {name: re.search(rf"CREATE INDEX IF NOT EXISTS {name} [^;]+;", CHUNKS).group(0)  # type: ignore[union-attr]
-             for name in ("chunks_embedding_hnsw", "chunks_tsv_idx")}
+VECTORS = vectors_table(MODEL)  # the model's vector table, as the projection names it
+CHUNK_COLUMNS = ("chunk_id", "doc_id", "upload_id", "ordinal", "name", "doc_type", "page", "section", "char_start",
+                 "char_end", "text")
+VECTOR_COLUMNS = ("chunk_id", "upload_id", "embedding")
+HNSW = f"{VECTORS}_hnsw"
+GIN = "chunks_tsv_idx"
+
+
+def _index_statement(ddl: str, name: str) -> str:
+    return re.search(rf"CREATE INDEX IF NOT EXISTS {name} [^;]+;", ddl).group(0)  # type: ignore[union-attr]
+
+
+# index -> (its table, its definition exactly as the schema has it); dropped before a bulk load, rebuilt after
+# it. The dimension appears only in the vector table's CREATE TABLE, not in its index statements.
+INDEX_DDL = {HNSW: (VECTORS, _index_statement(vectors_ddl(VECTORS, 384), HNSW)),
+             GIN: ("chunks", _index_statement(CHUNKS, GIN))}
 
 err = Console(stderr=True)
 
@@ -171,7 +184,7 @@ def derive_vectors(windows: Windows, embedder: Embedder, real: int, noise: float
     n = len(windows.texts)
     k = max(1, n // real)
     anchors = np.arange(0, n, k)
-    vectors = np.zeros((n, 384), dtype=np.float32)
+    vectors = np.zeros((n, embedder.dim), dtype=np.float32)
     with progress_bar() as progress:
         task = progress.add_task(f"embedding {len(anchors)} real chunks", total=len(anchors))
         for start in range(0, len(anchors), 64):
@@ -280,20 +293,24 @@ def questions(count: int, seed: int) -> list[str]:
 # ---- database --------------------------------------------------------------------------------------------------
 async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, rows: np.ndarray,
                batch: int = 5000) -> float:
-    """COPY the given rows (window numbers) into chunks; returns seconds."""
+    """COPY the given rows (window numbers) into chunks (their texts) and the vector table (their vectors), as
+    the projection would have them; returns seconds (both COPYs)."""
     started = time.perf_counter()
     with progress_bar() as progress:
         task = progress.add_task(f"COPY {len(rows)} chunks", total=len(rows))
         for start in range(0, len(rows), batch):
-            records: list[tuple[Any, ...]] = []
+            chunks: list[tuple[Any, ...]] = []
+            vecs: list[tuple[Any, ...]] = []
             for i in rows[start:start + batch]:
                 i = int(i)
                 text = windows.texts[i]
-                records.append((f"bench-{i:07d}", f"doc-{windows.doc[i]:05d}", f"doc-{windows.doc[i]:05d}-0",
-                                int(windows.ordinal[i]), windows.names[i], "text", None, [], 0, len(text), text,
-                                MODEL, vectors[i]))
-            await conn.copy_records_to_table("chunks", records=records, columns=COLUMNS)
-            progress.advance(task, len(records))
+                chunk_id, upload_id = f"bench-{i:07d}", f"doc-{windows.doc[i]:05d}-0"
+                chunks.append((chunk_id, f"doc-{windows.doc[i]:05d}", upload_id, int(windows.ordinal[i]),
+                               windows.names[i], "text", None, [], 0, len(text), text))
+                vecs.append((chunk_id, upload_id, vectors[i]))
+            await conn.copy_records_to_table("chunks", records=chunks, columns=CHUNK_COLUMNS)
+            await conn.copy_records_to_table(VECTORS, records=vecs, columns=VECTOR_COLUMNS)
+            progress.advance(task, len(chunks))
     return time.perf_counter() - started
 
 
@@ -304,13 +321,13 @@ async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[s
     watcher = await asyncpg.connect(dsn)
     try:
         with progress_bar() as progress:
-            for name, ddl in INDEX_DDL.items():
+            for name, (table, ddl) in INDEX_DDL.items():
                 task = progress.add_task(f"CREATE INDEX {name}", total=rows)
                 started = time.perf_counter()
                 build = asyncio.ensure_future(conn.execute(ddl))
                 while not build.done():
                     done = await watcher.fetchval(
-                        "SELECT max(tuples_done) FROM pg_stat_progress_create_index WHERE relid = 'chunks'::regclass")
+                        f"SELECT max(tuples_done) FROM pg_stat_progress_create_index WHERE relid = '{table}'::regclass")
                     if done:
                         progress.update(task, completed=min(int(done), rows))
                     await asyncio.wait([build], timeout=0.5)
@@ -320,7 +337,7 @@ async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[s
     finally:
         await watcher.close()
     started = time.perf_counter()
-    await conn.execute("VACUUM ANALYZE chunks")
+    await conn.execute(f"VACUUM ANALYZE chunks, {VECTORS}")
     seconds["vacuum_analyze"] = time.perf_counter() - started
     return seconds
 
@@ -330,10 +347,13 @@ async def drop_indexes(conn: asyncpg.Connection) -> None:
         await conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
-EXACT_SQL = ("SELECT chunk_id, c.embedding <=> $1 AS distance FROM chunks c WHERE c.model = $2 "
-             "ORDER BY c.embedding <=> $1 LIMIT $3")
-# how many rows the keyword half of HybridSearch matches (and ranks) for a question
-KEYWORD_MATCHES_SQL = "SELECT count(*) FROM chunks c WHERE c.tsv @@ to_tsquery('simple', $1)"
+# the model's vectors are a table of their own: no model filter any more (the dense half of HybridSearch without
+# filters is this very query, hence hnsw below)
+EXACT_SQL = f"SELECT chunk_id, v.embedding <=> $1 AS distance FROM {VECTORS} v ORDER BY v.embedding <=> $1 LIMIT $2"
+# how many rows the keyword half of HybridSearch matches (and ranks) for a question: chunks with a vector in the
+# index (here every one of them), as its join has it
+KEYWORD_MATCHES_SQL = (f"SELECT count(*) FROM chunks c JOIN {VECTORS} v USING (chunk_id) "
+                       "WHERE c.tsv @@ to_tsquery('simple', $1)")
 
 
 async def keyword_tsquery(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> str:
@@ -350,7 +370,7 @@ async def keyword_matches(pool: asyncpg.Pool, question: str) -> int:
 async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL enable_indexscan = off")
-        rows = await conn.fetch(EXACT_SQL, vector, MODEL, k)
+        rows = await conn.fetch(EXACT_SQL, vector, k)
     return [(r["chunk_id"], r["distance"]) for r in rows]
 
 
@@ -358,7 +378,7 @@ async def hnsw(pool: asyncpg.Pool, vector: np.ndarray, k: int, cfg: RetrievalCon
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
         await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        rows = await conn.fetch(EXACT_SQL, vector, MODEL, k)
+        rows = await conn.fetch(EXACT_SQL, vector, k)
     return [(r["chunk_id"], r["distance"]) for r in rows]
 
 
@@ -376,16 +396,17 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
     the baseline does not."""
     from projections.retrieval import _SQL, _filters
 
-    join, where, extra = _filters({}, MODEL, first_arg=4)
-    hybrid_sql = _SQL.format(join=join, where=where)
+    join, where, extra = _filters({}, first_arg=4)  # filled in as HybridSearch.search does
+    hybrid_sql = _SQL.format(vectors=VECTORS, join=join, where=where,
+                             dense_join=f"JOIN chunks c USING (chunk_id) {join}" if where != "TRUE" else "")
     out = {}
     async with pool.acquire() as conn:
         for name, setup, sql, args in (
             ("hybrid", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
              hybrid_sql, (vector, await keyword_tsquery(conn, question), cfg.candidates, *extra)),
-            ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, MODEL, k)),
+            ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, k)),
             ("hnsw", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
-             EXACT_SQL, (vector, MODEL, k)),
+             EXACT_SQL, (vector, k)),
         ):
             async with conn.transaction():
                 for statement in setup:
@@ -456,11 +477,15 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
 
 
 async def table_sizes(conn: asyncpg.Connection) -> dict[str, str]:
+    """'table': the whole chunk index as before, now chunks + the vector table (each with its indexes and TOAST);
+    then each of the two tables alone, and the HNSW and GIN indexes."""
     rows = await conn.fetch(
-        """SELECT 'table' AS what, pg_size_pretty(pg_total_relation_size('chunks')) AS size
+        f"""SELECT 'table' AS what,
+                  pg_size_pretty(pg_total_relation_size('chunks') + pg_total_relation_size('{VECTORS}')) AS size
+           UNION ALL SELECT 'chunks', pg_size_pretty(pg_total_relation_size('chunks'))
+           UNION ALL SELECT '{VECTORS}', pg_size_pretty(pg_total_relation_size('{VECTORS}'))
            UNION ALL SELECT indexrelname, pg_size_pretty(pg_relation_size(indexrelid))
-           FROM pg_stat_user_indexes WHERE relname = 'chunks' AND indexrelname IN
-           ('chunks_embedding_hnsw', 'chunks_tsv_idx')""")
+           FROM pg_stat_user_indexes WHERE indexrelname IN ('{HNSW}', '{GIN}')""")
     return {r["what"]: r["size"] for r in rows}
 
 
@@ -472,7 +497,7 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
     err.print(f"{len(windows.texts)} windows of {WINDOW_WORDS} words (step {windows.step}) over {windows.sources} "
               f"sources, {windows.source_words} words")
     with err.status("loading the embedding model..."):
-        embedder = Embedder(MODEL, batch_size=32)
+        embedder = Embedder.load(MODEL, "", EmbedderSettings().models_dir)
         embedder.embed(["warm-up"])
     started = time.perf_counter()
     vectors, _is_real, vstats = derive_vectors(windows, embedder, args.real, args.noise, args.seed)
@@ -488,6 +513,7 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
     results: dict[str, Any] = {}
     try:
         await migrate(conn)
+        await conn.execute(vectors_ddl(VECTORS, embedder.dim))  # as the projection does on a model's first vectors
         await drop_indexes(conn)
         loaded = 0
         for size in sizes:
@@ -497,7 +523,10 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
             loaded = size
             build = await build_indexes(postgres.dsn, conn, size)
             count = await conn.fetchval("SELECT count(*) FROM chunks")
-            assert count == size, (count, size)
+            vector_count = await conn.fetchval(f"SELECT count(*) FROM {VECTORS}")
+            assert count == vector_count == size, (count, vector_count, size)
+            # index_build_s is keyed by index name, as before: the HNSW index is now f"{VECTORS}_hnsw" (it was
+            # chunks_embedding_hnsw); load_s covers both COPYs (chunks and the vector table)
             results[str(size)] = {"chunks": size, "load_s": load_s, "index_build_s": build,
                                   "sizes": await table_sizes(conn),
                                   **await measure_size(pool, qs, qvecs, args.top_k, args.warmup, cfg)}
@@ -569,7 +598,7 @@ def report(result: dict[str, Any], console: Console) -> None:
     for r in sizes:
         b = r["index_build_s"]
         console.print(f"{r['chunks']:,} chunks: COPY {r['load_s']:.1f} s, HNSW build "
-                      f"{b['chunks_embedding_hnsw']:.1f} s, GIN build {b['chunks_tsv_idx']:.1f} s, "
+                      f"{b[HNSW]:.1f} s, GIN build {b[GIN]:.1f} s, "
                       f"VACUUM ANALYZE {b['vacuum_analyze']:.1f} s; sizes "
                       f"{r['sizes']}; hybrid returned {r['hybrid_passages_mean']:.1f} passages on average")
         km = r["keyword_matches"]

@@ -1,47 +1,140 @@
-"""Chunk index: one row per embedded chunk, with its vector (HNSW, cosine) and a full-text column."""
+"""Chunk index: the text of every live chunk (full-text indexed), and per embedding model a vector table
+(HNSW, cosine), with the registry of indexes saying which one answers queries.
+
+Folded from three streams in whatever order a replay reads them: chunks and their vectors (CHUNKS),
+deletions (DOCUMENTS: tombstones keep a deleted upload out, whichever comes first) and the index events
+(INDEXES). Every statement is idempotent, and the projector applies each event once besides.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import asyncpg
 import numpy as np
 
 from projections.base import Source
+from projections.schema import vectors_ddl, vectors_table
 from streams import subjects
-from streams.events import ChunksEmbedded, DocumentDeleted, Event
-from streams.topology import CHUNKS, DOCUMENTS
+from streams.events import (
+    ChunksEmbedded,
+    DocumentChunked,
+    DocumentDeleted,
+    Event,
+    IndexActivated,
+    IndexCompared,
+    IndexDropped,
+    IndexStarted,
+)
+from streams.topology import CHUNKS, DOCUMENTS, INDEX, INDEXES
+
+log = logging.getLogger(__name__)
 
 
 class ChunkIndexProjection:
     name = "chunks"
     sources: tuple[Source, ...] = (
-        Source(CHUNKS, (subjects.wildcard(ChunksEmbedded.SUBJECT),)),
+        Source(CHUNKS, (subjects.wildcard(DocumentChunked.SUBJECT), subjects.wildcard(ChunksEmbedded.SUBJECT))),
         Source(DOCUMENTS, (subjects.wildcard(DocumentDeleted.SUBJECT),)),
+        Source(INDEXES, (subjects.wildcard(INDEX),)),
     )
 
     async def apply(self, conn: asyncpg.Connection, event: Event) -> None:
         match event:
+            case DocumentChunked():
+                await self._chunked(conn, event)
             case ChunksEmbedded():
                 await self._embedded(conn, event)
             case DocumentDeleted():
+                await self._deleted(conn, event)
+            case IndexStarted():
+                await _index_row(conn, event.model, "building", event.occurred_at, source=event.source,
+                                 previous=event.previous)
+            case IndexActivated():
                 await conn.execute(
-                    "INSERT INTO chunk_tombstones (upload_id, doc_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    event.upload_id, event.doc_id,
-                )
-                await conn.execute("DELETE FROM chunks WHERE upload_id = $1", event.upload_id)
+                    "UPDATE embedding_indexes SET state = 'standby', updated_at = $2 "
+                    "WHERE state = 'active' AND model <> $1", event.model, event.occurred_at)
+                await _index_row(conn, event.model, "active", event.occurred_at, previous=event.previous)
+            case IndexCompared():
+                await conn.execute("UPDATE embedding_indexes SET compared = $2 WHERE model = $1",
+                                   event.model, {"baseline": event.baseline, "questions": event.questions,
+                                                 "figures": event.figures, "at": event.occurred_at.isoformat()})
+            case IndexDropped():
+                await conn.execute("UPDATE embedding_indexes SET state = 'dropped', updated_at = $2 WHERE model = $1",
+                                   event.model, event.occurred_at)
+                await conn.execute(f"DROP TABLE IF EXISTS {vectors_table(event.model)}")
 
-    async def _embedded(self, conn: asyncpg.Connection, e: ChunksEmbedded) -> None:
-        if await conn.fetchval("SELECT 1 FROM chunk_tombstones WHERE upload_id = $1", e.upload_id):
+    async def _chunked(self, conn: asyncpg.Connection, e: DocumentChunked) -> None:
+        if await _tombstoned(conn, e.upload_id):
             return
         await conn.executemany(
             """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, page, section,
-                                   char_start, char_end, text, model, embedding)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-               ON CONFLICT (chunk_id) DO NOTHING""",
-            [
-                (
-                    c.chunk_id, e.doc_id, e.upload_id, c.ordinal, e.name, e.doc_type, c.page, c.section,
-                    c.char_start, c.char_end, c.text, e.model, np.asarray(c.embedding, dtype=np.float32),
-                )
-                for c in e.chunks
-            ],
+                                   char_start, char_end, text)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (chunk_id) DO NOTHING""",
+            [(c.chunk_id, e.doc_id, e.upload_id, c.ordinal, e.name, e.doc_type, c.page, c.section, c.char_start,
+              c.char_end, c.text) for c in e.chunks],
         )
+
+    async def _embedded(self, conn: asyncpg.Connection, e: ChunksEmbedded) -> None:
+        if await _tombstoned(conn, e.upload_id):
+            return
+        index = await conn.fetchrow("SELECT state, dim, fingerprint FROM embedding_indexes WHERE model = $1",
+                                    e.model)
+        if index is None:  # vectors from before index events existed, or read before their index.started
+            await _index_row(conn, e.model, "building", e.occurred_at)
+        elif index["state"] == "dropped":
+            return
+        elif index["dim"] is not None and index["dim"] != e.dim:
+            log.error("chunks.embedded for %s has %d dimensions, its index %d: skipped (same name, other model?)",
+                      e.model, e.dim, index["dim"])
+            return
+        elif index["fingerprint"] and e.fingerprint and index["fingerprint"] != e.fingerprint:
+            log.warning("index %s: vectors from a model with fingerprint %s, the index has %s", e.model,
+                        e.fingerprint, index["fingerprint"])
+            await conn.execute("UPDATE embedding_indexes SET fingerprint_mismatches = fingerprint_mismatches + 1 "
+                               "WHERE model = $1", e.model)
+        if index is None or index["dim"] is None:
+            table = vectors_table(e.model)
+            await conn.execute(vectors_ddl(table, e.dim))
+            await conn.execute("UPDATE embedding_indexes SET dim = $2, fingerprint = nullif($3, '') WHERE model = $1",
+                               e.model, e.dim, e.fingerprint)
+        await conn.executemany(
+            f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding) VALUES ($1, $2, $3) "
+            "ON CONFLICT (chunk_id) DO NOTHING",
+            [(c.chunk_id, e.upload_id, np.asarray(c.embedding, dtype=np.float32)) for c in e.chunks],
+        )
+
+    async def _deleted(self, conn: asyncpg.Connection, e: DocumentDeleted) -> None:
+        await conn.execute("INSERT INTO chunk_tombstones (upload_id, doc_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                           e.upload_id, e.doc_id)
+        await conn.execute("DELETE FROM chunks WHERE upload_id = $1", e.upload_id)
+        for row in await conn.fetch("SELECT model FROM embedding_indexes WHERE dim IS NOT NULL AND state <> 'dropped'"):
+            await conn.execute(f"DELETE FROM {vectors_table(row['model'])} WHERE upload_id = $1", e.upload_id)
+
+
+async def _tombstoned(conn: asyncpg.Connection, upload_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM chunk_tombstones WHERE upload_id = $1", upload_id))
+
+
+async def _index_row(conn: asyncpg.Connection, model: str, state: str, at: object, source: str = "",
+                     previous: str | None = None) -> None:
+    """Create or move an index's row. A dropped index started again begins empty (its table went with the drop)."""
+    await conn.execute(
+        """INSERT INTO embedding_indexes (model, vectors_table, state, source, previous, started_at, activated_at,
+                                          updated_at)
+           VALUES ($1, $2, $3::text, $4, $5, $6::timestamptz, CASE WHEN $3::text = 'active' THEN $6::timestamptz END,
+                   $6::timestamptz)
+           ON CONFLICT (model) DO UPDATE SET
+               state = CASE WHEN EXCLUDED.state = 'building' AND embedding_indexes.state <> 'dropped'
+                            THEN embedding_indexes.state ELSE EXCLUDED.state END,
+               dim = CASE WHEN embedding_indexes.state = 'dropped' THEN NULL ELSE embedding_indexes.dim END,
+               fingerprint = CASE WHEN embedding_indexes.state = 'dropped' THEN NULL
+                                  ELSE embedding_indexes.fingerprint END,
+               source = CASE WHEN EXCLUDED.source <> '' THEN EXCLUDED.source ELSE embedding_indexes.source END,
+               previous = coalesce(EXCLUDED.previous, embedding_indexes.previous),
+               started_at = coalesce(embedding_indexes.started_at, EXCLUDED.started_at),
+               activated_at = CASE WHEN EXCLUDED.state = 'active' THEN EXCLUDED.updated_at
+                                   ELSE embedding_indexes.activated_at END,
+               updated_at = EXCLUDED.updated_at""",
+        model, vectors_table(model), state, source, previous, at,
+    )

@@ -9,6 +9,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from projections.schema import vectors_table
+
 
 @dataclass(frozen=True)
 class RetrievalConfig:
@@ -26,23 +28,25 @@ class RetrievalConfig:
 _LEXEMES = "SELECT tsvector_to_array(to_tsvector('english', $1))"
 MAX_LEXEMES = 8
 
+# {vectors} is the index's table (from embedding_indexes, never user input). Without filters the dense half
+# reads the vector table alone, so the HNSW index drives it; with filters it joins the chunks it filters on.
 _SQL = """
 WITH q AS (SELECT to_tsquery('simple', $2) AS query),
 dense AS (
     SELECT chunk_id, row_number() OVER () AS rank FROM (
-        SELECT c.chunk_id FROM chunks c {join} WHERE {where} ORDER BY c.embedding <=> $1 LIMIT $3
+        SELECT v.chunk_id FROM {vectors} v {dense_join} WHERE {where} ORDER BY v.embedding <=> $1 LIMIT $3
     ) ranked
 ),
 keyword AS (
     SELECT c.chunk_id, ts_rank_cd(c.tsv, q.query, 32) AS keyword,
            row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q.query, 32) DESC, c.chunk_id) AS rank
-    FROM chunks c {join}, q WHERE c.tsv @@ q.query AND {where}
+    FROM chunks c JOIN {vectors} v USING (chunk_id) {join}, q WHERE c.tsv @@ q.query AND {where}
     ORDER BY keyword DESC, c.chunk_id LIMIT $3
 )
-SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal, c.embedding,
-       1 - (c.embedding <=> $1) AS dense, coalesce(k.keyword, 0) AS keyword,
+SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal, v.embedding,
+       1 - (v.embedding <=> $1) AS dense, coalesce(k.keyword, 0) AS keyword,
        d.rank AS dense_rank, k.rank AS keyword_rank
-FROM dense d FULL JOIN keyword k USING (chunk_id) JOIN chunks c USING (chunk_id)
+FROM dense d FULL JOIN keyword k USING (chunk_id) JOIN chunks c USING (chunk_id) JOIN {vectors} v USING (chunk_id)
 """
 
 
@@ -56,7 +60,7 @@ def keyword_query(lexemes: list[str]) -> str:
     return " | ".join(f"({a} & {b})" for i, a in enumerate(quoted) for b in quoted[i + 1:])
 
 
-def _filters(filters: dict[str, Any], model: str | None, first_arg: int) -> tuple[str, str, list[Any]]:
+def _filters(filters: dict[str, Any], first_arg: int) -> tuple[str, str, list[Any]]:
     """SQL join, where clause and arguments for the metadata filters (numbered after the fixed ones)."""
     clauses, args, join = ["TRUE"], [], ""
 
@@ -64,8 +68,6 @@ def _filters(filters: dict[str, Any], model: str | None, first_arg: int) -> tupl
         args.append(value)
         return f"${first_arg + len(args) - 1}"
 
-    if model:
-        clauses.append(f"c.model = {arg(model)}")
     if doc_ids := filters.get("doc_ids"):
         clauses.append(f"c.doc_id = ANY({arg(list(doc_ids))})")
     if names := filters.get("names"):
@@ -112,15 +114,22 @@ class HybridSearch:
         self.config = config or RetrievalConfig()
 
     async def search(self, embedding: np.ndarray, query: str, top_k: int, filters: dict[str, Any] | None = None,
-                     threshold: float | None = None, model: str | None = None) -> list[dict[str, Any]]:
+                     threshold: float | None = None, *, model: str) -> list[dict[str, Any]]:
+        """The `top_k` passages for a question embedded by `model`, from that model's index."""
         cfg = self.config
-        join, where, extra = _filters(filters or {}, model, first_arg=4)
-        sql = _SQL.format(join=join, where=where)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
-            # with filters, keep scanning the HNSW graph until enough rows pass them (pgvector >= 0.8)
-            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            keywords = keyword_query(await conn.fetchval(_LEXEMES, query) or [])
-            rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), keywords, cfg.candidates, *extra)
+        join, where, extra = _filters(filters or {}, first_arg=4)
+        filtered = where != "TRUE"
+        sql = _SQL.format(vectors=vectors_table(model), join=join, where=where,
+                          dense_join=f"JOIN chunks c USING (chunk_id) {join}" if filtered else "")
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
+                # with filters, keep scanning the HNSW graph until enough rows pass them (pgvector >= 0.8)
+                await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                keywords = keyword_query(await conn.fetchval(_LEXEMES, query) or [])
+                rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), keywords, cfg.candidates,
+                                        *extra)
+        except asyncpg.UndefinedTableError:  # the index has no vectors yet (nothing uploaded so far)
+            return []
         threshold = cfg.min_similarity if threshold is None else threshold
         return fuse([dict(r) for r in rows], top_k, cfg, threshold)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-EMBEDDING_DIM = 384  # all-MiniLM-L6-v2
+from streams.topology import index_slug
 
 POSITIONS = """
 CREATE TABLE IF NOT EXISTS projection_positions (
@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_name_idx ON documents (name) WHERE status NOT IN ('deleted', 'superseded');
 """
 
-CHUNKS = f"""
+# The chunk index: the text of every live chunk (from chunks.ready, with the full-text column), and one
+# vector table per embedding model (from chunks.embedded.<model>), created when the model's first vectors
+# arrive (their dimension is the model's). `embedding_indexes` says which table answers queries.
+CHUNKS = """
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id   text PRIMARY KEY,
     doc_id     text NOT NULL,
@@ -50,17 +53,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     name       text NOT NULL,
     doc_type   text NOT NULL,
     page       int,
-    section    text[] NOT NULL DEFAULT '{{}}',
+    section    text[] NOT NULL DEFAULT '{}',
     char_start int NOT NULL,
     char_end   int NOT NULL,
     text       text NOT NULL,
-    model      text NOT NULL,
-    embedding  vector({EMBEDDING_DIM}) NOT NULL,
     tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
 );
 CREATE INDEX IF NOT EXISTS chunks_upload_idx ON chunks (upload_id);
 CREATE INDEX IF NOT EXISTS chunks_doc_idx ON chunks (doc_id);
-CREATE INDEX IF NOT EXISTS chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops);
 CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON chunks USING gin (tsv);
 -- An upload deleted before (or while) its chunks were projected must stay deleted whatever the order in
 -- which a replay reads the DOCUMENTS and CHUNKS streams.
@@ -68,7 +68,42 @@ CREATE TABLE IF NOT EXISTS chunk_tombstones (
     upload_id  text PRIMARY KEY,
     doc_id     text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS embedding_indexes (
+    model        text PRIMARY KEY,
+    vectors_table text NOT NULL,        -- the vector table's name: vectors_<slug>
+    state        text NOT NULL,         -- building | active | standby | dropped
+    source       text NOT NULL DEFAULT '',
+    previous     text,
+    dim          int,                   -- from the first vectors (NULL: none yet)
+    fingerprint  text,
+    fingerprint_mismatches int NOT NULL DEFAULT 0,
+    compared     jsonb,                 -- the latest index.compared figures
+    started_at   timestamptz,
+    activated_at timestamptz,
+    updated_at   timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS embedding_indexes_active ON embedding_indexes ((true)) WHERE state = 'active';
 """
+
+VECTORS_PREFIX = "vectors_"
+
+
+def vectors_ddl(table: str, dim: int) -> str:
+    """One index's vectors; `table` comes from `vectors_table`, never from user input."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
+    chunk_id  text PRIMARY KEY,
+    upload_id text NOT NULL,
+    embedding vector({int(dim)}) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {table}_upload_idx ON {table} (upload_id);
+CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops);
+"""
+
+
+def vectors_table(model: str) -> str:
+    return VECTORS_PREFIX + index_slug(model)
+
 
 ANSWERS = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -102,7 +137,7 @@ CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (updated_at DESC);
 
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model).
-VERSIONS = {"documents": 2, "chunks": 1, "answers": 2}
+VERSIONS = {"documents": 2, "chunks": 2, "answers": 2}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (
@@ -113,7 +148,7 @@ CREATE TABLE IF NOT EXISTS projection_schema (
 
 TABLES = {
     "documents": ("documents",),
-    "chunks": ("chunks", "chunk_tombstones"),
+    "chunks": ("chunks", "chunk_tombstones", "embedding_indexes"),  # and every vectors_* table
     "answers": ("answers", "sessions"),
 }
 DDL = {"documents": DOCUMENTS, "chunks": CHUNKS, "answers": ANSWERS}
@@ -147,6 +182,12 @@ async def drop_projection(conn: asyncpg.Connection, projection: str) -> None:
 
 
 async def _drop(conn: asyncpg.Connection, projection: str) -> None:
-    for table in TABLES[projection]:
-        await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    tables = list(TABLES[projection])
+    if projection == "chunks":
+        tables += await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE $1",
+            VECTORS_PREFIX.replace("_", r"\_") + "%")
+    for table in tables:
+        name = table if isinstance(table, str) else table["tablename"]
+        await conn.execute(f"DROP TABLE IF EXISTS {name} CASCADE")
     await conn.execute("DELETE FROM projection_positions WHERE projection = $1", projection)

@@ -13,8 +13,15 @@ _DOCUMENT_COLUMNS = """
     d.doc_id, d.upload_id, d.generation, d.name, d.sha256, d.size, d.doc_type, d.metadata, d.status, d.error,
     d.title, d.author, d.pages, d.chunk_count, d.version, d.supersedes, d.superseded_by,
     d.uploaded_at, d.updated_at,
-    (SELECT count(*) FROM chunks c WHERE c.upload_id = d.upload_id) AS chunks_indexed
 """
+_ACTIVE_VECTORS = "SELECT vectors_table FROM embedding_indexes WHERE state = 'active' AND dim IS NOT NULL"
+
+
+async def _columns(conn: asyncpg.Connection | asyncpg.Pool) -> str:
+    """A document is indexed when every chunk of its upload has a vector in the active index."""
+    vectors = await conn.fetchval(_ACTIVE_VECTORS)
+    indexed = f"(SELECT count(*) FROM {vectors} v WHERE v.upload_id = d.upload_id)" if vectors else "0"
+    return f"{_DOCUMENT_COLUMNS} {indexed} AS chunks_indexed"
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -40,14 +47,15 @@ class DocumentView:
         self.pool = pool
 
     async def get(self, doc_id: str) -> dict[str, Any] | None:
-        row = await self.pool.fetchrow(f"SELECT {_DOCUMENT_COLUMNS} FROM documents d WHERE d.doc_id = $1", doc_id)
+        row = await self.pool.fetchrow(f"SELECT {await _columns(self.pool)} FROM documents d WHERE d.doc_id = $1",
+                                       doc_id)
         return _document(row) if row else None
 
     async def current_by_name(self, name: str) -> dict[str, Any] | None:
         """The live (not deleted, not superseded) document with this name, if any: an upload of other bytes
         under the same name is its next version."""
         row = await self.pool.fetchrow(
-            f"""SELECT {_DOCUMENT_COLUMNS} FROM documents d
+            f"""SELECT {await _columns(self.pool)} FROM documents d
                 WHERE d.name = $1 AND d.status NOT IN ('deleted', 'superseded')
                 ORDER BY d.uploaded_at DESC LIMIT 1""", name)
         return _document(row) if row else None
@@ -55,7 +63,8 @@ class DocumentView:
     async def list(self, include_deleted: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
         where = "" if include_deleted else "WHERE d.status NOT IN ('deleted', 'superseded')"
         rows = await self.pool.fetch(
-            f"SELECT {_DOCUMENT_COLUMNS} FROM documents d {where} ORDER BY d.uploaded_at DESC LIMIT $1", limit
+            f"SELECT {await _columns(self.pool)} FROM documents d {where} ORDER BY d.uploaded_at DESC LIMIT $1",
+            limit
         )
         return [_document(r) for r in rows]
 
@@ -82,3 +91,44 @@ class AnswerView:
     async def session(self, session_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow("SELECT * FROM sessions WHERE session_id = $1", session_id)
         return dict(row) if row else None
+
+
+class IndexView:
+    """The embedding indexes (one per model), which one is active, and how complete each one is."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def list(self, include_dropped: bool = False) -> list[dict[str, Any]]:
+        """Every index with `vectors` (rows in its table), `chunks` (live chunks with text) and `missing`
+        (chunks of the active index without a vector in this one)."""
+        where = "" if include_dropped else "WHERE state <> 'dropped'"
+        rows = [dict(r) for r in await self.pool.fetch(
+            f"SELECT * FROM embedding_indexes {where} ORDER BY started_at NULLS FIRST, model")]
+        active = next((r for r in rows if r["state"] == "active"), None)
+        chunks = await self.pool.fetchval("SELECT count(*) FROM chunks")
+        for row in rows:
+            row["chunks"] = chunks
+            row.update(await self._coverage(row, active))
+        return rows
+
+    async def get(self, model: str) -> dict[str, Any] | None:
+        return next((r for r in await self.list(include_dropped=True) if r["model"] == model), None)
+
+    async def active(self) -> dict[str, Any] | None:
+        return next((r for r in await self.list() if r["state"] == "active"), None)
+
+    async def _coverage(self, row: dict[str, Any], active: dict[str, Any] | None) -> dict[str, int]:
+        live = 0
+        if active is not None and active["dim"] is not None:
+            live = await self.pool.fetchval(f"SELECT count(*) FROM {active['vectors_table']}")
+        if row["dim"] is None or row["state"] == "dropped":  # no vectors yet: everything is missing
+            return {"vectors": 0, "live_chunks": live, "missing": live}
+        table = row["vectors_table"]
+        vectors = await self.pool.fetchval(f"SELECT count(*) FROM {table}")
+        if active is None or active["dim"] is None:
+            return {"vectors": vectors, "live_chunks": 0, "missing": 0}
+        missing = 0 if table == active["vectors_table"] else await self.pool.fetchval(
+            f"SELECT count(*) FROM {active['vectors_table']} a WHERE NOT EXISTS (SELECT 1 FROM {table} n "
+            "WHERE n.chunk_id = a.chunk_id)")
+        return {"vectors": vectors, "live_chunks": live, "missing": missing}

@@ -11,9 +11,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.specification import AsyncAPI
 
 from streams import __version__
+from streams.events import (
+    ChunksEmbedded,
+    DeadLetterRetried,
+    DocumentChunked,
+    IndexActivated,
+    IndexCompared,
+    IndexDropped,
+    IndexStarted,
+)
+from streams.publish import EventPublisher
+from streams.topology import CHUNKS
 
 OUTPUT = Path(__file__).resolve().parent.parent / "agents" / "gateway" / "static" / "asyncapi.json"
 SECTIONS = ("channels", "operations")
@@ -31,7 +43,39 @@ def _specs() -> list[dict[str, Any]]:
         apps.append(create_app(settings).schema)
     gateway, _ = gateway_broker("nats://127.0.0.1:4222")
     apps.append(AsyncAPI(gateway, title="ragbus gateway", version=__version__))
+    apps.append(AsyncAPI(_index_workers(), title="ragbus embedder (index workers)", version=__version__))
+    apps.append(AsyncAPI(_cli(), title="ragbus CLI", version=__version__))
     return [json.loads(spec.to_specification().to_json()) for spec in apps]
+
+
+def _index_workers() -> NatsBroker:
+    """The embedder's per-index workers pull with nats.py (their durables exist only at run time, one per
+    index): described here with the same payload schema, on a broker that is never started."""
+    broker = NatsBroker("nats://127.0.0.1:4222")
+
+    @broker.subscriber(
+        f"{DocumentChunked.SUBJECT}.>", stream=JStream(CHUNKS, declare=False), durable="embed-<index>",
+        pull_sub=PullSub(),
+        title="embed chunks for each index",
+        description="Every live embedding index has its own durable (embed-<model slug>) over all of "
+        "chunks.ready, from the first event on: a new index replays the log through it, then keeps up with "
+        f"new uploads. Publishes {ChunksEmbedded.SUBJECT}.<model>.<doc_id>.")
+    async def embed_for_each_index(event: DocumentChunked) -> None:
+        raise NotImplementedError("documentation only")
+
+    return broker
+
+
+def _cli() -> NatsBroker:
+    """What the `ragbus` commands publish (with nats.py's JetStream publish, same headers and ids)."""
+    broker = NatsBroker("nats://127.0.0.1:4222")
+    EventPublisher(broker, IndexStarted, "`ragbus reindex --model` (or `ragbus streams declare` for the first index).")
+    EventPublisher(broker, IndexActivated, "`ragbus reindex --activate` / `--rollback`: this index answers queries.")
+    EventPublisher(broker, IndexCompared, "`ragbus reindex --compare`: an index against the active one on the "
+                   "questions in the log (overlap, hit rate on cited or rated-up passages).")
+    EventPublisher(broker, IndexDropped, "`ragbus reindex --drop`: the index's vectors are deleted.")
+    EventPublisher(broker, DeadLetterRetried, "`ragbus deadletters retry` republished a dead letter's original.")
+    return broker
 
 
 def build() -> dict[str, Any]:

@@ -81,6 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
     dead.add_argument("seqs", nargs="*", type=int, help="DEADLETTER sequence numbers (default: all not retried)")
 
+    reindex = sub.add_parser(
+        "reindex", help="switch to another embedding model by replaying the log (zero downtime)",
+        description="Builds a new embedding index beside the live one by replaying every chunks.ready through "
+        "embedders of the new model (no document is parsed again; questions are answered from the active index "
+        "all along), compares both on the questions in the log, and switches with an index.activated event. "
+        "The old index is kept (and kept up to date) until dropped, so --rollback is instant.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  ragbus reindex --model minilm-distilled-256\n  ragbus reindex --compare\n"
+               "  ragbus reindex --activate minilm-distilled-256\n  ragbus reindex --rollback")
+    from ragbus.reindex import add_arguments
+
+    add_arguments(reindex)
+
+    models = sub.add_parser("models", help="the embedding models ragbus can use, and building them",
+                            description="Lists the embedding model catalogue (each built locally from the "
+                            "packaged all-MiniLM-L6-v2, nothing downloaded) or builds models into the models "
+                            "folder (RAGBUS_MODELS_DIR) ahead of use; embedders also build on first use.")
+    models.add_argument("action", nargs="?", choices=("list", "build"), default="list")
+    models.add_argument("names", nargs="*", help="models to build (default: all)")
+
     replay = sub.add_parser("replay", help="rebuild read models from the event log",
                             description="Drops the named projections' tables and rebuilds them by replaying "
                             "the streams. Safe while the projector runs.")
@@ -131,6 +151,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ragbus.ops import dead_letters
 
         return asyncio.run(dead_letters(args.action, args.seqs))
+    if args.command == "reindex":
+        from ragbus.reindex import run_reindex
+
+        return run_reindex(args)
+    if args.command == "models":
+        from ragbus.models import run_models
+
+        return run_models(args.action, args.names)
     if args.command == "replay":
         from ragbus.ops import replay_projections
 

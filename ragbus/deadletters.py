@@ -42,7 +42,9 @@ async def list_dead_letters(js: JetStreamContext) -> list[DeadLetter]:
         return []
     letters: dict[int, DeadLetter] = {}
     retried: set[int] = set()
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    if not info.state.messages:
+        return []
+    for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
         try:
             msg = await js.get_msg(DEADLETTER, seq)
         except NotFoundError:

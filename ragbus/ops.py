@@ -13,11 +13,14 @@ from projections import positions
 from projections.app import ProjectorSettings, replay
 from projections.registry import PROJECTIONS
 from projections.schema import migrate
-from projections.views import create_pool
+from projections.views import IndexView, create_pool
 from ragbus.deadletters import list_dead_letters, retry
+from ragbus.reindex import show_indexes
+from ragbus.settings import initial_index
 from streams.declare import declare_streams
+from streams.indexes import read_index_state
 from streams.settings import BusSettings
-from streams.topology import DURABLES, STREAMS
+from streams.topology import DURABLES, STREAMS, index_durable
 
 console = Console()
 
@@ -26,7 +29,7 @@ async def declare() -> int:
     settings = BusSettings()
     nc = await nats.connect(settings.nats_url, name="ragbus-declare")
     try:
-        for line in await declare_streams(nc.jetstream()):
+        for line in await declare_streams(nc.jetstream(), *initial_index()):
             console.print(line)
     finally:
         await nc.close()
@@ -56,7 +59,8 @@ async def status() -> int:
         consumers = Table(title="Work queues (durable pull consumers)")
         for col in ("consumer", "pending", "in flight", "redelivered", "waiting pulls"):
             consumers.add_column(col)
-        for d in DURABLES:
+        index_durables = tuple(index_durable(i.model) for i in (await read_index_state(js)).live())
+        for d in DURABLES + index_durables:
             try:
                 c = await js.consumer_info(d.stream, d.name)
             except NotFoundError:
@@ -85,6 +89,7 @@ async def status() -> int:
             table.add_row(r["projection"], r["stream"], str(r["last_seq"]), str(tails.get(r["stream"], "?")),
                           r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"))
         console.print(table)
+        show_indexes(await IndexView(pool).list(), console)
         counts = {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in ("documents", "chunks", "answers")}
         console.print("rows: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     finally:

@@ -22,7 +22,18 @@ class UpSettings(BaseSettings):
     nats_port: int = 4222  # ports of the embedded servers
     pg_port: int = 54329
     llm_port: int = 8081
+    models_dir: Path | None = None  # embedding models built here (default: <data_dir>/models)
     log_level: str = "INFO"
+
+
+def initial_index() -> tuple[str, str]:
+    """The first embedding index of a fresh system, as `ragbus streams declare` starts it: (model, source).
+    RAGBUS_EMBEDDING_MODEL is a catalogue name or a sentence-transformers folder (named after the folder)."""
+    from agents.embedder.settings import EmbedderSettings
+
+    configured = EmbedderSettings().embedding_model
+    path = Path(configured).expanduser()
+    return (path.resolve().name, str(path.resolve())) if path.is_dir() else (configured, "")
 
 
 class ClientSettings(BaseSettings):

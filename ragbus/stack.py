@@ -5,7 +5,7 @@ process that `ragbus up` and k3s run, with a log file per process.
     servers = await Servers.start(workdir, llm=True)        # or Servers(nats, postgres, llama) already running
     agents = AgentStack.for_servers(servers, workdir / "logs", RAGBUS_LOG_LEVEL="WARNING")
     agents.start("projector"); agents.start("generator-2", "generator", RAGBUS_GENERATOR_ID="generator-2")
-    await agents.wait_ready({PARSER: 1, EMBEDDER_CHUNKS: 1})
+    await agents.wait_ready({PARSER: 1, index_durable(DEFAULT_EMBEDDING_MODEL): 1})
     ...
     agents.stop_all(); servers.stop()
 """

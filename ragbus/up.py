@@ -14,7 +14,7 @@ import nats
 
 from projections.schema import migrate
 from projections.views import create_pool
-from ragbus.settings import UpSettings
+from ragbus.settings import UpSettings, initial_index
 from ragbus.supervisor import Child, Supervisor
 from streams.agent import configure_logging
 from streams.declare import declare_streams
@@ -75,7 +75,7 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
         log.info("LLM (OpenAI-compatible): %s", llm_url)
 
         nc = await nats.connect(nats_url)
-        await declare_streams(nc.jetstream())  # logs one line per stream, consumer and bucket
+        await declare_streams(nc.jetstream(), *initial_index())  # logs one line per stream, consumer, bucket
         await nc.close()
         pool = await create_pool(db_url)
         async with pool.acquire() as conn:
@@ -83,6 +83,7 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
         await pool.close()
 
         env["RAGBUS_HOST"], env["RAGBUS_PORT"] = args.host, str(args.port)
+        env["RAGBUS_MODELS_DIR"] = str((settings.models_dir or data / "models").expanduser())
         children = [_agent("projector", env)]
         children += _replicas("parser", args.parsers, env)
         children += _replicas("embedder", args.embedders, env)

@@ -62,12 +62,12 @@ def run_agent(create_app: Callable[[Any], FastStream], settings: BusSettings) ->
     asyncio.run(create_app(settings).run())
 
 
-async def require_durables(nats_url: str, *workers: Durable) -> None:
+async def require_durables(nats_url: str, *workers: Durable, also: tuple[Durable, ...] = ()) -> None:
     """At agent start: wait until `ragbus streams declare` has made the agent's durables (and the durables
-    through which it hears of messages it gave up on), on a connection of its own."""
+    through which it hears of messages it gave up on, and `also`), on a connection of its own."""
     nc = await nats.connect(nats_url)
     try:
-        await wait_for_durables(nc.jetstream(), workers + tuple(advisories_of(d) for d in workers))
+        await wait_for_durables(nc.jetstream(), workers + tuple(advisories_of(d) for d in workers) + also)
     finally:
         await nc.close()
 

@@ -1,7 +1,9 @@
-"""`ragbus streams declare`: create or update every stream, durable consumer and the Object Store bucket.
+"""`ragbus streams declare`: create or update every stream, durable consumer and the Object Store bucket,
+and the first embedding index of a fresh system.
 
 Idempotent: running it twice changes nothing; running it after a config change in `topology` updates the
-stream in place (JetStream keeps the messages).
+stream in place (JetStream keeps the messages). The durable of every live embedding index is declared
+here too (`declare_index`, also what `ragbus reindex` calls when it starts an index).
 """
 
 from __future__ import annotations
@@ -9,16 +11,30 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.api import DeliverPolicy, ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from streams.topology import DOCUMENTS_BUCKET, DURABLES, STREAMS
+from streams.events import IndexActivated, IndexStarted
+from streams.indexes import read_index_state
+from streams.publish import publish
+from streams.topology import (
+    CHUNKS,
+    DEADLETTER,
+    DEFAULT_EMBEDDING_MODEL,
+    DOCUMENTS_BUCKET,
+    DURABLES,
+    LEGACY_EMBEDDER_CHUNKS,
+    STREAMS,
+    index_durable,
+)
 
 log = logging.getLogger(__name__)
 
 
-async def declare_streams(js: JetStreamContext) -> list[str]:
-    """Returns one human-readable line per object: created, updated or unchanged."""
+async def declare_streams(js: JetStreamContext, initial_model: str = DEFAULT_EMBEDDING_MODEL,
+                          initial_source: str = "") -> list[str]:
+    """Returns one human-readable line per object: created, updated or unchanged. `initial_model` (loaded
+    from `initial_source`, a folder, if given) is the first index of a fresh system."""
     report: list[str] = []
     for name, config in STREAMS.items():
         try:
@@ -54,9 +70,71 @@ async def declare_streams(js: JetStreamContext) -> list[str]:
             ),
         )
         report.append(f"object store {DOCUMENTS_BUCKET}: created")
+    report += await declare_indexes(js, initial_model, initial_source)
     for line in report:
         log.info(line)
     return report
+
+
+async def declare_indexes(js: JetStreamContext, initial_model: str, initial_source: str = "") -> list[str]:
+    """The durable of every live index; on a fresh system, the first index (started and activated in the
+    log, so a replay from zero ends on it too)."""
+    report: list[str] = []
+    state = await read_index_state(js)
+    if state.active is None and not state.indexes:
+        start_seq = await _retire_legacy_durable(js, report)
+        report.append(await declare_index(js, initial_model, start_seq))
+        started = await publish(js, IndexStarted(event_id=f"index.started:{initial_model}:initial",
+                                                 model=initial_model, source=initial_source))
+        await publish(js, IndexActivated(event_id=f"index.activated:{initial_model}:initial", model=initial_model,
+                                         reason="initial", causation_id=f"index.started:{initial_model}:initial"))
+        report.append(f"index {initial_model}: {'active' if not started.duplicate else 'already active'}")
+        return report
+    for index in state.live():
+        report.append(await declare_index(js, index.model))
+    return report
+
+
+async def declare_index(js: JetStreamContext, model: str, start_seq: int = 0) -> str:
+    """Create the index's durable if it is missing: from the first chunks.ready (a full replay), or from
+    `start_seq` when another durable already embedded everything before it. An existing one is kept as it
+    is (its position is the re-index's progress)."""
+    durable = index_durable(model)
+    try:
+        await js.consumer_info(durable.stream, durable.name)
+        line = f"consumer {durable.stream}/{durable.name}: ensured"
+    except NotFoundError:
+        config = durable.config()
+        if start_seq > 1:
+            config.deliver_policy, config.opt_start_seq = DeliverPolicy.BY_START_SEQUENCE, start_seq
+        await js.add_consumer(durable.stream, config)
+        line = f"consumer {durable.stream}/{durable.name}: created"
+    return line
+
+
+async def delete_index_durable(js: JetStreamContext, model: str) -> None:
+    durable = index_durable(model)
+    try:
+        await js.delete_consumer(durable.stream, durable.name)
+    except NotFoundError:
+        pass
+
+
+async def _retire_legacy_durable(js: JetStreamContext, report: list[str]) -> int:
+    """A system from before per-index durables embedded with one durable: the first index takes over after
+    its acknowledged position instead of embedding the whole log again. Returns that start (0: none)."""
+    try:
+        legacy = await js.consumer_info(CHUNKS, LEGACY_EMBEDDER_CHUNKS)
+    except NotFoundError:
+        return 0
+    start = (legacy.ack_floor.stream_seq if legacy.ack_floor else 0) + 1
+    await js.delete_consumer(CHUNKS, LEGACY_EMBEDDER_CHUNKS)
+    try:
+        await js.delete_consumer(DEADLETTER, f"{LEGACY_EMBEDDER_CHUNKS}-advisories")
+    except NotFoundError:
+        pass
+    report.append(f"consumer {CHUNKS}/{LEGACY_EMBEDDER_CHUNKS}: retired (the first index goes on from #{start})")
+    return start
 
 
 def _differs(current: object, wanted: object) -> bool:

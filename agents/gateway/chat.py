@@ -68,6 +68,7 @@ class AskResponse(BaseModel):
     citations: list[CitationOut]
     timings: dict[str, float]
     model: str | None = None
+    embedding_model: str | None = Field(None, description="the embedding index the sources came from")
 
 
 def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str, Any]:
@@ -76,7 +77,8 @@ def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str,
         timings["total_ms"] = (time.perf_counter() - started) * 1000
     return {"type": "done", "query_id": event["query_id"], "session_id": event.get("session_id"),
             "answer": event["answer"], "citations": event["citations"], "sources": event.get("sources", []),
-            "timings": timings, "model": event.get("model"), "generator": event.get("generator"),
+            "timings": timings, "model": event.get("model"), "embedding_model": event.get("embedding_model"),
+            "generator": event.get("generator"),
             "stopped": event.get("stopped", False)}
 
 

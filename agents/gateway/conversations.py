@@ -41,6 +41,7 @@ class SearchResponse(BaseModel):
     query_id: str
     passages: list[PassageOut]
     timings: dict[str, float]
+    embedding_model: str | None = Field(None, description="the embedding index that answered")
 
 
 @router.post("/search", response_model=SearchResponse, tags=["search"],
@@ -63,7 +64,8 @@ async def search(body: SearchRequest, bus: BusDep, settings: SettingsDep) -> Sea
     if event["type"] == "answer.failed":
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, event["message"])
     timings = {**event["timings"], "total_ms": (time.perf_counter() - started) * 1000}
-    return SearchResponse(query_id=query_id, passages=event["passages"], timings=timings)
+    return SearchResponse(query_id=query_id, passages=event["passages"], timings=timings,
+                          embedding_model=event.get("embedding_model"))
 
 
 class Turn(BaseModel):

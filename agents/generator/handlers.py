@@ -162,7 +162,8 @@ async def answer(event: ContextBuilt, msg: Delivery, stopped: asyncio.Event, bro
             "tokens_per_s": len(pieces) / streaming,
             "prompt_tokens": prompt_tokens,
         },
-        model=settings.llm_model if passages else "none", generator=settings.generator_id, tokens=len(pieces),
+        model=settings.llm_model if passages else "none", embedding_model=event.embedding_model,
+        generator=settings.generator_id, tokens=len(pieces),
         stopped=stopped.is_set(),
     ))
     log.info("answered %s with %d tokens in %.1fs", event.query_id, len(pieces), finished - started)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from projections.retrieval import HybridSearch, RetrievalConfig
+from projections.schema import vectors_ddl, vectors_table
 
 DIM = 384
+MODEL = "hs-test-model"  # an index of its own: the stack's documents have no vectors in it
 
 
 def unit(seed: int, near: np.ndarray | None = None, noise: float = 0.0) -> np.ndarray:
@@ -20,6 +22,8 @@ def unit(seed: int, near: np.ndarray | None = None, noise: float = 0.0) -> np.nd
 async def corpus(pool):
     await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
     await pool.execute("DELETE FROM documents WHERE doc_id LIKE 'hs-%'")
+    await pool.execute(f"DROP TABLE IF EXISTS {vectors_table(MODEL)}")
+    await pool.execute(vectors_ddl(vectors_table(MODEL), DIM))
     query = unit(1)
     primed = unit(2, query, 0.02)
     rows = [
@@ -33,10 +37,12 @@ async def corpus(pool):
     ]
     for chunk_id, doc, name, doc_type, text, vector in rows:
         await pool.execute(
-            """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, char_start, char_end, text,
-                                   model, embedding) VALUES ($1, $2, $2 || '-0', 0, $3, $4, 0, 1, $5, 'm', $6)""",
-            chunk_id, doc, name, doc_type, text, vector,
+            """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, char_start, char_end, text)
+               VALUES ($1, $2, $2 || '-0', 0, $3, $4, 0, 1, $5)""",
+            chunk_id, doc, name, doc_type, text,
         )
+        await pool.execute(f"INSERT INTO {vectors_table(MODEL)} (chunk_id, upload_id, embedding) VALUES ($1, $2, $3)",
+                           chunk_id, f"{doc}-0", vector)
         await pool.execute(
             """INSERT INTO documents (doc_id, upload_id, name, sha256, size, doc_type, metadata, status, uploaded_at,
                                       updated_at)
@@ -46,10 +52,11 @@ async def corpus(pool):
     yield query
     await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
     await pool.execute("DELETE FROM documents WHERE doc_id LIKE 'hs-%'")
+    await pool.execute(f"DROP TABLE {vectors_table(MODEL)}")
 
 
 async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
-    hits = await HybridSearch(pool).search(corpus, "serial number for warranty", top_k=5, model="m",
+    hits = await HybridSearch(pool).search(corpus, "serial number for warranty", top_k=5, model=MODEL,
                                            filters={"doc_ids": ["hs-a", "hs-b", "hs-c", "hs-d"]})
     assert [h["n"] for h in hits] == list(range(1, len(hits) + 1))
     # gamma is only 4th by vector, but it is the one keyword match: fusion lifts it to the top
@@ -59,17 +66,17 @@ async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
 
 
 async def test_threshold_drops_passages_that_are_not_similar(pool, corpus):
-    hits = await HybridSearch(pool).search(corpus, "pump", top_k=5, model="m", threshold=0.5)
+    hits = await HybridSearch(pool).search(corpus, "pump", top_k=5, model=MODEL, threshold=0.5)
     assert "hs-d" not in {h["doc_id"] for h in hits}
-    assert await HybridSearch(pool).search(-corpus, "nothing matches", top_k=5, model="m", threshold=0.5) == []
+    assert await HybridSearch(pool).search(-corpus, "nothing matches", top_k=5, model=MODEL, threshold=0.5) == []
 
 
 async def test_near_duplicate_passages_are_removed(pool, corpus):
-    hits = await HybridSearch(pool).search(corpus, "prime the pump", top_k=5, model="m", threshold=0.0)
+    hits = await HybridSearch(pool).search(corpus, "prime the pump", top_k=5, model=MODEL, threshold=0.0)
     alpha = [h for h in hits if h["doc_id"] == "hs-a"]
     assert len(alpha) == 1  # the two nearly identical passages count once
     loose = HybridSearch(pool, RetrievalConfig(duplicate_similarity=1.01))
-    both = await loose.search(corpus, "prime the pump", top_k=5, model="m", threshold=0.0)
+    both = await loose.search(corpus, "prime the pump", top_k=5, model=MODEL, threshold=0.0)
     assert len([h for h in both if h["doc_id"] == "hs-a"]) == 2
 
 
@@ -83,7 +90,7 @@ async def test_near_duplicate_passages_are_removed(pool, corpus):
     ],
 )
 async def test_metadata_filters(pool, corpus, filters, expected):
-    hits = await HybridSearch(pool).search(corpus, "pump filters warranty soup", top_k=10, model="m",
+    hits = await HybridSearch(pool).search(corpus, "pump filters warranty soup", top_k=10, model=MODEL,
                                            threshold=-1.0, filters=filters)
     assert {h["doc_id"] for h in hits} == expected
 
@@ -100,8 +107,8 @@ def test_keyword_query_needs_two_words_of_a_longer_question():
 
 
 async def test_keyword_half_matches_passages_sharing_two_words_not_one(pool, corpus):
-    hits = await HybridSearch(pool).search(-corpus, "pump primed gloves", top_k=5, model="m", threshold=-1.0)
+    hits = await HybridSearch(pool).search(-corpus, "pump primed gloves", top_k=5, model=MODEL, threshold=-1.0)
     keyword_matched = {h["chunk_id"] for h in hits if h["scores"]["keyword"] > 0}
     assert keyword_matched == {"hs-a-0", "hs-a-1"} or keyword_matched == {"hs-a-0"}  # 'pump' & 'prime'
-    single = await HybridSearch(pool).search(-corpus, "filters gloves boots", top_k=5, model="m", threshold=-1.0)
+    single = await HybridSearch(pool).search(-corpus, "filters gloves boots", top_k=5, model=MODEL, threshold=-1.0)
     assert not any(h["scores"]["keyword"] > 0 for h in single)  # one shared word is not a keyword match

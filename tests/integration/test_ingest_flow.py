@@ -11,7 +11,7 @@ import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from tests.conftest import upload, wait_for_status
+from tests.conftest import active_vectors, upload, wait_for_status
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -72,7 +72,8 @@ async def test_each_format_reaches_indexed_with_chunks_in_pgvector(client, pool)
         assert doc["status"] == "indexed", (name, doc)
         assert doc["chunks"] >= 1
         rows = await pool.fetch(
-            "SELECT page, section, text, vector_dims(embedding) AS dims FROM chunks WHERE doc_id = $1 ORDER BY ordinal",
+            f"SELECT c.page, c.section, c.text, vector_dims(v.embedding) AS dims FROM chunks c "
+            f"JOIN {await active_vectors(pool)} v USING (chunk_id) WHERE c.doc_id = $1 ORDER BY c.ordinal",
             body["doc_id"],
         )
         assert len(rows) == doc["chunks"], name

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT, upload, wait_for_status
+from tests.conftest import ROOT, active_vectors, upload, wait_for_status
 
 
 def _corpus(n: int) -> list[tuple[str, bytes]]:
@@ -31,19 +31,22 @@ async def test_projector_sigkill_mid_ingest_restart_row_counts_exact(client, poo
     stack.kill("projector", 15)  # start from a quiet projector so the kill lands mid-ingest below
     stack.start("projector")
     ids = [(await upload(client, name, data))["doc_id"] for name, data in _corpus(40)]
+    vectors = await active_vectors(pool)
+    count_vectors = f"SELECT count(*) FROM {vectors} v JOIN chunks c USING (chunk_id) WHERE c.doc_id = ANY($1)"
     # Let some batches land, then kill without warning while chunks.embedded events keep arriving.
     for _ in range(600):
-        if await pool.fetchval("SELECT count(*) FROM chunks WHERE doc_id = ANY($1)", ids) > 20:
+        if await pool.fetchval(count_vectors, ids) > 20:
             break
         await asyncio.sleep(0.1)
     stack.kill("projector")
-    landed = await pool.fetchval("SELECT count(*) FROM chunks WHERE doc_id = ANY($1)", ids)
+    landed = await pool.fetchval(count_vectors, ids)
     await asyncio.sleep(2)  # embedder keeps publishing while the projector is dead
     stack.start("projector")
     docs = await _wait_all_indexed(client, ids)
     assert all(d["status"] == "indexed" for d in docs)
     expected = sum(d["chunks"] for d in docs)
     assert await pool.fetchval("SELECT count(*) FROM chunks WHERE doc_id = ANY($1)", ids) == expected
+    assert await pool.fetchval(count_vectors, ids) == expected
     assert landed < expected  # the kill really happened mid-ingest
     assert await pool.fetchval("SELECT count(*) FROM documents WHERE doc_id = ANY($1)", ids) == len(ids)
     # Every chunk.embedded event's chunk is in the table once, and the position reached the stream tail.
@@ -60,16 +63,18 @@ async def test_projector_sigkill_mid_ingest_restart_row_counts_exact(client, poo
 async def test_drop_chunk_table_then_replay_gives_the_same_rows(client, pool, stack):
     body = await upload(client, "replay.md", b"# Replay\nRows come back from the log, identical.\n" * 30)
     await wait_for_status(client, body["doc_id"])
-    columns = "chunk_id, doc_id, upload_id, ordinal, name, page, section, char_start, char_end, text, model, embedding"
-    before = [dict(r) for r in await pool.fetch(f"SELECT {columns} FROM chunks ORDER BY chunk_id")]
+    vectors = await active_vectors(pool)
+    rows = (f"SELECT chunk_id, c.doc_id, c.upload_id, ordinal, name, page, section, char_start, char_end, text, "
+            f"v.embedding FROM chunks c JOIN {vectors} v USING (chunk_id) ORDER BY chunk_id")
+    before = [dict(r) for r in await pool.fetch(rows)]
     assert before
-    await pool.execute("DROP TABLE chunks")
+    await pool.execute(f"DROP TABLE chunks, {vectors}")
     result = subprocess.run(
         [sys.executable, "-m", "ragbus.cli", "replay", "--projection", "chunks"],
         env={**os.environ, **stack.env}, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    after = [dict(r) for r in await pool.fetch(f"SELECT {columns} FROM chunks ORDER BY chunk_id")]
+    after = [dict(r) for r in await pool.fetch(rows)]
     assert len(after) == len(before)
     for a, b in zip(after, before, strict=True):
         assert a == b  # every column, the vector included (pgvector's Vector compares by value)

@@ -85,7 +85,7 @@ async def test_poison_input_reports_dead_letters_and_terminates_on_the_first_del
     (letter,) = rec.dead
     assert (letter.reason, letter.original_seq, letter.original_stream, letter.consumer) == (
         "encrypted PDF", 7, "DOCUMENTS", "parser")
-    assert letter.event_id == "deadletter:DOCUMENTS:7" and letter.payload == '{"type": "document.uploaded"}'
+    assert letter.event_id == "deadletter:DOCUMENTS:parser:7" and letter.payload == '{"type": "document.uploaded"}'
 
 
 @pytest.mark.parametrize("deliveries", [1, 2, PARSER.max_deliver - 1])

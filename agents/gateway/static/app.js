@@ -2,6 +2,7 @@
 //   chat.js       websocket /ws/chat: ask, stream, stop, resume; answers with citations and ratings
 //   sessions.js   recent conversations (GET /sessions)
 //   documents.js  document list, live status over SSE, uploads
+//   indexes.js    which embedding index answers, and re-index progress
 //   util.js       DOM and formatting helpers
 
 import {
@@ -9,6 +10,7 @@ import {
   storedSession, updateComposer,
 } from "./chat.js";
 import { listen, refreshDocs, setupUploads } from "./documents.js";
+import { refreshIndexes } from "./indexes.js";
 import { markCurrent, refreshSessions, refreshUntilListed, setupSessions } from "./sessions.js";
 import { $, el, on } from "./util.js";
 
@@ -142,6 +144,7 @@ setupSessions({ onOpen: openSession });
 updateComposer();
 connect();
 refreshDocs();
+refreshIndexes();
 listen();
 const returning = storedSession(); // this tab had a conversation before a reload: show it again
 markCurrent(currentSession());

@@ -1,0 +1,183 @@
+"""The embedder's side of the embedding indexes: it follows the INDEXES stream from its first event, keeps
+one model loaded and one worker pulling chunks.ready for every live index, and knows which model embeds
+questions (the active index's). A switch or a rollback is an event in the log: it takes effect here at
+once, without a restart, and two models stay loaded side by side while a re-index runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client as NATS
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from agents.embedder.service import Embedder
+from streams import subjects
+from streams.delivery import JetStreamDelivery, keep_alive, settle
+from streams.events import ChunksEmbedded, DeadLettered, DocumentChunked, EmbeddedChunk, decode_event
+from streams.indexes import Index, IndexState
+from streams.topology import CHUNKS, INDEX, INDEXES, Durable, index_durable
+
+log = logging.getLogger("ragbus.embedder")
+
+Load = Callable[[Index], Embedder]  # loads (and builds, if needed) the model of an index; blocking
+Publish = Callable[[ChunksEmbedded], Awaitable[object]]
+OnFailed = Callable[[DocumentChunked, str], Awaitable[None]]
+
+
+class IndexRegistry:
+    def __init__(self, load: Load, publish: Publish, dead_letter: Callable[[DeadLettered], Awaitable[object]],
+                 on_failed: OnFailed, fetch: int = 1) -> None:
+        self.load = load
+        self.publish = publish
+        self.dead_letter = dead_letter
+        self.on_failed = on_failed  # a batch the *active* index failed on for good: the document's failure
+        self.fetch = fetch
+        self.state = IndexState()
+        self.embedders: dict[str, Embedder] = {}
+        self.workers: dict[str, asyncio.Task[None]] = {}
+        self.loading: dict[str, asyncio.Task[Embedder]] = {}
+        self.changed = asyncio.Condition()
+        self._nc: NATS | None = None
+        self._sub = None
+        self._stopping = False
+
+    # ---- following the log ------------------------------------------------------------------------------
+    async def start(self, nc: NATS, timeout: float = 120.0) -> None:
+        """Replay INDEXES from the start, then follow it live; returns once an index is active."""
+        self._nc = nc
+        js = nc.jetstream()
+        self._sub = await js.subscribe(subjects.wildcard(INDEX), stream=INDEXES, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.ALL, cb=self._on_event)
+        try:
+            await asyncio.wait_for(self._until(lambda: self.state.active is not None), timeout)
+        except TimeoutError:
+            raise RuntimeError("no embedding index is active: run `ragbus streams declare`") from None
+        log.info("indexes: %s; active %s", ", ".join(f"{i.model} ({i.state})" for i in self.state.live()),
+                 self.state.active)
+
+    async def _on_event(self, msg) -> None:  # type: ignore[no-untyped-def]
+        try:
+            event = decode_event(msg.data)
+        except ValueError as exc:
+            log.error("unreadable index event skipped: %s", exc)
+            return
+        before = self.state.active
+        self.state.apply(event, msg.metadata.sequence.stream)
+        if self.state.active != before:
+            log.info("active index: %s (was %s)", self.state.active, before)
+        self._reconcile()
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _until(self, predicate: Callable[[], bool]) -> None:
+        async with self.changed:
+            await self.changed.wait_for(predicate)
+
+    def _reconcile(self) -> None:
+        """One worker per live index; a dropped index's worker stops and its model is unloaded."""
+        if self._stopping:
+            return
+        live = {i.model: i for i in self.state.live()}
+        for model, index in live.items():
+            if model not in self.workers:
+                self.workers[model] = asyncio.create_task(self._work(index), name=f"index {model}")
+        for model in list(self.workers):
+            if model not in live:
+                self.workers.pop(model).cancel()
+                self.loading.pop(model, None)
+                self.embedders.pop(model, None)
+                log.info("index %s dropped: its embedder stopped", model)
+
+    # ---- the models ---------------------------------------------------------------------------------------
+    async def embedder(self, model: str) -> Embedder:
+        """The loaded model of an index (loading it once, however many callers wait)."""
+        if model in self.embedders:
+            return self.embedders[model]
+        index = self.state.indexes.get(model)
+        if index is None:
+            raise LookupError(f"no index {model}")
+        if model not in self.loading:
+            self.loading[model] = asyncio.create_task(asyncio.to_thread(self.load, index))
+        embedder = await asyncio.shield(self.loading[model])
+        self.embedders[model] = embedder
+        return embedder
+
+    async def active(self) -> Embedder:
+        """The model that embeds questions: the active index's, loaded."""
+        await self._until(lambda: self.state.active is not None)
+        assert self.state.active is not None
+        return await self.embedder(self.state.active)
+
+    # ---- one worker per index -----------------------------------------------------------------------------
+    async def _work(self, index: Index) -> None:
+        durable = index_durable(index.model)
+        while not self._stopping:
+            try:
+                embedder = await self.embedder(index.model)
+                await self._pull(durable, embedder, index.generation)
+            except asyncio.CancelledError:
+                raise
+            except NotFoundError:
+                log.warning("index %s: durable %s missing; run `ragbus streams declare`", index.model, durable.name)
+                await asyncio.sleep(5.0)
+            except Exception as exc:  # noqa: BLE001 - a worker never dies: a broken model or link is retried
+                log.error("index %s: %r; retrying in 5 s", index.model, exc)
+                self.loading.pop(index.model, None)
+                await asyncio.sleep(5.0)
+
+    async def _pull(self, durable: Durable, embedder: Embedder, generation: int) -> None:
+        assert self._nc is not None
+        sub = await self._nc.jetstream().pull_subscribe_bind(durable.name, stream=CHUNKS)
+        try:
+            while not self._stopping:
+                try:
+                    msgs = await sub.fetch(batch=self.fetch, timeout=5.0)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    await self._settle(JetStreamDelivery(msg), durable, embedder, generation)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _settle(self, msg: JetStreamDelivery, durable: Durable, embedder: Embedder, generation: int) -> None:
+        event = DocumentChunked.model_validate_json(msg.raw_message.data)
+
+        async def work() -> None:
+            async with keep_alive(msg):
+                vectors = await embedder.embed_async([c.text for c in event.chunks])
+            await self.publish(ChunksEmbedded.caused_by(
+                # the generation: the same batch embedded again for an index built anew is another event
+                event, event_id=f"chunks.embedded:{embedder.name}:{generation}:{event.upload_id}:{event.batch}",
+                doc_type=event.doc_type, model=embedder.name, dim=embedder.dim, fingerprint=embedder.fingerprint,
+                batch=event.batch, batch_count=event.batch_count, chunk_count=event.chunk_count,
+                embedded_texts=len({c.text for c in event.chunks}),
+                chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist())
+                        for c, v in zip(event.chunks, vectors, strict=True)],
+            ))
+
+        async def on_dead(reason: str) -> None:
+            if embedder.name == self.state.active:
+                await self.on_failed(event, reason)
+            else:  # the live index has the document; the gate will see the gap in this one
+                log.error("index %s could not embed %s batch %d: %s", embedder.name, event.name, event.batch, reason)
+
+        await settle(msg, durable, self.dead_letter, work, on_dead)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop fetching; the batch in hand is finished (its message settled) before the workers end."""
+        self._stopping = True
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        tasks = list(self.workers.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        self.workers.clear()

@@ -1,0 +1,296 @@
+"""Re-index by replay, on real servers and real models: a corpus indexed with all-MiniLM-L6-v2 moves to the
+256-d distilled model while questions, uploads and deletes go on; the gate, the comparison on logged
+questions, SIGKILLs mid-way, and a replay of every read model from zero.
+
+This module runs its own nats-server and PostgreSQL (it switches the active index, which the other tests'
+stack must not see); the llama.cpp server is the session's. The tests build on each other, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from projections.schema import vectors_table
+from projections.views import create_pool
+from ragbus.stack import ROOT, AgentStack, Servers
+from streams import subjects
+from streams.events import ChunksEmbedded, IndexCompared
+from streams.reading import read_events
+from streams.topology import CHUNKS, DEFAULT_EMBEDDING_MODEL, INDEXES, PARSER, index_durable
+from tests.conftest import upload, wait_for_status
+
+OLD = DEFAULT_EMBEDDING_MODEL
+NEW = "minilm-distilled-256"
+THIRD = "all-MiniLM-L6-v2-onnx-int8"
+CORPUS = Path(__file__).resolve().parent.parent / "quality" / "corpus"
+QUESTIONS = [
+    "what does the apache license say about patents",
+    "can I sell copies of GPL software",
+    "do I have to share my changes to an LGPL library",
+    "what happens if I break the MPL terms",
+    "is there any warranty",
+    "what is a derivative work",
+]
+
+
+@pytest.fixture(scope="module")
+async def rstack(llama, models_dir, tmp_path_factory) -> AsyncIterator[AgentStack]:
+    work = tmp_path_factory.mktemp("reindex")
+    servers = await Servers.start(work)
+    stack = AgentStack.for_servers(
+        servers, work / "logs", RAGBUS_LLM_URL=llama.url, RAGBUS_LLM_MODEL=llama.model,
+        RAGBUS_LLM_TOKENIZER=str(llama.model_path), RAGBUS_MAX_ANSWER_TOKENS="48", RAGBUS_MODELS_DIR=str(models_dir),
+        RAGBUS_LOG_LEVEL="INFO")
+    for name in ("projector", "parser", "embedder", "generator", "gateway"):
+        stack.start(name)
+    try:
+        await stack.wait_ready({PARSER: 1, index_durable(OLD): 1})
+        yield stack
+    finally:
+        stack.stop_all()
+        servers.stop()
+        if os.environ.get("RAGBUS_KEEP_LOGS"):
+            import shutil
+
+            shutil.copytree(work / "logs", Path(os.environ["RAGBUS_KEEP_LOGS"]) / "reindex", dirs_exist_ok=True)
+
+
+@pytest.fixture
+async def rclient(rstack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=rstack.url, timeout=60.0) as c:
+        yield c
+
+
+@pytest.fixture
+async def rpool(rstack):
+    pool = await create_pool(rstack.env["RAGBUS_DATABASE_URL"])
+    yield pool
+    await pool.close()
+
+
+async def cli(stack: AgentStack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real command, in a thread: the test's other clients go on meanwhile."""
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "ragbus.cli", *args],
+                          env={**os.environ, **stack.env, "COLUMNS": "160"}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+async def chunk_ids(pool, model: str | None = None) -> set[str]:
+    table = vectors_table(model) if model else "chunks"
+    return {r["chunk_id"] for r in await pool.fetch(f"SELECT chunk_id FROM {table}")}
+
+
+async def until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout:.0f} s")
+        await asyncio.sleep(0.25)
+
+
+async def search(client: httpx.AsyncClient, query: str) -> dict:
+    response = await client.post("/search", json={"query": query, "top_k": 5})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def ask(stack: AgentStack, question: str) -> dict:
+    async with ws_connect(stack.url.replace("http", "ws", 1) + "/ws/chat") as ws:
+        await ws.send(json.dumps({"type": "ask", "question": question}))
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] in ("done", "error"):
+                return frame
+    raise AssertionError("the socket closed without an answer")
+
+
+async def answered_by(client: httpx.AsyncClient, model: str, timeout: float = 15.0) -> None:
+    """The embedder follows index.activated from the log: a moment after the command, queries use it."""
+    async def switched() -> bool:
+        return (await search(client, QUESTIONS[0]))["embedding_model"] == model
+    await until(switched, timeout, f"queries answered from {model}")
+
+
+async def test_reindex_to_the_256d_model_while_questions_uploads_and_deletes_go_on(rstack, rclient, rpool):
+    docs = {p.name: await upload(rclient, p.name, p.read_bytes()) for p in sorted(CORPUS.iterdir())}
+    for body in docs.values():
+        assert (await wait_for_status(rclient, body["doc_id"]))["status"] == "indexed"
+    searches: list[dict] = []
+    stop = asyncio.Event()
+
+    async def keep_asking() -> None:  # one question a second, all through the re-index
+        i = 0
+        while not stop.is_set():
+            response = await rclient.post("/search", json={"query": QUESTIONS[i % len(QUESTIONS)], "top_k": 5})
+            searches.append({"status": response.status_code, **(response.json() if response.status_code == 200
+                                                                  else {"error": response.text})})
+            i += 1
+            await asyncio.sleep(1.0)
+
+    asker = asyncio.create_task(keep_asking())
+    started = await cli(rstack, "reindex", "--model", NEW, "--no-wait")
+    assert started.returncode == 0, started.stderr
+    # Meanwhile another user uploads and deletes: both indexes must end with exactly the live chunks.
+    added = [await upload(rclient, f"note-{i}.md", f"# Note {i}\n\nField notes number {i}: the river froze early "
+                          f"and the ferry stopped on day {i}.\n".encode() * 8) for i in range(3)]
+    for name in ("BSD.txt", "CC0-1.0.txt"):
+        assert (await rclient.delete(f"/documents/{docs[name]['doc_id']}")).status_code == 202
+    followed = await cli(rstack, "reindex", "--model", NEW, "--timeout", "400")  # follows until complete
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    for body in added:
+        assert (await wait_for_status(rclient, body["doc_id"]))["status"] == "indexed"
+    await asyncio.sleep(3)
+    stop.set()
+    await asyncio.wait_for(asker, 30)
+
+    async def both_exact() -> bool:
+        live = await chunk_ids(rpool)
+        return bool(live) and await chunk_ids(rpool, OLD) == live == await chunk_ids(rpool, NEW)
+    await until(both_exact, 60, "both indexes holding exactly the live chunks")
+    deleted = [docs["BSD.txt"]["doc_id"], docs["CC0-1.0.txt"]["doc_id"]]
+    gone = {r["chunk_id"] for r in await rpool.fetch("SELECT chunk_id FROM chunks WHERE doc_id = ANY($1)", deleted)}
+    assert not gone  # deleted during the re-index, and not resurrected by the replay into the new index
+    assert len(searches) >= 5 and all(s["status"] == 200 for s in searches), [s for s in searches if s["status"] != 200]
+    assert {s["embedding_model"] for s in searches} == {OLD}  # every answer from the complete, active index
+    assert all(s["passages"] for s in searches)
+
+    switched = await cli(rstack, "reindex", "--activate", NEW)
+    assert switched.returncode == 0, switched.stdout + switched.stderr
+    await answered_by(rclient, NEW)
+    done = await ask(rstack, "Can I charge money for distributing GPL software?")
+    assert done["type"] == "done" and done["embedding_model"] == NEW and done["citations"], done
+    cited = {c["doc_id"] for c in done["citations"]}
+    assert cited <= {b["doc_id"] for b in [*docs.values(), *added]}
+    assert (await rclient.post(f"/answers/{done['query_id']}/rating", json={"rating": "up"})).status_code == 202
+
+    rolled = await cli(rstack, "reindex", "--rollback")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    await answered_by(rclient, OLD)
+    again = await cli(rstack, "reindex", "--activate", NEW)
+    assert again.returncode == 0, again.stdout + again.stderr
+    await answered_by(rclient, NEW)
+    listed = (await rclient.get("/indexes")).json()
+    assert listed["active"] == NEW
+    assert {i["model"]: i["state"] for i in listed["indexes"]} == {OLD: "standby", NEW: "active"}
+
+
+async def test_the_gate_refuses_an_incomplete_index_and_compare_reports_on_logged_questions(rstack, rclient, rpool):
+    for question in QUESTIONS[:4]:  # answered and rated: the log then knows good passages for these
+        done = await ask(rstack, question)
+        assert done["type"] == "done", done
+        assert (await rclient.post(f"/answers/{done['query_id']}/rating", json={"rating": "up"})).status_code == 202
+    rstack.kill("embedder", signal.SIGTERM)  # nothing embeds for the new index until it is back
+    try:
+        assert (await cli(rstack, "reindex", "--model", THIRD, "--no-wait")).returncode == 0
+        refused = await cli(rstack, "reindex", "--activate", THIRD)
+        assert refused.returncode == 1 and "incomplete" in refused.stderr, refused.stderr
+        response = await rclient.post(f"/admin/indexes/{THIRD}/activate")
+        assert response.status_code == 409 and "incomplete" in response.json()["detail"]
+    finally:
+        rstack.start("embedder")
+    assert (await search(rclient, QUESTIONS[1]))["embedding_model"] == NEW  # nothing switched
+    assert (await cli(rstack, "reindex", "--model", THIRD, "--timeout", "400")).returncode == 0
+
+    compared = await cli(rstack, "reindex", "--compare", THIRD)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "hit rate on judged" in compared.stdout and "overlap" in compared.stdout
+    js_events = [e async for _s, e in _index_events(rstack) if isinstance(e, IndexCompared)]
+    figures = js_events[-1].figures
+    assert js_events[-1].baseline == NEW and js_events[-1].questions >= len(QUESTIONS)
+    assert figures[NEW]["judged"] >= 4 and 0.0 <= figures[THIRD]["overlap"] <= 1.0
+    assert figures[NEW]["hit_rate"] > 0  # the passages it cited itself, for questions rated up
+    forced = await rclient.post(f"/admin/indexes/{THIRD}/activate")  # complete now: the gate lets it through
+    assert forced.status_code == 200 and forced.json()["passed"], forced.text
+    await answered_by(rclient, THIRD)
+    back = await rclient.post("/admin/indexes/rollback")
+    assert back.status_code == 200 and back.json()["model"] == NEW
+    await answered_by(rclient, NEW)
+
+
+async def test_sigkill_of_the_reindexing_embedder_and_the_projector_mid_way_resumes_exactly(rstack, rclient, rpool):
+    for model in (OLD, THIRD):
+        assert (await cli(rstack, "reindex", "--drop", model)).returncode == 0
+    refused = await cli(rstack, "reindex", "--drop", NEW)
+    assert refused.returncode == 1 and "active" in refused.stderr
+    more = [await upload(rclient, f"survey-{i:02d}.txt", "\n\n".join(
+        f"Survey {i}, section {s}: the lighthouse keeper logged {s * 7 + i} ships and a storm from the "
+        f"{['north', 'east', 'south', 'west'][s % 4]} that lasted {s + 2} days." for s in range(40)).encode())
+        for i in range(12)]
+    for body in more:
+        assert (await wait_for_status(rclient, body["doc_id"]))["status"] == "indexed"
+    live = await chunk_ids(rpool)
+    assert (await cli(rstack, "reindex", "--model", THIRD, "--no-wait")).returncode == 0
+
+    async def partway() -> bool:
+        try:
+            return 0 < len(await chunk_ids(rpool, THIRD)) < len(live) // 2
+        except Exception:  # noqa: BLE001 - the table appears with the first vectors
+            return False
+    await until(partway, 300, f"{THIRD} part-way")
+    rstack.kill("embedder")
+    rstack.kill("projector")
+    landed = len(await chunk_ids(rpool, THIRD))
+    rstack.start("projector")
+    rstack.start("embedder")
+    assert (await cli(rstack, "reindex", "--model", THIRD, "--timeout", "400")).returncode == 0
+    assert landed < len(live)
+
+    async def exact() -> bool:
+        return await chunk_ids(rpool, THIRD) == live
+    await until(exact, 60, f"{THIRD} holding exactly the live chunks")
+    assert await rpool.fetchval(f"SELECT count(*) FROM {vectors_table(THIRD)}") == len(live)
+    nc_events = [e async for _s, e in _chunk_events(rstack, THIRD)]
+    ids = [e.event_id for e in nc_events]
+    assert len(ids) == len(set(ids))  # a batch redelivered after the kill was not stored twice
+
+
+async def test_replaying_every_read_model_from_zero_ends_on_the_same_active_index_and_rows(rstack, rpool):
+    async def snapshot() -> dict:
+        active = await rpool.fetchval("SELECT model FROM embedding_indexes WHERE state = 'active'")
+        rows = {m: [tuple(r) for r in await rpool.fetch(
+            f"SELECT chunk_id, upload_id, embedding::text FROM {vectors_table(m)} ORDER BY chunk_id")]
+            for m in (NEW, THIRD)}
+        states = dict(await rpool.fetch("SELECT model, state FROM embedding_indexes ORDER BY model"))
+        return {"active": active, "rows": rows, "states": states}
+
+    before = await snapshot()
+    assert before["active"] == NEW and all(before["rows"].values())
+    replayed = await cli(rstack, "replay")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    after = await snapshot()
+    assert after == before
+
+
+async def _index_events(stack: AgentStack):
+    import nats
+
+    nc = await nats.connect(stack.env["RAGBUS_NATS_URL"])
+    try:
+        async for seq, event in read_events(nc.jetstream(), INDEXES, ["index.>"]):
+            yield seq, event
+    finally:
+        await nc.close()
+
+
+async def _chunk_events(stack: AgentStack, model: str):
+    import nats
+
+    nc = await nats.connect(stack.env["RAGBUS_NATS_URL"])
+    try:
+        subject = subjects.subject(ChunksEmbedded.SUBJECT, model) + ".*"
+        async for seq, event in read_events(nc.jetstream(), CHUNKS, [subject]):
+            yield seq, event
+    finally:
+        await nc.close()
