@@ -80,23 +80,38 @@ def _filters(filters: dict[str, Any], first_arg: int) -> tuple[str, str, list[An
     return join, " AND ".join(clauses), args
 
 
-def fuse(rows: list[dict[str, Any]], top_k: int, cfg: RetrievalConfig, threshold: float) -> list[dict[str, Any]]:
-    """Keep rows at or above the threshold, rank by RRF, drop near-duplicates, number 1..top_k."""
+def fuse(rows: list[dict[str, Any]], top_k: int, cfg: RetrievalConfig, threshold: float,
+         trace: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Keep rows at or above the threshold, rank by RRF, drop near-duplicates, number 1..top_k. With `trace`,
+    every candidate's ranks, scores and what became of it are appended there (POST /search with debug)."""
     for row in rows:
         row["fused"] = sum(1.0 / (cfg.rrf_k + row[r]) for r in ("dense_rank", "keyword_rank") if row[r])
-    kept = sorted((r for r in rows if r["dense"] >= threshold), key=lambda r: r["fused"], reverse=True)
+    ordered = sorted(rows, key=lambda r: r["fused"], reverse=True)
+    outcome: dict[str, str] = {}
     chosen: list[dict[str, Any]] = []
     vectors: list[np.ndarray] = []
-    for row in kept:
+    for row in ordered:
+        if row["dense"] < threshold:
+            outcome[row["chunk_id"]] = f"below the similarity threshold {threshold:g}"
+            continue
+        if len(chosen) == top_k:
+            outcome[row["chunk_id"]] = f"beyond top_k {top_k}"
+            continue
         vector = np.asarray(row["embedding"].to_numpy() if hasattr(row["embedding"], "to_numpy")
                             else row["embedding"], dtype=np.float32)
         vector /= np.linalg.norm(vector) or 1.0
-        if any(float(vector @ v) >= cfg.duplicate_similarity for v in vectors):
+        twin = next((i for i, v in enumerate(vectors) if float(vector @ v) >= cfg.duplicate_similarity), None)
+        if twin is not None:
+            outcome[row["chunk_id"]] = f"near-duplicate of passage {twin + 1}"
             continue
         chosen.append(row)
         vectors.append(vector)
-        if len(chosen) == top_k:
-            break
+        outcome[row["chunk_id"]] = f"passage {len(chosen)}"
+    if trace is not None:
+        trace.extend({"chunk_id": r["chunk_id"], "name": r["name"], "dense_rank": r["dense_rank"],
+                      "keyword_rank": r["keyword_rank"], "fused_rank": i, "dense": round(float(r["dense"]), 4),
+                      "keyword": round(float(r["keyword"]), 4), "fused": round(float(r["fused"]), 5),
+                      "outcome": outcome[r["chunk_id"]]} for i, r in enumerate(ordered, start=1))
     return [
         {
             "n": n, "chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "name": r["name"], "page": r["page"],
@@ -114,8 +129,10 @@ class HybridSearch:
         self.config = config or RetrievalConfig()
 
     async def search(self, embedding: np.ndarray, query: str, top_k: int, filters: dict[str, Any] | None = None,
-                     threshold: float | None = None, *, model: str) -> list[dict[str, Any]]:
-        """The `top_k` passages for a question embedded by `model`, from that model's index."""
+                     threshold: float | None = None, *, model: str,
+                     trace: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The `top_k` passages for a question embedded by `model`, from that model's index (`trace`: see
+        `fuse`)."""
         cfg = self.config
         join, where, extra = _filters(filters or {}, first_arg=4)
         filtered = where != "TRUE"
@@ -132,4 +149,4 @@ class HybridSearch:
         except asyncpg.UndefinedTableError:  # the index has no vectors yet (nothing uploaded so far)
             return []
         threshold = cfg.min_similarity if threshold is None else threshold
-        return fuse([dict(r) for r in rows], top_k, cfg, threshold)
+        return fuse([dict(r) for r in rows], top_k, cfg, threshold, trace)

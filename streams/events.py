@@ -217,6 +217,7 @@ class QueryAsked(QueryEvent):
     session_id: str | None = None
     history: list[Turn] = Field(default_factory=list)  # earlier turns of the session, oldest first, bounded
     generate: bool = True  # False: retrieval only (POST /search), no answer is generated
+    debug: bool = False  # context.built then lists every candidate with its rank at each stage
 
 
 class QueryCancelled(QueryEvent):
@@ -278,6 +279,8 @@ class ContextBuilt(QueryEvent):
     passages: list[Passage]
     embedding_model: str  # the index the passages come from
     timings: dict[str, float] = Field(default_factory=dict)  # condense_ms, embed_ms, search_ms
+    # with debug: every candidate (chunk_id, name, dense/keyword/fused rank and score, what became of it)
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class AnswerTokenGenerated(QueryEvent):

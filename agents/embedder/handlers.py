@@ -103,11 +103,14 @@ async def retrieve(asked: QueryAsked, query: str, timings: dict[str, float], ind
     vector = (await model.embed_async([query]))[0]
     embedded = time.perf_counter()
     top_k = max(1, min(asked.top_k or settings.default_top_k, settings.max_top_k))
-    passages = await search.search(vector, query, top_k, asked.filters, asked.threshold, model=model.name)
+    trace: list[dict] | None = [] if asked.debug else None
+    passages = await search.search(vector, query, top_k, asked.filters, asked.threshold, model=model.name,
+                                   trace=trace)
     searched = time.perf_counter()
     await publish_context(ContextBuilt.caused_by(
         asked, event_id=f"context.built:{asked.query_id}",
         standalone_question=query if query != asked.question else None, history=asked.history,
         generate=asked.generate, passages=[Passage(**p) for p in passages], embedding_model=model.name,
+        candidates=trace or [],
         timings={**timings, "embed_ms": (embedded - started) * 1000, "search_ms": (searched - embedded) * 1000},
     ))

@@ -23,6 +23,8 @@ class SearchRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=50)
     filters: Filters = Field(default_factory=Filters)
     threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    debug: bool = Field(False, description="also list every candidate with its rank at each stage (dense, "
+                        "keyword, fused) and what became of it (passage n, below threshold, near-duplicate, ...)")
 
 
 class PassageOut(BaseModel):
@@ -42,6 +44,7 @@ class SearchResponse(BaseModel):
     passages: list[PassageOut]
     timings: dict[str, float]
     embedding_model: str | None = Field(None, description="the embedding index that answered")
+    candidates: list[dict[str, Any]] | None = Field(None, description="with debug: every candidate")
 
 
 @router.post("/search", response_model=SearchResponse, tags=["search"],
@@ -55,6 +58,7 @@ async def search(body: SearchRequest, bus: BusDep, settings: SettingsDep) -> Sea
             event_id=f"query.asked:{query_id}", query_id=query_id,
             question=body.query.strip(), top_k=body.top_k or settings.default_top_k,
             filters=body.filters.model_dump(exclude_defaults=True), threshold=body.threshold, generate=False,
+            debug=body.debug,
         ))
         try:
             event = await asyncio.wait_for(queue.get(), settings.search_timeout)
@@ -65,7 +69,8 @@ async def search(body: SearchRequest, bus: BusDep, settings: SettingsDep) -> Sea
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, event["message"])
     timings = {**event["timings"], "total_ms": (time.perf_counter() - started) * 1000}
     return SearchResponse(query_id=query_id, passages=event["passages"], timings=timings,
-                          embedding_model=event.get("embedding_model"))
+                          embedding_model=event.get("embedding_model"),
+                          candidates=event.get("candidates") if body.debug else None)
 
 
 class Turn(BaseModel):

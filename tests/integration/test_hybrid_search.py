@@ -80,6 +80,21 @@ async def test_near_duplicate_passages_are_removed(pool, corpus):
     assert len([h for h in both if h["doc_id"] == "hs-a"]) == 2
 
 
+async def test_the_debug_trace_says_where_every_candidate_ranked_and_what_became_of_it(pool, corpus):
+    trace: list[dict] = []
+    hits = await HybridSearch(pool).search(corpus, "prime the pump serial number", top_k=3, model=MODEL,
+                                           threshold=0.5, trace=trace)
+    by_chunk = {t["chunk_id"]: t for t in trace}
+    assert set(by_chunk) == {"hs-a-0", "hs-a-1", "hs-b-0", "hs-c-0", "hs-d-0"}  # every candidate of both halves
+    assert [by_chunk[h["chunk_id"]]["outcome"] for h in hits] == [f"passage {n}" for n in range(1, len(hits) + 1)]
+    assert by_chunk["hs-d-0"]["outcome"] == "below the similarity threshold 0.5"  # the unrelated soup
+    twins = [by_chunk[c]["outcome"] for c in ("hs-a-0", "hs-a-1")]
+    assert any(o.startswith("near-duplicate of passage") for o in twins)
+    assert [t["fused_rank"] for t in trace] == list(range(1, len(trace) + 1))
+    assert all(t["dense_rank"] or t["keyword_rank"] for t in trace)
+    assert by_chunk["hs-c-0"]["keyword_rank"] == 1  # the only passage with the question's words
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
