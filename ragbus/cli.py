@@ -56,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="run one agent in the foreground (what each k3s pod runs)")
     agent.add_argument("name", choices=AGENTS)
 
-    ingest = sub.add_parser("ingest", help="upload files or folders through the gateway, with progress")
+    ingest = sub.add_parser("ingest", help="upload files or folders through the gateway, with progress",
+                            description="Uploads files, and the files of folders (recursively, hidden ones skipped), "
+                            "then waits until each is indexed. A file given by itself is named after itself; a "
+                            "folder's files by their path below it (docs/ holding faq/index.html and "
+                            "howto/index.html gives two documents with those names). Uploading another file under "
+                            "a name that exists makes it that document's next version. Exits 1 if anything did "
+                            "not end indexed (failed, refused, replaced by another file of the same name, or "
+                            "still working at --timeout).")
     ingest.add_argument("paths", nargs="+", help="files or folders (folders are walked recursively)")
     ingest.add_argument("--no-wait", action="store_true", help="do not wait for documents to be indexed")
     ingest.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for indexing")

@@ -17,12 +17,13 @@ from rich.table import Table
 from ragbus.settings import ClientSettings
 
 console = Console(stderr=True)
-FINAL = ("indexed", "failed")
+FINAL = ("indexed", "failed", "superseded", "deleted")  # nothing more will happen to these
 
 
 @dataclass
 class Outcome:
     path: Path
+    name: str = ""  # the document's name: its path relative to the folder it was found in
     doc_id: str | None = None
     status: str = "pending"
     duplicate: bool = False
@@ -33,25 +34,29 @@ def gateway_url() -> str:
     return ClientSettings().gateway_url.rstrip("/")
 
 
-def collect(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
+def collect(paths: list[str]) -> list[tuple[Path, str]]:
+    """(file, document name) pairs: a file given by itself is named after itself; the files of a folder by
+    their path below that folder (faq/index.html and howto/index.html are two documents, not two versions
+    of one)."""
+    files: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+            files.extend((p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*"))
+                         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
         elif path.is_file():
-            files.append(path)
+            files.append((path, path.name))
         else:
             console.print(f"[yellow]skipping {raw}: not a file or folder[/yellow]")
     return files
 
 
-async def upload(client: httpx.AsyncClient, path: Path, strategy: str | None) -> Outcome:
-    outcome = Outcome(path)
+async def upload(client: httpx.AsyncClient, path: Path, name: str, strategy: str | None) -> Outcome:
+    outcome = Outcome(path, name)
     params = {"chunk_strategy": strategy} if strategy else None
     try:
         with path.open("rb") as fh:
-            response = await client.post("/documents", files={"file": (path.name, fh)}, params=params)
+            response = await client.post("/documents", files={"file": (name, fh)}, params=params)
     except httpx.HTTPError as exc:
         outcome.status, outcome.detail = "failed", f"upload error: {exc}"
         return outcome
@@ -79,6 +84,8 @@ async def wait_indexed(client: httpx.AsyncClient, outcomes: list[Outcome], timeo
             if response.status_code == 200:
                 doc = response.json()
                 o.status, o.detail = doc["status"], doc.get("error") or f"{doc['chunks']} chunks"
+                if o.status == "superseded":
+                    o.detail = "replaced by a later upload under the same name (its chunks left the index)"
                 if o.status in FINAL:
                     waiting.remove(o)
                     progress.advance(task)
@@ -96,13 +103,13 @@ async def ingest(args: argparse.Namespace) -> list[Outcome]:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("uploading", total=len(files))
 
-            async def one(path: Path) -> Outcome:
+            async def one(path: Path, name: str) -> Outcome:
                 async with limits:
-                    outcome = await upload(client, path, args.chunk_strategy)
+                    outcome = await upload(client, path, name, args.chunk_strategy)
                 progress.advance(task)
                 return outcome
 
-            outcomes = await asyncio.gather(*(one(p) for p in files))
+            outcomes = await asyncio.gather(*(one(p, n) for p, n in files))
             if not args.no_wait:
                 await wait_indexed(client, outcomes, args.timeout, progress)
     return outcomes
@@ -110,13 +117,13 @@ async def ingest(args: argparse.Namespace) -> list[Outcome]:
 
 def summary(outcomes: list[Outcome]) -> Table:
     table = Table(title="ingest summary")
-    for col in ("file", "doc_id", "status", "detail"):
+    for col in ("file", "named", "doc_id", "status", "detail"):
         table.add_column(col)
     colors = {"indexed": "green", "failed": "red", "refused": "red"}
     for o in outcomes:
         status = o.status + (" (duplicate)" if o.duplicate else "")
         color = colors.get(o.status, "yellow")
-        table.add_row(str(o.path), o.doc_id or "-", f"[{color}]{status}[/{color}]", o.detail)
+        table.add_row(str(o.path), o.name, o.doc_id or "-", f"[{color}]{status}[/{color}]", o.detail)
     return table
 
 
@@ -127,8 +134,8 @@ def run_ingest(args: argparse.Namespace) -> int:
         console.print(f"[red]cannot reach the gateway at {gateway_url()}: is `ragbus up` running?[/red]")
         return 2
     console.print(summary(outcomes))
-    bad = [o for o in outcomes if o.status in ("failed", "refused")]
-    unfinished = [o for o in outcomes if o.status not in ("failed", "refused", "indexed") and not args.no_wait]
+    bad = [o for o in outcomes if o.status in ("failed", "refused", "superseded", "deleted")]
+    unfinished = [o for o in outcomes if o.status not in ("indexed", *FINAL, "refused") and not args.no_wait]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("indexed", "failed", "refused")}
     console.print(f"{len(outcomes)} files: {counts['indexed']} indexed, "
                   f"{sum(o.duplicate for o in outcomes)} duplicate, {counts['failed']} failed, "

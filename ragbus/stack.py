@@ -99,8 +99,10 @@ class AgentStack:
 
     @classmethod
     def for_servers(cls, servers: Servers, log_dir: Path, **env: str) -> AgentStack:
+        """Rate limits are off unless `env` sets them: tests and benchmarks ask from one address, fast."""
         port = free_port()
-        return cls({**servers.env(), "RAGBUS_PORT": str(port), "RAGBUS_HOST": "127.0.0.1", **env}, log_dir, port)
+        return cls({**servers.env(), "RAGBUS_PORT": str(port), "RAGBUS_HOST": "127.0.0.1",
+                    "RAGBUS_QUESTIONS_PER_MINUTE": "0", "RAGBUS_UPLOADS_PER_MINUTE": "0", **env}, log_dir, port)
 
     @property
     def url(self) -> str:

@@ -34,11 +34,11 @@ def _replicas(name: str, count: int, env: dict[str, str]) -> list[Child]:
 
 
 async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
-    from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
+    from ragbus.servers import EmbeddedPostgres, LlamaServer, ManagedServer, NatsServer
 
     data = Path(args.data_dir).expanduser().resolve()
     data.mkdir(parents=True, exist_ok=True)
-    servers: list[object] = []
+    servers: list[ManagedServer] = []
     env: dict[str, str] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,11 +94,11 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
         children.append(_agent("gateway", env))
         if not stop.is_set():
             log.info("ragbus is starting: open http://%s:%d (Ctrl-C stops everything)", args.host, args.port)
-            await Supervisor(children).run(stop)
+            await Supervisor(children, servers).run(stop)
     finally:
         for server in reversed(servers):
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(server.stop)  # type: ignore[attr-defined]
+                await asyncio.to_thread(server.stop)
         log.info("ragbus stopped; data kept in %s", data)
 
 

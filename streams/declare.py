@@ -101,8 +101,14 @@ async def declare_index(js: JetStreamContext, model: str, start_seq: int = 0) ->
     is (its position is the re-index's progress)."""
     durable = index_durable(model)
     try:
-        await js.consumer_info(durable.stream, durable.name)
-        line = f"consumer {durable.stream}/{durable.name}: ensured"
+        existing = (await js.consumer_info(durable.stream, durable.name)).config
+        if (existing.ack_wait, existing.max_deliver) != (durable.ack_wait, durable.max_deliver):
+            # settings JetStream lets change; where it starts from (its deliver policy) stays as created
+            existing.ack_wait, existing.max_deliver = durable.ack_wait, durable.max_deliver
+            await js.add_consumer(durable.stream, existing)
+            line = f"consumer {durable.stream}/{durable.name}: updated"
+        else:
+            line = f"consumer {durable.stream}/{durable.name}: ensured"
     except NotFoundError:
         config = durable.config()
         if start_seq > 1:

@@ -13,8 +13,8 @@ The rule is the same for every worker:
   the same as poison. Nothing is retried forever; nothing is dropped silently;
 - a worker that died on the message every time never settles it: JetStream's max-deliveries advisory
   reaches the same agent through `<durable>-advisories`, and `on_failure` reports it all the same.
-Long work keeps the message alive with `async with keep_alive(msg):` (in_progress), so ack_wait bounds the
-silence of a dead worker, not the length of the work.
+While the handler works, `settle` tells JetStream so (in_progress, every third of the durable's ack_wait):
+ack_wait bounds the silence of a dead worker, not the length of the work, and can be short.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ async def settle(msg: Any, durable: Durable, dead_letter: Publish, work: Callabl
     """Run `work` for one message and settle it by the rule above."""
     deliveries = _meta(msg).num_delivered
     try:
-        await work()
+        async with keep_alive(msg, every=durable.ack_wait / 3):  # a live worker's message is never redelivered
+            await work()
     except PoisonMessage as exc:
         await _dead_letter(msg, durable, dead_letter, exc.reason, on_dead)
         return

@@ -174,9 +174,13 @@ class Durable:
         )
 
 
+# ack_wait bounds how long the work of a worker that died stays unseen: every worker sends in_progress every
+# third of it while it works (streams.delivery.settle), so it can be short whatever the work's length.
+WORK_ACK_WAIT = 15.0
+
 PARSER = Durable(
     DOCUMENTS, "parser", subjects.wildcard(DocumentUploaded.SUBJECT),
-    ack_wait=2 * MINUTE, max_deliver=4,
+    ack_wait=WORK_ACK_WAIT, max_deliver=4,
 )
 
 def index_slug(model: str) -> str:
@@ -189,7 +193,7 @@ def index_durable(model: str) -> Durable:
     """The embedders of one index share this durable over every chunks.ready, from the first one on: a new
     index replays the whole log through it, and keeps up with new uploads the same way."""
     return Durable(CHUNKS, f"embed-{index_slug(model)}", subjects.wildcard(DocumentChunked.SUBJECT),
-                   ack_wait=2 * MINUTE, max_deliver=5)
+                   ack_wait=WORK_ACK_WAIT, max_deliver=5)
 
 
 # Before indexes had a durable each, one durable embedded for the only model; `declare` moves its position
@@ -197,22 +201,20 @@ def index_durable(model: str) -> Durable:
 LEGACY_EMBEDDER_CHUNKS = "embedder-chunks"
 EMBEDDER_QUERIES = Durable(
     QUERIES, "embedder-queries", subjects.wildcard(QueryAsked.SUBJECT),
-    ack_wait=30.0, max_deliver=3,
+    ack_wait=WORK_ACK_WAIT, max_deliver=3,
 )
 EMBEDDER_FOLLOWUPS = Durable(
     QUERIES, "embedder-followups", subjects.wildcard(QueryCondensed.SUBJECT),
-    ack_wait=30.0, max_deliver=3,
+    ack_wait=WORK_ACK_WAIT, max_deliver=3,
 )
 # Follow-up questions (with history) are rewritten by the generator agent, which owns the LLM.
 CONDENSER = Durable(
     QUERIES, "condenser", subjects.wildcard(QueryAsked.SUBJECT),
-    ack_wait=30.0, max_deliver=3, max_ack_pending=64,
+    ack_wait=WORK_ACK_WAIT, max_deliver=3, max_ack_pending=64,
 )
-# Generators send in_progress while they stream, so ack_wait bounds the silence of a dead generator, not
-# the length of an answer.
 GENERATOR = Durable(
     QUERIES, "generator", subjects.wildcard(ContextBuilt.SUBJECT),
-    ack_wait=30.0, max_deliver=3, max_ack_pending=64,
+    ack_wait=WORK_ACK_WAIT, max_deliver=3, max_ack_pending=64,
 )
 
 

@@ -17,7 +17,7 @@ from nats.js.errors import NotFoundError
 
 from agents.embedder.service import Embedder
 from streams import subjects
-from streams.delivery import JetStreamDelivery, keep_alive, settle
+from streams.delivery import JetStreamDelivery, settle
 from streams.events import ChunksEmbedded, DeadLettered, DocumentChunked, EmbeddedChunk, decode_event
 from streams.indexes import Index, IndexState
 from streams.topology import CHUNKS, INDEX, INDEXES, Durable, index_durable
@@ -149,8 +149,7 @@ class IndexRegistry:
         event = DocumentChunked.model_validate_json(msg.raw_message.data)
 
         async def work() -> None:
-            async with keep_alive(msg):
-                vectors = await embedder.embed_async([c.text for c in event.chunks])
+            vectors = await embedder.embed_async([c.text for c in event.chunks])
             await self.publish(ChunksEmbedded.caused_by(
                 # the generation: the same batch embedded again for an index built anew is another event
                 event, event_id=f"chunks.embedded:{embedder.name}:{generation}:{event.upload_id}:{event.batch}",

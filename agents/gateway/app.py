@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.gateway import chat, conversations, documents, indexes, progress
+from agents.gateway import chat, conversations, documents, indexes, progress, websocket
+from agents.gateway.admission import Admission
 from agents.gateway.bus import Bus
+from agents.gateway.health import Health
 from agents.gateway.limits import UploadSizeLimit
 from agents.gateway.settings import GatewaySettings
 from projections.views import AnswerView, DocumentView, IndexView, create_pool
@@ -54,10 +55,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.documents = DocumentView(pool)
         app.state.answers = AnswerView(pool)
         app.state.indexes = IndexView(pool)
+        app.state.admission = Admission(settings.questions_per_minute, settings.uploads_per_minute,
+                                        settings.max_questions_in_flight, settings.ask_timeout,
+                                        settings.abandon_grace)
+        app.state.health = Health(lambda: bus.nc.is_connected, pool, settings.llm_url)
+        app.state.health.start()
         log.info("gateway ready on http://%s:%d", settings.host, settings.port)
         try:
             yield
         finally:
+            await app.state.health.stop()
             await bus.close()
             await pool.close()
 
@@ -72,6 +79,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(progress.router)  # before documents: /documents/events is not a doc_id
     app.include_router(documents.router)
     app.include_router(chat.router)
+    app.include_router(websocket.router)
     app.include_router(conversations.router)
     app.include_router(indexes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -92,21 +100,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: NATS connected and PostgreSQL answering")
+    @app.get("/readyz", tags=["ops"], summary="Readiness: NATS connected, PostgreSQL answering, the LLM server up",
+             responses={503: {"description": "a dependency is down (which one is in the body)"}})
     async def readyz(request: Request) -> JSONResponse:
-        state = request.app.state
-        checks = {"nats": state.bus.nc.is_connected}
-        try:
-            started = time.perf_counter()
-            await state.pool.fetchval("SELECT 1")
-            checks["postgres"] = True
-            checks["postgres_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
-            checks["postgres"] = False
-        ready = bool(checks["nats"] and checks["postgres"])
+        checks = await request.app.state.health.check()
+        ready = all(v is not False for k, v in checks.items() if k in ("nats", "postgres", "llm"))
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                              "description": "the Prometheus text exposition format"}})
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

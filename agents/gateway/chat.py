@@ -15,10 +15,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, HTTPException, Request, status
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
+from agents.gateway.admission import Admission, Busy
 from agents.gateway.bus import Bus
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from agents.gateway.settings import GatewaySettings
@@ -43,7 +44,8 @@ class AskRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=4000)
     top_k: int | None = Field(None, ge=1, le=50)
     filters: Filters = Field(default_factory=Filters)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="minimum cosine similarity of passages")
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False,
+                                    description="minimum cosine similarity of passages")
     session_id: str | None = Field(None, max_length=200, description="conversation id: earlier turns are used")
 
 
@@ -93,9 +95,10 @@ async def history_for(answers: AnswerView, session_id: str | None, turns: int) -
     return [Turn(question=r["question"], answer=(r["answer"] or "")[:1000]) for r in rows if r["status"] == "done"]
 
 
-async def relay(queue: asyncio.Queue[dict[str, Any]], query_id: str, next_seq: int, deadline: float,
+async def relay(bus: Bus, queue: asyncio.Queue[dict[str, Any]], query_id: str, next_seq: int, deadline: float,
                 started: float) -> AsyncIterator[dict[str, Any]]:
-    """Token frames from `next_seq` on (earlier or repeated ones are dropped), then done or error."""
+    """Token frames from `next_seq` on (earlier or repeated ones are dropped; a gap, e.g. tokens published
+    while this gateway's connection to NATS was down, is filled from the TOKENS stream), then done or error."""
     while True:
         try:
             event = await asyncio.wait_for(queue.get(), timeout=max(deadline - time.perf_counter(), 0.01))
@@ -107,6 +110,11 @@ async def relay(queue: asyncio.Queue[dict[str, Any]], query_id: str, next_seq: i
         if kind == "answer.token":
             if event["seq"] < next_seq:
                 continue  # a redelivered question re-streams tokens the client already has
+            if event["seq"] > next_seq:
+                for missed in await bus.stored_tokens(query_id):
+                    if next_seq <= missed["seq"] < event["seq"]:
+                        next_seq = missed["seq"] + 1
+                        yield {"type": "token", "query_id": query_id, "seq": missed["seq"], "text": missed["text"]}
             if event["seq"] == 0:
                 TTFT.observe(time.perf_counter() - started)
             next_seq = event["seq"] + 1
@@ -144,7 +152,7 @@ async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
             session_id=ask.session_id, history=await history_for(answers, ask.session_id, settings.history_turns),
         ))
         yield {"type": "accepted", "query_id": query_id, "session_id": ask.session_id}
-        async for frame in relay(queue, query_id, 0, started + settings.ask_timeout, started):
+        async for frame in relay(bus, queue, query_id, 0, started + settings.ask_timeout, started):
             yield frame
 
 
@@ -165,21 +173,40 @@ async def resume_frames(bus: Bus, resume: ResumeRequest, settings: GatewaySettin
             is_done = outcome.get("type") == "answer.done"
             yield done_frame(outcome) if is_done else error_frame(query_id, outcome["message"])
             return
-        async for frame in relay(queue, query_id, next_seq, started + settings.ask_timeout, started):
+        async for frame in relay(bus, queue, query_id, next_seq, started + settings.ask_timeout, started):
             yield frame
 
 
+def refused(exc: Busy, code: int) -> HTTPException:
+    return HTTPException(code, exc.message, headers={"Retry-After": str(exc.retry_after)})
+
+
 @router.post("/ask", response_model=AskResponse, summary="Ask a question; returns the whole cited answer",
-             responses={504: {"description": "no answer in time"}, 502: {"description": "answer failed"}})
-async def ask(body: AskRequest, bus: BusDep, answers: AnswersDep, settings: SettingsDep) -> AskResponse:
-    async for frame in answer_frames(bus, answers, body, settings):
-        if frame["type"] == "done":
-            if body.session_id:
-                await until_projected(bus, answers, frame["query_id"])
-            return AskResponse(**frame)
-        if frame["type"] == "error":
-            code = status.HTTP_504_GATEWAY_TIMEOUT if "in time" in frame["message"] else 502
-            raise HTTPException(code, frame["message"])
+             responses={429: {"description": "too many questions from this client (Retry-After)"},
+                        503: {"description": "too busy to take the question now (Retry-After)"},
+                        504: {"description": "no answer in time (the question is cancelled)"},
+                        502: {"description": "answer failed"}})
+async def ask(body: AskRequest, request: Request, bus: BusDep, answers: AnswersDep,
+              settings: SettingsDep) -> AskResponse:
+    admission: Admission = request.app.state.admission
+    try:
+        admission.questions.take(request.client.host if request.client else "unknown")
+    except Busy as exc:
+        raise refused(exc, status.HTTP_429_TOO_MANY_REQUESTS) from None
+    try:
+        with admission.question():
+            async for frame in answer_frames(bus, answers, body, settings):
+                if frame["type"] == "done":
+                    if body.session_id:
+                        await until_projected(bus, answers, frame["query_id"])
+                    return AskResponse(**frame)
+                if frame["type"] == "error":
+                    if "in time" in frame["message"]:  # nobody waits for it any more: stop it
+                        await cancel_question(bus, frame["query_id"])
+                        raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, frame["message"])
+                    raise HTTPException(status.HTTP_502_BAD_GATEWAY, frame["message"])
+    except Busy as exc:
+        raise refused(exc, status.HTTP_503_SERVICE_UNAVAILABLE) from None
     raise HTTPException(status.HTTP_502_BAD_GATEWAY, "the answer stream ended without an answer")
 
 
@@ -201,50 +228,7 @@ async def cancel(query_id: str, bus: BusDep) -> dict[str, str]:
     return {"query_id": query_id, "status": "cancelling"}
 
 
-@router.websocket("/ws/chat")
-async def chat(websocket: WebSocket) -> None:
-    """Client frames: {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?},
-    {"type": "resume", "query_id", "after_seq"} or {"type": "cancel", "query_id"} (at any time). Server frames:
-    accepted, token {query_id, seq, text}, then done {answer, citations, sources, timings, model, stopped} or
-    error {message}. Asks and resumes are answered one after the other, in order."""
-    await websocket.accept()
-    state = websocket.app.state
-    inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-    async def read() -> None:
-        """Reads while answers stream, so a cancel takes effect at once; None marks the end."""
-        try:
-            while True:
-                message = await websocket.receive_json()
-                if isinstance(message, dict) and message.get("type") == "cancel" and message.get("query_id"):
-                    await cancel_question(state.bus, str(message["query_id"])[:64])
-                else:
-                    inbox.put_nowait(message)
-        except (WebSocketDisconnect, ValueError, RuntimeError):
-            inbox.put_nowait(None)
-
-    reader = asyncio.create_task(read())
-    try:
-        while (message := await inbox.get()) is not None:
-            try:
-                kind = WsMessage.model_validate(message).type
-                frames = (answer_frames(state.bus, state.answers, AskRequest.model_validate(message), state.settings)
-                          if kind == "ask" else
-                          resume_frames(state.bus, ResumeRequest.model_validate(message), state.settings))
-            except ValidationError as exc:
-                await websocket.send_json({"type": "error", "message": _first_error(exc)})
-                continue
-            async for frame in frames:
-                await websocket.send_json(frame)
-                if frame["type"] == "done" and frame.get("session_id"):
-                    await until_projected(state.bus, state.answers, frame["query_id"])
-    except (WebSocketDisconnect, RuntimeError):
-        return  # the client went away mid-answer; the answer goes on in the log, resumable
-    finally:
-        reader.cancel()
-
-
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     if where == "type":

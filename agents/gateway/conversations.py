@@ -8,9 +8,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
+from agents.gateway.admission import Busy
 from agents.gateway.chat import Filters
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from streams.events import AnswerFailed, AnswerRated, ContextBuilt, QueryAsked
@@ -22,7 +23,7 @@ class SearchRequest(BaseModel):
     query: str = Field(..., min_length=1, max_length=4000)
     top_k: int | None = Field(None, ge=1, le=50)
     filters: Filters = Field(default_factory=Filters)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False)
     debug: bool = Field(False, description="also list every candidate with its rank at each stage (dense, "
                         "keyword, fused) and what became of it (passage n, below threshold, near-duplicate, ...)")
 
@@ -49,8 +50,14 @@ class SearchResponse(BaseModel):
 
 @router.post("/search", response_model=SearchResponse, tags=["search"],
              summary="Retrieval only: ranked passages with scores, no generated answer",
-             responses={504: {"description": "no retriever answered in time"}})
-async def search(body: SearchRequest, bus: BusDep, settings: SettingsDep) -> SearchResponse:
+             responses={429: {"description": "too many questions from this client (Retry-After)"},
+                        504: {"description": "no retriever answered in time"}})
+async def search(body: SearchRequest, request: Request, bus: BusDep, settings: SettingsDep) -> SearchResponse:
+    try:
+        request.app.state.admission.questions.take(request.client.host if request.client else "unknown")
+    except Busy as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, exc.message,
+                            headers={"Retry-After": str(exc.retry_after)}) from None
     query_id = uuid.uuid4().hex
     started = time.perf_counter()
     async with bus.watch(query_id, ContextBuilt.SUBJECT, AnswerFailed.SUBJECT) as queue:

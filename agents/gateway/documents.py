@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile, status
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+from agents.gateway.admission import Busy
 from agents.gateway.deps import BusDep, DocumentsDep, SettingsDep
-from streams.doctypes import CHUNK_STRATEGIES, sniff_document_type
+from streams.doctypes import CHUNK_STRATEGIES, ChunkStrategy, sniff_document_type
 from streams.events import DocumentDeleted, DocumentUploaded
 
 log = logging.getLogger("ragbus.gateway")
@@ -58,9 +60,22 @@ class DocumentList(BaseModel):
     documents: list[DocumentOut]
 
 
-def _parse_metadata(raw: str | None) -> dict[str, Any]:
+def document_name(filename: str | None, limit: int = 255) -> str:
+    """The document's name: the client's file name, which may be a path relative to a folder it uploads
+    (`ragbus ingest DIR` sends `faq/index.html`, so two index.html files stay two documents). Backslashes
+    count as separators, and absolute parts, `.` and `..` are dropped."""
+    parts = [p for p in re.split(r"[\\/]+", filename or "") if p not in ("", ".", "..")]
+    if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):  # a Windows drive
+        parts = parts[1:]
+    name = "/".join(parts)[-limit:].lstrip("/")
+    return name or "upload"
+
+
+def _parse_metadata(raw: str | None, limit: int) -> dict[str, Any]:
     if not raw:
         return {}
+    if len(raw.encode()) > limit:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"metadata is too large: at most {limit} bytes of JSON")
     try:
         value = json.loads(raw)
     except ValueError as exc:
@@ -74,20 +89,28 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
     "/documents",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    responses={400: {"description": "empty file or bad metadata"}, 413: {"description": "too large"},
-               415: {"description": "unsupported file type"}},
+    responses={400: {"description": "empty file, bad or too large metadata"}, 413: {"description": "too large"},
+               415: {"description": "unsupported file type"},
+               429: {"description": "too many uploads from this client (Retry-After)"}},
     summary="Upload a document (PDF, DOCX, HTML, Markdown, text)",
 )
 async def upload_document(
+    request: Request,
     bus: BusDep,
     documents: DocumentsDep,
     settings: SettingsDep,
-    file: UploadFile = File(..., description="the document"),
+    file: UploadFile = File(..., description="the document; its file name may be a relative path (docs/faq.html), "
+                            "which is the document's name"),
     metadata: str | None = Form(None, description="JSON object stored with the document (e.g. tags)"),
-    chunk_strategy: str | None = Query(None, description="fixed | sentence | structure (default: configured)"),
+    chunk_strategy: ChunkStrategy | None = Query(None, description="how to cut it (default: the parser's setting)"),
 ) -> UploadAccepted:
+    try:
+        request.app.state.admission.uploads.take(request.client.host if request.client else "unknown")
+    except Busy as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, exc.message,
+                            headers={"Retry-After": str(exc.retry_after)}) from None
     data = await file.read()
-    name = (file.filename or "upload").rsplit("/", 1)[-1]
+    name = document_name(file.filename)
     if len(data) > settings.max_upload_bytes:
         UPLOADS.labels("too_large").inc()
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -95,7 +118,7 @@ async def upload_document(
     if not data:
         UPLOADS.labels("empty").inc()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} is empty (0 bytes)")
-    meta = _parse_metadata(metadata)
+    meta = _parse_metadata(metadata, settings.max_metadata_bytes)
     if chunk_strategy:
         meta["chunk_strategy"] = chunk_strategy
     if meta.get("chunk_strategy") not in (None, *CHUNK_STRATEGIES):

@@ -11,3 +11,11 @@ class GatewaySettings(BusSettings, DatabaseSettings):
     default_top_k: int = 5
     history_turns: int = 3  # earlier turns of a session sent with a follow-up question
     search_timeout: float = 30.0  # POST /search waits this long for context.built
+    # admission control (agents/gateway/admission.py)
+    questions_per_minute: float = 60.0  # per client (address, or API key); 0: no limit
+    uploads_per_minute: float = 120.0
+    max_questions_in_flight: int = 32  # gateway-wide; fewer when recent answers say the wait would be long
+    max_questions_per_socket: int = 4  # waiting on one websocket, beyond the one being answered
+    abandon_grace: float = 20.0  # seconds a question whose client left may be resumed before it is cancelled
+    max_metadata_bytes: int = 16 * 1024  # a document's metadata, as JSON
+    llm_url: str = ""  # checked by /readyz when set (`ragbus up` sets it: RAGBUS_LLM_URL)

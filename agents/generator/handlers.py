@@ -12,12 +12,13 @@ from typing import Annotated
 
 from faststream import Context
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsBroker, NatsMessage
+from faststream.nats.annotations import NatsBroker
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from agents.generator.llm import ChatClient, LLMError, LLMUnavailable
 from agents.generator.service import (
+    NO_TEXT,
     NOT_COVERED,
     build_prompt,
     citations_for,
@@ -28,7 +29,7 @@ from agents.generator.service import (
 from agents.generator.settings import GeneratorSettings
 from agents.generator.tokens import TokenCounter
 from streams import subjects
-from streams.delivery import Delivery, PoisonMessage, Workers, keep_alive
+from streams.delivery import PoisonMessage, Workers
 from streams.events import (
     AnswerCompleted,
     AnswerFailed,
@@ -72,13 +73,12 @@ async def generation_failed(event: ContextBuilt, reason: str) -> None:
         title="rewrite follow-up questions",
         description="A question with conversation history is rewritten by the LLM into one that stands alone "
         "(query.condensed), which retrieval then searches for. Questions without history pass untouched.")
-async def on_query_asked(event: QueryAsked, msg: NatsMessage, llm: LLM, settings: Settings) -> None:
+async def on_query_asked(event: QueryAsked, llm: LLM, settings: Settings) -> None:
     if not event.history:
         return
     started = time.perf_counter()
     try:
-        async with keep_alive(msg, every=5.0):
-            text = await llm.complete(condense_messages(event.question, event.history), settings.condense_tokens)
+        text = await llm.complete(condense_messages(event.question, event.history), settings.condense_tokens)
         standalone = clean_standalone(text, fallback=event.question)
     except LLMError as exc:
         # Retrieval can still go ahead with the question as asked; the answer step reports a down LLM.
@@ -92,13 +92,13 @@ async def on_query_asked(event: QueryAsked, msg: NatsMessage, llm: LLM, settings
 @worker(GENERATOR, on_failure=generation_failed, gave_up="no generator could finish this answer",
         title="generate answers",
         description="Streams a grounded answer as answer.token.<query_id> events, then answer.done.<query_id>.")
-async def on_context_built(event: ContextBuilt, msg: NatsMessage, broker: NatsBroker, llm: LLM, tokens: Tokens,
+async def on_context_built(event: ContextBuilt, broker: NatsBroker, llm: LLM, tokens: Tokens,
                            settings: Settings) -> None:
     if not event.generate:
         return  # retrieval only (POST /search)
     try:
         async with cancellation(broker, event.query_id) as stopped:
-            await answer(event, msg, stopped, broker, llm, tokens, settings)
+            await answer(event, stopped, broker, llm, tokens, settings)
     except LLMUnavailable as exc:
         raise PoisonMessage(str(exc)) from exc  # fail this question now: the user sees an error at once
 
@@ -122,7 +122,7 @@ async def cancellation(broker: NatsBroker, query_id: str) -> AsyncIterator[async
         await sub.unsubscribe()
 
 
-async def answer(event: ContextBuilt, msg: Delivery, stopped: asyncio.Event, broker: NatsBroker, llm: ChatClient,
+async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker, llm: ChatClient,
                  tokens: TokenCounter, settings: GeneratorSettings) -> None:
     started = time.perf_counter()
     pieces: list[str] = []
@@ -134,7 +134,7 @@ async def answer(event: ContextBuilt, msg: Delivery, stopped: asyncio.Event, bro
         passages, prompt_tokens = prompt.passages, prompt.tokens
         stream = llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature)
         # closing the stream closes the HTTP request: the LLM server stops generating for a stopped answer
-        async with keep_alive(msg, every=5.0), contextlib.aclosing(stream):
+        async with contextlib.aclosing(stream):
             async for piece in stream:
                 if stopped.is_set():
                     break
@@ -142,7 +142,11 @@ async def answer(event: ContextBuilt, msg: Delivery, stopped: asyncio.Event, bro
                 await publish_token(token(event, len(pieces), piece))
                 pieces.append(piece)
         if not pieces and not stopped.is_set():
-            raise LLMError("the LLM server returned no text", transient=True)
+            # A completion with no text is an answer (a degenerate question, a model with nothing to add), not
+            # a failure to retry: the user is told so.
+            first_token_at = time.perf_counter()
+            await publish_token(token(event, 0, NO_TEXT))
+            pieces.append(NO_TEXT)
     elif not passages:
         # Nothing passed the similarity threshold: say so without asking the model to invent something.
         first_token_at = time.perf_counter()
@@ -154,7 +158,8 @@ async def answer(event: ContextBuilt, msg: Delivery, stopped: asyncio.Event, bro
     streaming = max(finished - (first_token_at or started), 1e-6)
     await publish_done(AnswerCompleted.caused_by(
         event, event_id=f"answer.done:{event.query_id}", answer=text,
-        citations=citations_for(text, passages) if passages else [], sources=sources_for(passages),
+        citations=citations_for(text, passages) if passages and text != NO_TEXT else [],
+        sources=sources_for(passages),
         timings={
             **event.timings,
             "ttft_ms": ((first_token_at or finished) - started) * 1000,

@@ -14,6 +14,7 @@ SYSTEM_PROMPT = (
     "If the sources do not contain the answer, say that the documents do not cover it. Be concise."
 )
 NOT_COVERED = "The uploaded documents do not cover this question."
+NO_TEXT = "The model returned no answer to this question. Try asking it in other words."
 CONDENSE_PROMPT = (
     "Rewrite the user's follow-up question so that it can be understood without the conversation. "
     "Keep every name and detail it refers to. Answer with the rewritten question only."

@@ -9,12 +9,12 @@ from typing import Annotated
 import nats
 from faststream import Context
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsBroker, NatsMessage
+from faststream.nats.annotations import NatsBroker
 
 from agents.parser.isolation import parse_isolated
 from agents.parser.service import ParsedDocument, ParseError
 from agents.parser.settings import ParserSettings
-from streams.delivery import PoisonMessage, Workers, keep_alive
+from streams.delivery import PoisonMessage, Workers
 from streams.events import Chunk, DocumentChunked, DocumentFailed, DocumentParsed, DocumentUploaded
 from streams.publish import EventPublisher
 from streams.topology import DOCUMENTS_BUCKET, PARSER
@@ -43,21 +43,19 @@ async def document_failed(event: DocumentUploaded, reason: str) -> None:
         title="parse uploaded documents",
         description="Fetches the bytes from the Object Store, extracts text and publishes chunks.ready batches, "
         "then document.parsed; a document that cannot be parsed becomes document.failed.")
-async def on_document_uploaded(event: DocumentUploaded, msg: NatsMessage, broker: NatsBroker,
-                               settings: Settings) -> None:
+async def on_document_uploaded(event: DocumentUploaded, broker: NatsBroker, settings: Settings) -> None:
     data = await fetch_bytes(broker, event)
-    async with keep_alive(msg):
-        try:
-            parsed = await asyncio.to_thread(
-                parse_isolated, data, event.name,
-                timeout=settings.parse_timeout, memory_limit=settings.parse_memory_mb * 2**20,
-                strategy=event.metadata.get("chunk_strategy", settings.chunk_strategy),
-                chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
-            )
-        except ParseError as exc:
-            log.info("%s (%s) failed to parse: %s", event.name, event.doc_id, exc.reason)
-            await document_failed(event, exc.reason)
-            return
+    try:
+        parsed = await asyncio.to_thread(
+            parse_isolated, data, event.name,
+            timeout=settings.parse_timeout, memory_limit=settings.parse_memory_mb * 2**20,
+            strategy=event.metadata.get("chunk_strategy", settings.chunk_strategy),
+            chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
+        )
+    except ParseError as exc:
+        log.info("%s (%s) failed to parse: %s", event.name, event.doc_id, exc.reason)
+        await document_failed(event, exc.reason)
+        return
     batches = chunk_batches(event, parsed, settings.chunks_per_event)
     for batch in batches:
         await publish_chunks(batch)

@@ -7,15 +7,20 @@ either way the document fails with a readable reason while the parser goes on wi
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import resource
+import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
 from agents.parser.service import ParsedDocument, ParseError, parse_document
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forking after the tokenizer's threads started
+PR_SET_PDEATHSIG = 1
+_PARENT = os.getpid()
 
 
 def warm_up() -> None:
@@ -36,7 +41,22 @@ def _address_space() -> int:
         return int(fh.read().split()[0]) * resource.getpagesize()
 
 
+def _die_with_parent() -> None:
+    """The parse child must not outlive its parser: a SIGKILLed parser takes it along (Linux), and it lets go
+    of the parser's stdout (a supervisor reading that pipe would otherwise wait on the orphan)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    if os.getppid() != _PARENT:  # the parser died between fork and prctl
+        os._exit(1)
+
+
 def _child(conn: Connection, data: bytes, filename: str, memory_limit: int, options: dict[str, Any]) -> None:
+    _die_with_parent()
     limit = _address_space() + memory_limit
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:

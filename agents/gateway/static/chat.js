@@ -111,12 +111,18 @@ const chat = {
 };
 
 function onFrame(ws, msg) {
+  if (msg.type === "status") { // the server lost (or got back) NATS, the database or the LLM
+    if (msg.state === "ok") setConnState("online", "Connected");
+    else setConnState("degraded", "Reconnecting…", ` · ${msg.message || "a part of the system is down"}`);
+    return;
+  }
   const turn = turnFor(ws, msg);
   if (!turn || turn.finished) return; // stopped by the user, or already done: ignore
   if (msg.type === "accepted") accepted(turn);
   else if (msg.type === "token") addToken(turn, msg);
   else if (msg.type === "done") finishTurn(turn, msg);
   else if (msg.type === "error") failTurn(turn, msg.message || "Something went wrong.");
+  else if (msg.type === "busy") failTurn(turn, `${msg.message || "Too busy right now."} Try again in ${msg.retry_after || 5} s.`);
 }
 
 /** "accepted" binds the oldest waiting ask to its query_id; an error without query_id is for that ask too. */

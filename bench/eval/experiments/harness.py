@@ -1,0 +1,814 @@
+"""In-process retrieval experiments on bench/eval (and, as a second never-tuned set, tests/quality).
+
+Parses the corpus with ragbus's own parser, embeds with a chosen model (vectors cached on disk between runs),
+loads the chunks into a real PostgreSQL + pgvector (EmbeddedPostgres, projections.schema.migrate, vectors_ddl)
+for everything SQL (the full-text half and the real `HybridSearch.search`), and evaluates retrieval variants:
+exact numpy cosine for the dense half (equivalent to HNSW at this size: the `system` variant, which runs the
+real HybridSearch over HNSW, reproduces the numpy `rrf` variant), PostgreSQL ts_rank_cd for the keyword half.
+
+    H=bench/eval/experiments/harness.py
+    .venv/bin/python $H                                   # default variants, ONNX int8 MiniLM, structure/200/40
+    .venv/bin/python $H --variants system,dense,rrf --trace-dir /tmp/tr
+    .venv/bin/python $H --compose ctx --variants "dense;fuse=score,wk=0.1;fuse=rrf,k=60,wd=2"
+    .venv/bin/python $H --model all-MiniLM-L6-v2 --chunking structure/300/60 --qset quality
+    .venv/bin/python $H --model /path/to/finetuned --docs-split A   # questions on documents of half A only
+
+A variant is a comma-separated list of key=value (or a preset name, see PRESETS), e.g.
+`fuse=rrf,k=60,cand=40,wd=1,wk=1,thr=0.2,dup=0.95,kw=text,kq=any2` or
+`fuse=lin,wd=1,wk=0.1,ws=0.5,wh=0.3,cand=40`. Keys:
+
+  fuse   rrf | lin | tie | dense  (rrf: sum w/(k+rank); lin: weighted sum of scores; tie: dense cosine rounded to
+         `tie` decimals, keyword score breaks ties; dense: dense only)
+  k, wd, wk        RRF constant and weights of the dense / keyword ranks
+  cand             candidates taken from each half (both: 40 today)
+  thr, dup         similarity threshold on the dense cosine, near-duplicate cosine (0 / 1 switch them off)
+  kw     text | head | bm25 | bm25h | bm25sql   keyword index (bm25, bm25h: BM25 over the same lexemes, in Python,
+         on the text / heading path + text; bm25sql: BM25 computed in PostgreSQL, heading path + text, over the
+         kq (a number, default 8) rarest question lexemes; see BM25_SQL): the real chunks.tsv, or setweight(title+section,'A') || setweight(text,'D')
+  kq     any2 | or | rare | rare_any2   keyword query: today's any-two-of-the-longest-8 lexemes; a plain OR;
+         the 8 rarest lexemes (corpus document frequency, from ts_stat) OR-ed / any-two-of
+  kwn    max | raw     keyword score normalisation in `lin` (divide by the question's best | ts_rank_cd/(1+r))
+  wc, ws, wh, wdoc  `lin` weights of: chunk cosine (wc, default 1), max cosine over the chunk's sentences (ws),
+         cosine to the chunk's heading path (wh), the document's best chunk cosine (wdoc)
+  tb     kw | dense: RRF ties go to the keyword half's pick (as the system's SQL row order) | the higher cosine
+  toc    1: chunks flagged as a table of contents (mark_toc) are no candidates
+  wsec, wnb         `lin` weights of the best cosine in the chunk's section, of its better neighbour chunk
+  prf, prfk         pseudo-relevance feedback: q + prf * mean of the top prfk chunk vectors, normalised
+  rr     rerank the fused top `rr` (e.g. 20) by wc*cos + ws*maxsent + wh*head (+ wk*kw), 0: no rerank stage
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+EVAL = HERE.parent
+ROOT = EVAL.parent.parent
+sys.path[:0] = [str(ROOT), str(EVAL)]
+warnings.filterwarnings("ignore")  # bs4's XMLParsedAsHTMLWarning on the DocBook pages
+
+import score  # noqa: E402  (bench/eval/score.py)
+
+CACHE = Path(os.environ.get("RAGBUS_EVAL_CACHE", Path.home() / ".cache" / "ragbus-eval"))
+QSETS = {
+    "eval": (EVAL / "corpus", EVAL / "questions.json"),
+    "quality": (ROOT / "tests" / "quality" / "corpus", ROOT / "tests" / "quality" / "questions.json"),
+}
+# Half the eval documents (every other one in name order): for the domain-adaptation generalisation test.
+def doc_split(names: Sequence[str]) -> dict[str, str]:
+    return {n: "AB"[i % 2] for i, n in enumerate(sorted(names))}
+
+
+# --- corpus ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    idx: int
+    doc: str
+    title: str
+    section: tuple[str, ...]
+    text: str
+    ordinal: int
+    start: int
+    end: int
+    doc_type: str
+    toc: bool = False  # mostly the document's own headings: a table of contents, navigation
+    toc_share: float = 0.0
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.doc}#{self.ordinal:04d}"
+
+    def path(self) -> list[str]:
+        """Title, then the heading path, without repeating the title (HTML pages open with it as a heading)."""
+        parts = [self.title] if self.title else []
+        for s in self.section:
+            if s and s not in parts:
+                parts.append(s)
+        return parts
+
+
+@dataclass
+class Corpus:
+    chunks: list[Chunk]
+    texts: dict[str, str]  # doc -> full extracted text
+    parse_s: float
+
+
+_INDENT = re.compile(r"[ \t]*")
+
+
+def text_headings(text: str) -> list[tuple[int, int, str]]:
+    """(char offset, indent, heading) of the lines of a plain-text document that look like headings: after a
+    blank line (or first), short (<= 8 words, <= 60 chars: wrapped lines are longer), not ending like a sentence, and directly followed by
+    a line indented deeper (man pages: NAME / '   Phased Updates' / '       --no-install-recommends')."""
+    lines = text.split("\n")
+    out: list[tuple[int, int, str]] = []
+    offset = 0
+    offsets = []
+    for line in lines:
+        offsets.append(offset)
+        offset += len(line) + 1
+    for i, line in enumerate(lines[:-1]):
+        stripped = line.strip()
+        nxt = lines[i + 1]
+        if not stripped or not nxt.strip() or (i > 0 and lines[i - 1].strip()):
+            continue
+        if len(stripped) > 60 or len(stripped.split()) > 8 or stripped[-1] in ".,;:!?":
+            continue
+        indent, nindent = len(_INDENT.match(line).group()), len(_INDENT.match(nxt).group())
+        if nindent > indent:
+            out.append((offsets[i] + indent, indent, stripped))
+    return out
+
+
+def text_segments(text: str, start: int, end: int) -> list[Any] | None:
+    """Parser segments for a plain-text document from text_headings (levels by indentation), or None."""
+    from agents.parser.chunking import Segment
+
+    found = [h for h in text_headings(text) if start <= h[0] < end]
+    if len(found) < 3:
+        return None
+    levels = {ind: n for n, ind in enumerate(sorted({ind for _, ind, _ in found}))}
+    segments = [Segment(start, found[0][0], None, ())] if found[0][0] > start else []
+    path: list[tuple[int, str]] = []
+    for k, (pos, ind, title) in enumerate(found):
+        level = levels[ind]
+        path = [(lv, t) for lv, t in path if lv < level] + [(level, title)]
+        stop = found[k + 1][0] if k + 1 < len(found) else end
+        segments.append(Segment(pos, stop, None, tuple(t for _, t in path)))
+    return segments
+
+
+def load_corpus(corpus_dir: Path, strategy: str = "structure", tokens: int = 200, overlap: int = 40,
+                headings: bool = False) -> Corpus:
+    """headings: give plain-text documents a heading structure (text_segments), as formats.extract_text could."""
+    from agents.parser.chunking import chunk_document
+    from agents.parser.service import parse_document
+
+    started = time.perf_counter()
+    chunks: list[Chunk] = []
+    texts = {}
+    for path in sorted(p for p in corpus_dir.iterdir() if p.is_file()):
+        parsed = parse_document(path.read_bytes(), path.name, strategy=strategy, chunk_tokens=tokens,
+                                overlap_tokens=overlap)
+        texts[path.name] = parsed.text
+        title = parsed.title or path.name
+        drafts = parsed.chunks
+        if headings and parsed.doc_type == "text" and parsed.chunks:
+            segments = text_segments(parsed.text, parsed.chunks[0].char_start, len(parsed.text))
+            if segments:
+                drafts = chunk_document(parsed.text, segments, strategy=strategy, chunk_tokens=tokens,
+                                        overlap_tokens=overlap)
+        for c in drafts:
+            chunks.append(Chunk(len(chunks), path.name, title, tuple(c.section), c.text, c.ordinal, c.char_start,
+                                c.char_end, parsed.doc_type))
+    mark_toc(chunks)
+    return Corpus(chunks, texts, time.perf_counter() - started)
+
+
+def _norm_line(line: str) -> str:
+    return re.sub(r"\W+", "", line).lower()  # "unknown , install" in a heading, "unknown, install" in the TOC
+
+
+def mark_toc(chunks: list[Chunk], share: float = 0.35) -> None:
+    """Flag chunks whose text is mostly the document's own headings (a table of contents, a list of cross
+    references): at least `share` of their non-blank characters are lines equal to a heading of the same
+    document other than the chunk's own. Needs only the parser's output, so it can run at ingest."""
+    headings: dict[str, set[str]] = defaultdict(set)
+    for c in chunks:
+        headings[c.doc].update(_norm_line(s) for s in c.section if s)
+    for c in chunks:
+        own = {_norm_line(s) for s in c.section}
+        lines = [_norm_line(x) for x in c.text.splitlines() if x.strip()]
+        total = sum(len(x) for x in lines) or 1
+        listed = sum(len(x) for x in lines if x in headings[c.doc] and x not in own)
+        c.toc_share = listed / total
+        c.toc = c.toc_share >= share
+
+
+def compose(chunk: Chunk, mode: str) -> str:
+    """What gets embedded for a chunk. text: today's chunk text alone; title: title + text; ctx: title, heading
+    path and text; sec: heading path (no title) + text; head: the title + heading path alone."""
+    if mode == "text":
+        return chunk.text
+    path = chunk.path() if mode in ("ctx", "head") else [chunk.title] if mode == "title" else list(chunk.section)
+    if mode == "head":
+        return " > ".join(path) or chunk.title
+    # the chunk usually starts with its own heading (structure strategy): do not repeat it
+    if path and chunk.text.startswith(path[-1]):
+        path = path[:-1]
+    prefix = " > ".join(path)
+    return f"{prefix}\n\n{chunk.text}" if prefix else chunk.text
+
+
+def sentences(chunk: Chunk) -> list[str]:
+    """The chunk's sentences (ragbus's own sentence splitter); very short ones are glued to the next."""
+    from agents.parser.chunking import sentence_spans
+
+    spans = sentence_spans(chunk.text, 0, len(chunk.text))
+    out: list[str] = []
+    carry = ""
+    for a, b in spans:
+        s = (carry + " " + chunk.text[a:b]).strip() if carry else chunk.text[a:b]
+        if len(s) < 25:
+            carry = s
+            continue
+        carry = ""
+        out.append(s)
+    if carry:
+        out.append(carry) if not out else out.__setitem__(-1, out[-1] + " " + carry)
+    return out or [chunk.text]
+
+
+# --- embeddings, cached ---------------------------------------------------------------------------------------
+
+
+class Embeddings:
+    """A model (catalogue name or folder) with a sqlite cache of vectors keyed by (model fingerprint, text)."""
+
+    def __init__(self, name: str, models_dir: Path, threads: int = 2) -> None:
+        self.name, self.models_dir, self.threads = name, models_dir, threads
+        self._model: Any = None
+        self.fingerprint = self._fingerprint()
+        CACHE.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(CACHE / "embeddings.sqlite")
+        self.db.execute("CREATE TABLE IF NOT EXISTS v (fp TEXT, h TEXT, vec BLOB, PRIMARY KEY (fp, h))")
+        self.encode_s = 0.0
+        self.encoded = 0
+
+    def _fingerprint(self) -> str:
+        from agents.embedder import models
+
+        if self.name == models.MINILM:
+            return models.fingerprint(models.packaged_model_path())
+        if self.name in models.CATALOG:
+            return models.fingerprint(models.ensure_built(self.name, self.models_dir))
+        return models.fingerprint(Path(self.name))
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from agents.embedder.models import load_model
+
+            self._model = load_model(self.name, self.models_dir, self.threads)
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            rows = self.db.execute(f"SELECT h, vec FROM v WHERE fp = ? AND h IN ({','.join('?' * len(part))})",
+                                   [self.fingerprint, *part]).fetchall()
+            found.update((h, np.frombuffer(b, dtype=np.float32)) for h, b in rows)
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        if missing:
+            started = time.perf_counter()
+            vecs = self.model.encode(list(missing.values()))
+            self.encode_s += time.perf_counter() - started
+            self.encoded += len(missing)
+            self.db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?, ?)",
+                                [(self.fingerprint, k, v.astype(np.float32).tobytes())
+                                 for k, v in zip(missing, vecs, strict=True)])
+            self.db.commit()
+            found.update(zip(missing, vecs, strict=True))
+        return np.stack([found[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 384), np.float32)
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------------
+
+
+class Database:
+    """EmbeddedPostgres in a temporary folder with ragbus's schema; chunks and one vector table loaded."""
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="ragbus-harness-")
+        self.pg: Any = None
+        self.pool: Any = None
+
+    async def start(self) -> None:
+        import asyncpg
+        from pgvector.asyncpg import register_vector
+
+        from projections.schema import migrate
+        from ragbus.servers import EmbeddedPostgres
+
+        self.pg = EmbeddedPostgres(Path(self.tmp.name) / "pg")
+        await asyncio.to_thread(self.pg.start)
+        self.pool = await asyncpg.create_pool(self.pg.dsn, min_size=1, max_size=2, init=register_vector)
+        async with self.pool.acquire() as conn:
+            await migrate(conn)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.pg is not None:
+            await asyncio.to_thread(self.pg.stop)
+        self.tmp.cleanup()
+
+    async def load(self, chunks: Sequence[Chunk], model: str, vectors: np.ndarray) -> None:
+        """Replace the chunks (as the projector writes them) and the model's vector table (HNSW, as vectors_ddl)."""
+        from projections.schema import vectors_ddl, vectors_table
+
+        table = vectors_table(model)
+        async with self.pool.acquire() as conn:
+            await conn.execute("TRUNCATE chunks")
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+            await conn.execute(vectors_ddl(table, vectors.shape[1]))
+            await conn.executemany(
+                """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, page, section,
+                   char_start, char_end, text) VALUES ($1, $2, $2, $3, $2, $4, NULL, $5, $6, $7, $8)""",
+                [(c.chunk_id, c.doc, c.ordinal, c.doc_type, list(c.section), c.start, c.end, c.text) for c in chunks])
+            await conn.executemany(f"INSERT INTO {table} VALUES ($1, $2, $3)",
+                                   [(c.chunk_id, c.doc, v) for c, v in zip(chunks, vectors, strict=True)])
+            # the heading-weighted full-text variant (an experiment table beside the real one)
+            await conn.execute("DROP TABLE IF EXISTS kw_head")
+            await conn.execute("CREATE TABLE kw_head (chunk_id text PRIMARY KEY, tsv tsvector)")
+            await conn.executemany(
+                """INSERT INTO kw_head VALUES ($1, setweight(to_tsvector('english', $2), 'A')
+                   || setweight(to_tsvector('english', $3), 'D'))""",
+                [(c.chunk_id, " ".join(c.path()), c.text) for c in chunks])
+            # BM25 in SQL: heading path + text lexemes, each chunk's length in lexeme occurrences, and the corpus
+            # statistics a projector would keep up to date at ingest (lexeme -> document frequency; N; mean length)
+            await conn.execute(BM25_DDL)
+            await conn.executemany(
+                "INSERT INTO kw_bm25 (chunk_id, tsv) VALUES ($1, to_tsvector('english', $2))",
+                [(c.chunk_id, " ".join(c.path()) + "\n" + c.text) for c in chunks])
+            await conn.execute(BM25_STATS)
+            await conn.execute("ANALYZE")
+
+    async def bm25_sql(self, lexemes: list[str], limit: int = 40, rare: int = 8) -> list[tuple[str, float]]:
+        """BM25 (k1 1.2, b 0.75) computed by PostgreSQL over the `rare` question lexemes of lowest document
+        frequency (frequent ones weigh little and would make the OR match most of a large table)."""
+        if not lexemes:
+            return []
+        async with self.pool.acquire() as conn:
+            return [(r["chunk_id"], float(r["score"])) for r in
+                    await conn.fetch(BM25_SQL, list(dict.fromkeys(lexemes)), rare, limit)]
+
+    async def lexemes(self, questions: Sequence[str]) -> list[list[str]]:
+        from projections.retrieval import _LEXEMES
+
+        async with self.pool.acquire() as conn:
+            return [list(await conn.fetchval(_LEXEMES, q) or []) for q in questions]
+
+    async def doc_freq(self) -> dict[str, int]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT word, ndoc FROM ts_stat('SELECT tsv FROM chunks')")
+        return {r["word"]: r["ndoc"] for r in rows}
+
+    async def keyword(self, tsquery: str, index: str, limit: int = 200) -> list[tuple[str, float]]:
+        """(chunk_id, ts_rank_cd(.., 32)) of the matching chunks, best first, ties by chunk_id (as retrieval.py)."""
+        source = "chunks" if index == "text" else "kw_head"
+        sql = f"""SELECT chunk_id, ts_rank_cd(tsv, q, 32) AS s FROM {source}, to_tsquery('simple', $1) q
+                  WHERE tsv @@ q ORDER BY s DESC, chunk_id LIMIT $2"""
+        if not tsquery:
+            return []
+        async with self.pool.acquire() as conn:
+            return [(r["chunk_id"], float(r["s"])) for r in await conn.fetch(sql, tsquery, limit)]
+
+    async def system_search(self, vector: np.ndarray, question: str, model: str, top_k: int = 5,
+                            **config: Any) -> list[dict[str, Any]]:
+        from projections.retrieval import HybridSearch, RetrievalConfig
+
+        return await HybridSearch(self.pool, RetrievalConfig(**config)).search(vector, question, top_k,
+                                                                               model=model)
+
+
+BM25_DDL = """
+DROP TABLE IF EXISTS kw_bm25, bm25_lexemes, bm25_corpus;
+CREATE TABLE kw_bm25 (chunk_id text PRIMARY KEY, tsv tsvector NOT NULL, len int);
+CREATE INDEX kw_bm25_tsv ON kw_bm25 USING gin (tsv);
+"""
+BM25_STATS = """
+UPDATE kw_bm25 SET len = (SELECT coalesce(sum(coalesce(array_length(u.positions, 1), 1)), 0) FROM unnest(tsv) u);
+CREATE TABLE bm25_lexemes AS SELECT word AS lexeme, ndoc FROM ts_stat('SELECT tsv FROM kw_bm25');
+ALTER TABLE bm25_lexemes ADD PRIMARY KEY (lexeme);
+CREATE TABLE bm25_corpus AS SELECT count(*)::float8 AS n, avg(len)::float8 AS avglen FROM kw_bm25;
+"""
+BM25_SQL = """
+WITH corpus AS (SELECT n, avglen FROM bm25_corpus),
+q AS (
+    SELECT s.lexeme, ln(1 + (corpus.n - s.ndoc + 0.5) / (s.ndoc + 0.5)) AS idf
+    FROM bm25_lexemes s, corpus WHERE s.lexeme = ANY($1::text[]) ORDER BY s.ndoc, s.lexeme LIMIT $2
+),
+tsq AS (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query FROM q),
+m AS (SELECT k.chunk_id, k.tsv, k.len FROM kw_bm25 k, tsq WHERE k.tsv @@ tsq.query)
+SELECT m.chunk_id, sum(q.idf * t.tf * 2.2 / (t.tf + 1.2 * (0.25 + 0.75 * m.len / corpus.avglen))) AS score
+FROM m CROSS JOIN LATERAL (SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf FROM unnest(m.tsv) u) t
+JOIN q ON q.lexeme = t.lexeme CROSS JOIN corpus
+GROUP BY m.chunk_id ORDER BY score DESC, m.chunk_id LIMIT $3
+"""
+
+
+def keyword_queries(lexemes: list[str], df: dict[str, int], mode: str) -> str:
+    from projections.retrieval import MAX_LEXEMES, keyword_query
+
+    words = list(dict.fromkeys(lexemes))
+    quoted = lambda ws: ["'" + w.replace("'", "''") + "'" for w in ws]  # noqa: E731
+    if mode == "any2":
+        return keyword_query(words)
+    if mode == "or":
+        return " | ".join(quoted(words))
+    present = sorted((w for w in words if df.get(w, 0) > 0), key=lambda w: (df[w], -len(w)))[:MAX_LEXEMES]
+    if mode == "rare":
+        return " | ".join(quoted(present))
+    if mode == "rare_any2":
+        q = quoted(present)
+        return " | ".join(q) if len(q) <= 2 else " | ".join(f"({a} & {b})" for i, a in enumerate(q) for b in q[i + 1:])
+    raise ValueError(f"unknown keyword query mode {mode!r}")
+
+
+# --- the experiment state ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    corpus: Corpus
+    questions: list[dict[str, Any]]
+    emb: Embeddings
+    compose: str
+    db: Database
+    model_table: str
+    C: np.ndarray = field(default=None)  # chunk vectors (composed text)
+    Q: np.ndarray = field(default=None)  # question vectors
+    S: np.ndarray = field(default=None)  # question x chunk: max cosine over the chunk's sentences
+    H: np.ndarray = field(default=None)  # question x chunk: cosine to the chunk's heading path
+    gold: list[set[int]] = field(default=None)
+    kw: dict[tuple[str, str], list[list[tuple[int, float]]]] = field(default_factory=dict)
+    lex: list[list[str]] = field(default=None)
+    df: dict[str, int] = field(default=None)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sims(self) -> np.ndarray:
+        if not hasattr(self, "_sims"):
+            self._sims = self.Q @ self.C.T
+        return self._sims
+
+    def sentence_sims(self) -> np.ndarray:
+        if self.S is None:
+            started = time.perf_counter()
+            per = [sentences(c) for c in self.corpus.chunks]
+            flat = [s for ss in per for s in ss]
+            V = self.emb.encode(flat)
+            self.timings["sentences"] = len(flat)
+            self.timings["sentence_embed_s"] = round(time.perf_counter() - started, 1)
+            full = self.Q @ V.T
+            starts = np.concatenate(([0], np.cumsum([len(ss) for ss in per])[:-1]))
+            S = np.maximum.reduceat(full, starts, axis=1)
+            self.S = S.astype(np.float32)
+        return self.S
+
+    def section_groups(self) -> np.ndarray:
+        """An id per (document, heading path): the chunks of one section share it."""
+        ids: dict[tuple[str, tuple[str, ...]], int] = {}
+        return np.array([ids.setdefault((c.doc, c.section), len(ids)) for c in self.corpus.chunks])
+
+    def heading_sims(self) -> np.ndarray:
+        if self.H is None:
+            heads = [compose(c, "head") for c in self.corpus.chunks]
+            V = self.emb.encode(heads)
+            self.H = (self.Q @ V.T).astype(np.float32)
+        return self.H
+
+    async def bm25(self, index: str, k1: float = 1.2, b: float = 0.75) -> list[list[tuple[int, float]]]:
+        """BM25 over PostgreSQL's own lexemes (to_tsvector('english')), every question lexeme OR-ed: a reference
+        for what a better keyword score would give (PostgreSQL has no BM25; it would need a lexeme-stats table)."""
+        source = "chunks" if index == "bm25" else "kw_head"
+        async with self.db.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT chunk_id, u.lexeme AS w, coalesce(array_length(u.positions, 1), 1) AS n "
+                                    f"FROM {source}, unnest(tsv) u")
+        ids = {c.chunk_id: c.idx for c in self.corpus.chunks}
+        tf: dict[str, dict[int, int]] = defaultdict(dict)
+        length = np.zeros(len(self.corpus.chunks))
+        for r in rows:
+            i = ids[r["chunk_id"]]
+            tf[r["w"]][i] = r["n"]
+            length[i] += r["n"]
+        avg = length.mean() or 1.0
+        n = len(self.corpus.chunks)
+        out = []
+        for lex in self.lex:
+            score = np.zeros(n)
+            for w in dict.fromkeys(lex):
+                posting = tf.get(w)
+                if not posting:
+                    continue
+                idf = np.log(1 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
+                for i, f in posting.items():
+                    score[i] += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * length[i] / avg))
+            order = [int(i) for i in np.argsort(-score, kind="stable") if score[i] > 0][:200]
+            out.append([(i, float(score[i])) for i in order])
+        return out
+
+    async def keyword(self, index: str, mode: str) -> list[list[tuple[int, float]]]:
+        key = (index, mode)
+        if key not in self.kw and index in ("bm25", "bm25h"):
+            self.kw[key] = await self.bm25(index)
+        if key not in self.kw and index == "bm25sql":  # the SQL version (heading path + text), top 200
+            ids = {c.chunk_id: c.idx for c in self.corpus.chunks}
+            rare = {"any2": 8, "rare": 8, "or": 1000}.get(mode, int(mode) if mode.isdigit() else 8)
+            self.kw[key] = [[(ids[c], x) for c, x in await self.db.bm25_sql(lex, 200, rare)] for lex in self.lex]
+        if key not in self.kw:
+            if self.df is None:
+                self.df = await self.db.doc_freq()
+            ids = {c.chunk_id: c.idx for c in self.corpus.chunks}
+            out = []
+            for lex in self.lex:
+                rows = await self.db.keyword(keyword_queries(lex, self.df, mode), index)
+                out.append([(ids[cid], s) for cid, s in rows])
+            self.kw[key] = out
+        return self.kw[key]
+
+
+async def prepare(corpus_dir: Path, questions: list[dict[str, Any]], model: str, models_dir: Path,
+                  strategy: str, tokens: int, overlap: int, mode: str, db: Database, headings: bool = False) -> State:
+    corpus = load_corpus(corpus_dir, strategy, tokens, overlap, headings)
+    emb = Embeddings(model, models_dir)
+    started = time.perf_counter()
+    C = emb.encode([compose(c, mode) for c in corpus.chunks])
+    embed_s = time.perf_counter() - started
+    Q = emb.encode([q["question"] for q in questions])
+    table_model = f"harness-{emb.fingerprint}-{mode}"
+    await db.load(corpus.chunks, table_model, C)
+    gold = [{c.idx for c in corpus.chunks if score.is_hit(q, {"doc": c.doc, "text": c.text})} for q in questions]
+    state = State(corpus, questions, emb, mode, db, table_model, C=C, Q=Q, gold=gold)
+    state.lex = await db.lexemes([q["question"] for q in questions])
+    state.timings.update(parse_s=round(corpus.parse_s, 2), chunks=len(corpus.chunks), chunk_embed_s=round(embed_s, 1),
+                         newly_encoded=emb.encoded)
+    return state
+
+
+# --- variants ---------------------------------------------------------------------------------------------------
+
+PRESETS = {
+    "system": "system",  # the real HybridSearch.search over HNSW + PostgreSQL full text
+    "rrf": "fuse=rrf,k=60,cand=40,thr=0.2,dup=0.95",  # numpy re-implementation of today's fusion
+    "dense": "fuse=dense,cand=40,thr=0.2,dup=0.95",
+    "dense_raw": "fuse=dense,cand=40,thr=0,dup=1",
+    "keyword": "fuse=keyword,cand=40,thr=0,dup=1",
+}
+DEFAULTS = dict(fuse="rrf", k=60.0, wd=1.0, wk=1.0, cand=40, thr=0.2, dup=0.95, kw="text", kq="any2", kwn="max",
+                wc=1.0, ws=0.0, wh=0.0, wdoc=0.0, rr=0, tie=2, tb="kw", toc=0,
+                wsec=0.0, wnb=0.0, prf=0.0, prfk=3)
+
+
+def parse_variant(spec: str) -> dict[str, Any]:
+    first, _, rest = spec.partition(",")
+    if first in PRESETS:  # a preset, optionally with overrides: "dense,thr=0"
+        spec = PRESETS[first] + ("," + rest if rest else "")
+    if spec.startswith("system"):
+        return {"fuse": "system"}
+    out = dict(DEFAULTS)
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"unknown variant key {key!r} in {spec!r}")
+        default = DEFAULTS[key]
+        out[key] = type(default)(float(value)) if isinstance(default, int) and not isinstance(default, bool) \
+            else type(default)(value)
+    return out
+
+
+async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tuple[dict, list[dict], dict]:
+    """Rankings for every question; returns (metrics, trace rows, info)."""
+    v = parse_variant(spec)
+    chunks = state.corpus.chunks
+    rankings: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    timing: list[float] = []
+    if v["fuse"] == "system":
+        for qi, q in enumerate(state.questions):
+            started = time.perf_counter()
+            found = await state.db.system_search(state.Q[qi], q["question"], state.model_table, top_k)
+            timing.append(time.perf_counter() - started)
+            rankings[q["id"]] = [{"doc": p["name"], "text": p["text"]} for p in found]
+            rows.append(_trace_row(state, qi, None, None, [_idx(state, p["chunk_id"]) for p in found]))
+        metrics = score.score(state.questions, rankings, top_k)
+        return metrics, rows, {"search_p50_ms": round(1000 * statistics.median(timing), 2)}
+
+    sims = state.sims
+    S = state.sentence_sims() if v["ws"] else None
+    H = state.heading_sims() if v["wh"] else None
+    kw_lists = await state.keyword(v["kw"], v["kq"])  # always: the trace shows the keyword rank
+    cand = int(v["cand"])
+    groups = state.section_groups()
+    for qi, q in enumerate(state.questions):
+        started = time.perf_counter()
+        s = sims[qi]
+        if v["prf"]:  # pseudo-relevance feedback: move the question towards its top prfk chunks, search again
+            top = np.argsort(-s)[: int(v["prfk"])]
+            qv = state.Q[qi] + v["prf"] * state.C[top].mean(axis=0)
+            s = state.C @ (qv / np.linalg.norm(qv))
+        if v["wsec"]:
+            secmax = np.full(groups.max() + 1, -1.0)
+            np.maximum.at(secmax, groups, s)
+        dense_order = np.argsort(-s, kind="stable")
+        dense_top = dense_order[:cand]
+        kw_all = kw_lists[qi] if kw_lists is not None else []
+        kw_top = kw_all[:cand]
+        d_rank = {int(i): r for r, i in enumerate(dense_top, start=1)}
+        k_rank = {i: r for r, (i, _) in enumerate(kw_top, start=1)}
+        k_score = dict(kw_top)
+        if v["toc"]:  # table-of-contents chunks are not candidates (as if flagged at ingest and filtered)
+            dense_top = [int(i) for i in dense_order if not chunks[int(i)].toc][:cand]
+            kw_top = [(i, x) for i, x in kw_all if not chunks[i].toc][:cand]
+            d_rank = {int(i): r for r, i in enumerate(dense_top, start=1)}
+            k_rank = {i: r for r, (i, _) in enumerate(kw_top, start=1)}
+            k_score = dict(kw_top)
+        if v["fuse"] == "keyword":
+            pool = [i for i, _ in kw_top]
+        else:
+            kws = list(k_rank) if v["fuse"] != "dense" else []
+            # tb=kw: keyword rows first, so equal RRF sums keep the keyword half's pick, as the SQL's row order
+            # does in HybridSearch (measured: the `system` variant); tb=dense: ties go to the higher cosine
+            pool = list(dict.fromkeys([*kws, *map(int, dense_top)] if v["tb"] == "kw" else
+                                      sorted({*kws, *map(int, dense_top)}, key=lambda i: -float(s[i]))))
+        kmax = max(k_score.values(), default=0.0) or 1.0
+
+        def kwv(i: int) -> float:
+            raw = k_score.get(i, 0.0)
+            return raw / kmax if v["kwn"] == "max" else raw
+
+        docmax: dict[str, float] = {}
+        if v["wdoc"]:
+            for i in dense_top:
+                docmax.setdefault(chunks[int(i)].doc, float(s[int(i)]))
+
+        def lin(i: int) -> float:
+            x = v["wc"] * float(s[i]) + v["wk"] * kwv(i)
+            if S is not None:
+                x += v["ws"] * float(S[qi, i])
+            if H is not None:
+                x += v["wh"] * float(H[qi, i])
+            if v["wdoc"]:
+                x += v["wdoc"] * docmax.get(chunks[i].doc, 0.0)
+            if v["wsec"]:
+                x += v["wsec"] * float(secmax[groups[i]])
+            if v["wnb"]:
+                nb = [float(s[j]) for j in (i - 1, i + 1) if 0 <= j < len(chunks) and chunks[j].doc == chunks[i].doc]
+                x += v["wnb"] * max(nb, default=float(s[i]))
+            return x
+
+        if v["fuse"] == "rrf":
+            key = lambda i: (v["wd"] / (v["k"] + d_rank[i]) if i in d_rank else 0.0) + \
+                (v["wk"] / (v["k"] + k_rank[i]) if i in k_rank else 0.0)  # noqa: E731
+        elif v["fuse"] == "lin":
+            key = lin
+        elif v["fuse"] == "tie":
+            key = lambda i: (round(float(s[i]), int(v["tie"])), kwv(i))  # noqa: E731
+        elif v["fuse"] == "dense":
+            key = lambda i: float(s[i])  # noqa: E731
+        elif v["fuse"] == "keyword":
+            key = lambda i: k_score.get(i, 0.0)  # noqa: E731
+        else:
+            raise SystemExit(f"unknown fuse {v['fuse']!r}")
+        ordered = sorted((i for i in pool if s[i] >= v["thr"]), key=key, reverse=True)
+        if v["rr"]:
+            head, tail = ordered[:int(v["rr"])], ordered[int(v["rr"]):]
+            ordered = sorted(head, key=lin, reverse=True) + tail
+        chosen: list[int] = []
+        for i in ordered:
+            if v["dup"] < 1 and any(float(state.C[i] @ state.C[j]) >= v["dup"] for j in chosen):
+                continue
+            chosen.append(i)
+            if len(chosen) == top_k:
+                break
+        timing.append(time.perf_counter() - started)
+        rankings[q["id"]] = [{"doc": chunks[i].doc, "text": chunks[i].text} for i in chosen]
+        full_dense_rank = {int(i): r for r, i in enumerate(dense_order, start=1)}
+        full_kw_rank = {i: r for r, (i, _) in enumerate(kw_all, start=1)}
+        rows.append(_trace_row(state, qi, full_dense_rank, full_kw_rank, chosen))
+    metrics = score.score(state.questions, rankings, top_k)
+    return metrics, rows, {"fuse_p50_ms": round(1000 * statistics.median(timing), 3)}
+
+
+def _idx(state: State, chunk_id: str) -> int:
+    doc, _, ordinal = chunk_id.rpartition("#")
+    return next(c.idx for c in state.corpus.chunks if c.doc == doc and c.ordinal == int(ordinal))
+
+
+def _trace_row(state: State, qi: int, dense_rank: dict | None, kw_rank: dict | None, chosen: list[int]) -> dict:
+    q = state.questions[qi]
+    gold = state.gold[qi]
+    best = lambda ranks: min((ranks[g] for g in gold if g in ranks), default=None) if ranks is not None else None  # noqa: E731
+    fused = next((r for r, i in enumerate(chosen, start=1) if i in gold), None)
+    top = [state.corpus.chunks[i] for i in chosen[:3]]
+    if fused is not None:
+        miss = None
+    elif any(c.doc == q["doc"] for c in top):
+        miss = "right-doc-wrong-chunk"
+    else:
+        miss = "wrong-doc"
+    return {"id": q["id"], "kind": q.get("kind", "quality"), "question": q["question"], "doc": q["doc"],
+            "dense_rank": best(dense_rank), "keyword_rank": best(kw_rank), "fused_rank": fused, "miss": miss,
+            "gold_chunks": sorted(state.corpus.chunks[g].chunk_id for g in gold),
+            "top3": [f"{c.chunk_id} {(' > '.join(c.section[-1:]))[:60]}" for c in top]}
+
+
+def row_of(name: str, metrics: dict) -> dict[str, Any]:
+    L, P, O = (metrics.get(k, {}) for k in ("literal", "paraphrased", "overall"))
+    pick = lambda m: [round(m.get("hit@1", 0), 3), round(m.get("hit@3", 0), 3), round(m.get("mrr@5", 0), 3)]  # noqa: E731
+    return {"variant": name, "L": pick(L), "P": pick(P), "O_h3": round(O.get("hit@3", 0), 3),
+            "O": pick(O)}
+
+
+def format_rows(rows: Iterable[dict[str, Any]]) -> str:
+    lines = [f"{'variant':<58} {'L h1':>6}{'L h3':>6}{'L mrr':>6} | {'P h1':>6}{'P h3':>6}{'P mrr':>6} | {'all h3':>6}"]
+    for r in rows:
+        L, P = r["L"], r["P"]
+        lines.append(f"{r['variant'][:58]:<58} {L[0]:>6.3f}{L[1]:>6.3f}{L[2]:>6.3f} | {P[0]:>6.3f}{P[1]:>6.3f}"
+                     f"{P[2]:>6.3f} | {r['O_h3']:>6.3f}")
+    return "\n".join(lines)
+
+
+def load_questions(qset: str, split: str | None) -> list[dict[str, Any]]:
+    corpus_dir, path = QSETS[qset]
+    questions = json.loads(path.read_text(encoding="utf-8"))
+    for i, q in enumerate(questions):
+        q.setdefault("id", f"{qset}-{i:03d}")
+        q.setdefault("kind", "paraphrased" if qset == "eval" else "quality")
+    if split:
+        halves = doc_split([p.name for p in corpus_dir.iterdir()])
+        questions = [q for q in questions if halves[q["doc"]] == split]
+    return questions
+
+
+DEFAULT_VARIANTS = "system;rrf;dense;dense_raw;keyword"
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    corpus_dir, _ = QSETS[args.qset]
+    questions = load_questions(args.qset, args.docs_split)
+    strategy, tokens, overlap = args.chunking.split("/")
+    db = Database()
+    await db.start()
+    try:
+        state = await prepare(corpus_dir, questions, args.model, args.models_dir, strategy, int(tokens),
+                              int(overlap), args.compose, db, args.text_headings)
+        label = f"{Path(args.model).name} {args.chunking} compose={args.compose} qset={args.qset}" + \
+            (" text-headings" if args.text_headings else "") + \
+            (f" split={args.docs_split}" if args.docs_split else "")
+        print(f"# {label}: {state.timings}", file=sys.stderr)
+        results = []
+        for spec in [s for s in args.variants.split(";") if s.strip()]:
+            metrics, trace_rows, info = await run_variant(state, spec.strip())
+            row = row_of(spec.strip(), metrics)
+            row.update(info=info, config=label)
+            results.append(row)
+            if args.trace_dir:
+                args.trace_dir.mkdir(parents=True, exist_ok=True)
+                name = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", f"{Path(args.model).name}-{args.chunking}-{args.compose}-{spec}")
+                (args.trace_dir / f"{name}.json").write_text(json.dumps(trace_rows, indent=1, ensure_ascii=False))
+        print(f"## {label}")
+        print(format_rows(results))
+        if args.json:
+            with args.json.open("a") as fh:
+                for r in results:
+                    fh.write(json.dumps(r) + "\n")
+    finally:
+        await db.stop()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="all-MiniLM-L6-v2-onnx-int8", help="catalogue name or model folder")
+    parser.add_argument("--models-dir", type=Path, default=CACHE / "models")
+    parser.add_argument("--chunking", default="structure/200/40", help="STRATEGY/TOKENS/OVERLAP")
+    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "sec"])
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated variant specs or presets")
+    parser.add_argument("--text-headings", action="store_true",
+                        help="give plain-text documents headings (text_segments) before structure chunking")
+    parser.add_argument("--qset", default="eval", choices=list(QSETS))
+    parser.add_argument("--docs-split", choices=["A", "B"], help="only questions on documents of this half")
+    parser.add_argument("--trace-dir", type=Path)
+    parser.add_argument("--json", type=Path, help="append result rows (JSON lines) to this file")
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
