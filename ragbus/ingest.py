@@ -75,7 +75,9 @@ async def upload(client: httpx.AsyncClient, path: Path, name: str, strategy: str
 
 async def wait_indexed(client: httpx.AsyncClient, outcomes: list[Outcome], timeout: float,
                        progress: Progress) -> None:
-    waiting = [o for o in outcomes if o.doc_id and o.status not in FINAL]
+    # Every one is looked at again once all are uploaded, duplicates too: a later upload in the same run may
+    # have replaced one that was indexed when it was accepted.
+    waiting = [o for o in outcomes if o.doc_id]
     task = progress.add_task("indexing", total=len(waiting))
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,6 +45,16 @@ async def _connect_with_retry(settings: GatewaySettings, attempts: int = 30) -> 
             log.warning("waiting for NATS/PostgreSQL: %s", exc)
             await asyncio.sleep(2.0)
     raise RuntimeError(f"gateway cannot reach NATS or PostgreSQL: {last}")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -76,6 +90,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with values JSON cannot carry (NaN, Infinity) echoed as text instead of a 500."""
+        return JSONResponse({"detail": jsonable_encoder(_finite(exc.errors()))}, status_code=422)
     app.include_router(progress.router)  # before documents: /documents/events is not a doc_id
     app.include_router(documents.router)
     app.include_router(chat.router)
