@@ -99,7 +99,8 @@ async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: Llam
     await prepare(nats_server.url, postgres.dsn)
     log_dir = tmp_path_factory.mktemp("logs")
     stack = AgentStack.for_servers(servers, log_dir, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
-                                   RAGBUS_MAX_ANSWER_TOKENS="96", RAGBUS_LOG_LEVEL="INFO", RAGBUS_ABANDON_GRACE="5")
+                                   RAGBUS_MAX_ANSWER_TOKENS="96", RAGBUS_LOG_LEVEL="INFO", RAGBUS_ABANDON_GRACE="5",
+                                   RAGBUS_ASSUMED_ANSWER_SECONDS="2")
     stack.start("projector")
     stack.start("parser")
     stack.start("embedder")

@@ -4,7 +4,8 @@ into a timeout, and work nobody waits for any more is stopped.
 - Rate limits per client (its API key where keys are on, else its address): a token bucket per kind of work;
   over the limit, HTTP answers 429 with Retry-After and the websocket a `busy` frame.
 - Questions in flight, gateway-wide: at most `max_questions_in_flight`, and fewer when the answers measured
-  lately say the newest would wait longer than half the ask timeout.
+  lately (or, before any, an assumed time each) say the newest would wait longer than half the
+  ask timeout.
 - A question whose client went away is cancelled (query.cancelled) unless someone resumes it within a grace
   period: the generator stops instead of answering nobody.
 """
@@ -69,23 +70,25 @@ class _Finished:
 
 class Admission:
     def __init__(self, questions_per_minute: float, uploads_per_minute: float, max_in_flight: int,
-                 ask_timeout: float, abandon_grace: float) -> None:
+                 ask_timeout: float, abandon_grace: float, assumed_answer_s: float = 10.0) -> None:
         self.questions = TokenBucket(questions_per_minute, max(3, int(questions_per_minute // 4)), "questions")
         self.uploads = TokenBucket(uploads_per_minute, max(5, int(uploads_per_minute // 4)), "uploads")
         self.max_in_flight = max_in_flight
         self.ask_timeout = ask_timeout
         self.abandon_grace = abandon_grace
+        self.assumed_answer_s = assumed_answer_s  # an answer's time until real answers say otherwise
         self.in_flight = 0
         self._finished: deque[_Finished] = deque(maxlen=200)
         self._cancels: dict[str, asyncio.Task[None]] = {}
 
     # ---- questions in flight ------------------------------------------------------------------------------
-    def expected_wait(self) -> float | None:
-        """Seconds the next question would wait, from the answers of the last minutes (None: no history)."""
+    def expected_wait(self) -> float:
+        """Seconds the next question would wait for its answer: from the answers of the last minutes, or,
+        before there are any, as if one generator took `assumed_answer_s` per answer."""
         now = time.monotonic()
         recent = [f for f in self._finished if now - f.at < 300]
         if len(recent) < 3:
-            return None
+            return (self.in_flight + 1) * self.assumed_answer_s
         span = max(now - recent[0].at, max(f.seconds for f in recent))
         throughput = len(recent) / span  # answers per second, all generators together
         return (self.in_flight + 1) / throughput
@@ -97,7 +100,7 @@ class Admission:
             REFUSED.labels("in_flight").inc()
             raise Busy(f"the system is answering {self.in_flight} questions already; try again shortly", 5)
         wait = self.expected_wait()
-        if wait is not None and wait > self.ask_timeout / 2:
+        if wait > self.ask_timeout / 2:
             REFUSED.labels("expected_wait").inc()
             raise Busy(f"too busy: a new question would wait about {wait:.0f} s for its answer", wait / 4)
         self.in_flight += 1

@@ -71,7 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.indexes = IndexView(pool)
         app.state.admission = Admission(settings.questions_per_minute, settings.uploads_per_minute,
                                         settings.max_questions_in_flight, settings.ask_timeout,
-                                        settings.abandon_grace)
+                                        settings.abandon_grace, settings.assumed_answer_seconds)
         app.state.health = Health(lambda: bus.nc.is_connected, pool, settings.llm_url)
         app.state.health.start()
         log.info("gateway ready on http://%s:%d", settings.host, settings.port)

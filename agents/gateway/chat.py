@@ -30,6 +30,7 @@ log = logging.getLogger("ragbus.gateway")
 router = APIRouter(tags=["chat"])
 QUESTIONS = Counter("ragbus_questions_total", "Questions by outcome", ["outcome"])
 TTFT = Histogram("ragbus_time_to_first_token_seconds", "From question to first token at the gateway")
+OUTCOME_CHECK_S = 5.0  # how often a silent answer's outcome is looked up in the log
 ANSWER_SUBJECTS = (AnswerTokenGenerated.SUBJECT, AnswerCompleted.SUBJECT, AnswerFailed.SUBJECT)
 
 
@@ -101,11 +102,20 @@ async def relay(bus: Bus, queue: asyncio.Queue[dict[str, Any]], query_id: str, n
     while this gateway's connection to NATS was down, is filled from the TOKENS stream), then done or error."""
     while True:
         try:
-            event = await asyncio.wait_for(queue.get(), timeout=max(deadline - time.perf_counter(), 0.01))
+            event = await asyncio.wait_for(queue.get(), timeout=min(max(deadline - time.perf_counter(), 0.01),
+                                                                    OUTCOME_CHECK_S))
         except TimeoutError:
-            QUESTIONS.labels("timeout").inc()
-            yield error_frame(query_id, "no answer in time; is a generator running? (`ragbus status`)")
-            return
+            # A live notification can be lost (this gateway's connection to NATS dropped meanwhile): the log
+            # has the outcome all the same.
+            stored = await _stored_outcome(bus, query_id)
+            if stored is not None:
+                event = stored
+            elif time.perf_counter() < deadline:
+                continue
+            else:
+                QUESTIONS.labels("timeout").inc()
+                yield error_frame(query_id, "no answer in time; is a generator running? (`ragbus status`)")
+                return
         kind = event.get("type")
         if kind == "answer.token":
             if event["seq"] < next_seq:
@@ -127,6 +137,13 @@ async def relay(bus: Bus, queue: asyncio.Queue[dict[str, Any]], query_id: str, n
             QUESTIONS.labels("failed").inc()
             yield error_frame(query_id, event["message"])
             return
+
+
+async def _stored_outcome(bus: Bus, query_id: str) -> dict[str, Any] | None:
+    try:
+        return await bus.stored_outcome(query_id)
+    except Exception:  # noqa: BLE001 - NATS is down: the next check, or the live event, will tell
+        return None
 
 
 async def until_projected(bus: Bus, answers: AnswerView, query_id: str, timeout: float = 3.0) -> None:

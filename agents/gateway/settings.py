@@ -15,6 +15,7 @@ class GatewaySettings(BusSettings, DatabaseSettings):
     questions_per_minute: float = 60.0  # per client (address, or API key); 0: no limit
     uploads_per_minute: float = 120.0
     max_questions_in_flight: int = 32  # gateway-wide; fewer when recent answers say the wait would be long
+    assumed_answer_seconds: float = 10.0  # an answer's time before any was measured (a small model on a Pi)
     max_questions_per_socket: int = 4  # waiting on one websocket, beyond the one being answered
     abandon_grace: float = 20.0  # seconds a question whose client left may be resumed before it is cancelled
     max_metadata_bytes: int = 16 * 1024  # a document's metadata, as JSON

@@ -28,7 +28,7 @@ def test_a_rate_of_zero_means_no_limit():
 
 
 def test_questions_in_flight_are_bounded_and_released_when_answered():
-    admission = Admission(0, 0, max_in_flight=2, ask_timeout=180, abandon_grace=1)
+    admission = Admission(0, 0, max_in_flight=2, ask_timeout=1000, abandon_grace=1)
     with admission.question(), admission.question():
         assert admission.in_flight == 2
         with pytest.raises(Busy), admission.question():
@@ -39,15 +39,20 @@ def test_questions_in_flight_are_bounded_and_released_when_answered():
 
 
 def test_a_question_that_would_wait_too_long_by_the_recent_answers_is_refused():
-    admission = Admission(0, 0, max_in_flight=100, ask_timeout=10, abandon_grace=1)
-    assert admission.expected_wait() is None  # no history: only the count bounds it
+    admission = Admission(0, 0, max_in_flight=100, ask_timeout=100, abandon_grace=1)
+    assert admission.expected_wait() == 10.0  # no history: as if one generator took 10 s an answer
+    admission.in_flight = 5
+    with pytest.raises(Busy), admission.question():  # 6 x 10 s > half of 100 s
+        pass
+    admission.in_flight = 0
     for _ in range(3):
         with admission.question():
             pass  # three answers at once: a high throughput
-    assert admission.expected_wait() is not None and admission.expected_wait() < 5
+    assert admission.expected_wait() < 5
     admission._finished.clear()
     now = time.monotonic()
     admission._finished.extend(_Finished(now - 60 + i, 20.0) for i in range(3))  # 3 answers in a minute
+    admission.ask_timeout = 10
     admission.in_flight = 10
     with pytest.raises(Busy) as refused, admission.question():
         pass
