@@ -163,7 +163,16 @@ class SourceReader:
                     log.error("%s/%s #%d: unreadable event skipped: %s", name, stream, seq, exc)
                     EVENTS_SKIPPED.labels(name, stream, "unreadable").inc()
                     continue
-                await self.projection.apply(conn, event)
+                try:
+                    async with conn.transaction():  # a savepoint: one event the table refuses is only that event
+                        await self.projection.apply(conn, event)
+                except asyncpg.DataError as exc:
+                    # Values PostgreSQL can never store (a NUL in text, say): retrying cannot help, and
+                    # stopping here would stop the read model for good; skipped loudly instead.
+                    log.error("%s/%s #%d: %s refused by the read model, skipped: %s", name, stream, seq,
+                              event.type, exc)
+                    EVENTS_SKIPPED.labels(name, stream, "refused").inc()
+                    continue
                 touched.add(event.correlation_id)
                 EVENTS_APPLIED.labels(name, stream).inc()
             if last > stored:

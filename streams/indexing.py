@@ -18,6 +18,7 @@ from streams.declare import declare_index, delete_index_durable
 from streams.events import Event, IndexActivated, IndexDropped, IndexStarted
 from streams.indexes import read_index_state
 from streams.publish import publish
+from streams.topology import EMBEDDING_MODELS
 
 Emit = Callable[[Event], Awaitable[object]]  # how the caller publishes (the gateway: its declared publishers)
 
@@ -56,6 +57,13 @@ def judge(index: dict[str, Any], active: dict[str, Any] | None) -> Gate:
         return gate
     if active is None:
         gate.notes.append("no index is active: nothing to compare with")
+        return gate
+    if index.get("dim") is None and not (gate.live_chunks == 0 and index["model"] in EMBEDDING_MODELS
+                                         and not index.get("source")):
+        # No vector yet: nothing shows its embedders can load the model (only a catalogue model on an empty
+        # system is taken on trust); switching to it would fail every question.
+        gate.reasons.append(f"{index['model']} has produced no vector yet: its embedders may not be able to load "
+                            "it (`ragbus status`, the embedder's log)")
         return gate
     if gate.missing:
         gate.reasons.append(f"incomplete: {gate.missing} of {gate.live_chunks} chunks of {active['model']} have no "

@@ -25,6 +25,7 @@ from agents.gateway.admission import Admission
 from agents.gateway.bus import Bus
 from agents.gateway.health import Health
 from agents.gateway.limits import UploadSizeLimit
+from agents.gateway.methods import AllowedMethods
 from agents.gateway.settings import GatewaySettings
 from projections.views import AnswerView, DocumentView, IndexView, create_pool
 
@@ -90,6 +91,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(AllowedMethods)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agents.gateway.admission import Admission, Busy
 from agents.gateway.bus import Bus
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
+from agents.gateway.requests import BAD_BODY, RequestModel, Text, integer, number
 from agents.gateway.settings import GatewaySettings
 from projections.views import AnswerView
 from streams.events import AnswerCompleted, AnswerFailed, AnswerTokenGenerated, QueryAsked, QueryCancelled, Turn
@@ -34,25 +35,24 @@ OUTCOME_CHECK_S = 5.0  # how often a silent answer's outcome is looked up in the
 ANSWER_SUBJECTS = (AnswerTokenGenerated.SUBJECT, AnswerCompleted.SUBJECT, AnswerFailed.SUBJECT)
 
 
-class Filters(BaseModel):
-    doc_ids: list[str] = []
-    names: list[str] = []
-    tags: list[str] = []
-    doc_types: list[str] = []
+class Filters(RequestModel):
+    doc_ids: list[Text] = Field(default_factory=list, max_length=200)
+    names: list[Text] = Field(default_factory=list, max_length=200)
+    tags: list[Text] = Field(default_factory=list, max_length=50)
+    doc_types: list[Text] = Field(default_factory=list, max_length=10)
 
 
-class AskRequest(BaseModel):
-    question: str = Field(..., min_length=1, max_length=4000)
-    top_k: int | None = Field(None, ge=1, le=50)
+class AskRequest(RequestModel):
+    question: Text = Field(..., min_length=1, max_length=4000)
+    top_k: integer(ge=1, le=50) | None = None
     filters: Filters = Field(default_factory=Filters)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False,
-                                    description="minimum cosine similarity of passages")
-    session_id: str | None = Field(None, max_length=200, description="conversation id: earlier turns are used")
+    threshold: number(ge=-1.0, le=1.0) | None = Field(None, description="minimum cosine similarity of passages")
+    session_id: Text | None = Field(None, max_length=200, description="conversation id: earlier turns are used")
 
 
-class ResumeRequest(BaseModel):
-    query_id: str = Field(..., min_length=1, max_length=64)
-    after_seq: int = Field(-1, ge=-1, description="the last token seq the client has; -1 for none")
+class ResumeRequest(RequestModel):
+    query_id: Text = Field(..., min_length=1, max_length=64)
+    after_seq: integer(ge=-1) = Field(-1, description="the last token seq the client has; -1 for none")
 
 
 class CitationOut(BaseModel):
@@ -199,7 +199,7 @@ def refused(exc: Busy, code: int) -> HTTPException:
 
 
 @router.post("/ask", response_model=AskResponse, summary="Ask a question; returns the whole cited answer",
-             responses={429: {"description": "too many questions from this client (Retry-After)"},
+             responses={**BAD_BODY, 429: {"description": "too many questions from this client (Retry-After)"},
                         503: {"description": "too busy to take the question now (Retry-After)"},
                         504: {"description": "no answer in time (the question is cancelled)"},
                         502: {"description": "answer failed"}})

@@ -14,17 +14,18 @@ from pydantic import BaseModel, Field
 from agents.gateway.admission import Busy
 from agents.gateway.chat import Filters
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
+from agents.gateway.requests import BAD_BODY, Flag, RequestModel, Text, integer, number
 from streams.events import AnswerFailed, AnswerRated, ContextBuilt, QueryAsked
 
 router = APIRouter()
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(..., min_length=1, max_length=4000)
-    top_k: int | None = Field(None, ge=1, le=50)
+class SearchRequest(RequestModel):
+    query: Text = Field(..., min_length=1, max_length=4000)
+    top_k: integer(ge=1, le=50) | None = None
     filters: Filters = Field(default_factory=Filters)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False)
-    debug: bool = Field(False, description="also list every candidate with its rank at each stage (dense, "
+    threshold: number(ge=-1.0, le=1.0) | None = None
+    debug: Flag = Field(False, description="also list every candidate with its rank at each stage (dense, "
                         "keyword, fused) and what became of it (passage n, below threshold, near-duplicate, ...)")
 
 
@@ -50,7 +51,8 @@ class SearchResponse(BaseModel):
 
 @router.post("/search", response_model=SearchResponse, tags=["search"],
              summary="Retrieval only: ranked passages with scores, no generated answer",
-             responses={429: {"description": "too many questions from this client (Retry-After)"},
+             responses={**BAD_BODY, 429: {"description": "too many questions from this client (Retry-After)"},
+                        502: {"description": "retrieval failed (the reason is in the body)"},
                         504: {"description": "no retriever answered in time"}})
 async def search(body: SearchRequest, request: Request, bus: BusDep, settings: SettingsDep) -> SearchResponse:
     try:
@@ -123,14 +125,14 @@ async def get_session(session_id: str, answers: AnswersDep) -> SessionOut:
     return SessionOut(**session, messages=[Turn(**t) for t in await answers.for_session(session_id)])
 
 
-class RatingIn(BaseModel):
+class RatingIn(RequestModel):
     rating: Literal["up", "down"]
-    comment: str = Field("", max_length=2000)
+    comment: Text = Field("", max_length=2000)
 
 
 @router.post("/answers/{query_id}/rating", status_code=status.HTTP_202_ACCEPTED, tags=["conversations"],
              summary="Thumbs up or down on an answer (an answer.rated event)",
-             responses={404: {"description": "unknown answer"}})
+             responses={**BAD_BODY, 404: {"description": "unknown answer"}})
 async def rate_answer(query_id: str, body: RatingIn, bus: BusDep, answers: AnswersDep) -> dict[str, str]:
     # the log first-hand: a rating sent right after the done frame may beat the projector to the row
     if await answers.get(query_id) is None and await bus.stored_outcome(query_id) is None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from agents.gateway.admission import Busy
 from agents.gateway.deps import BusDep, DocumentsDep, SettingsDep
+from agents.gateway.requests import has_nul
 from streams.doctypes import CHUNK_STRATEGIES, ChunkStrategy, sniff_document_type
 from streams.events import DocumentDeleted, DocumentUploaded
 
@@ -64,7 +65,7 @@ def document_name(filename: str | None, limit: int = 255) -> str:
     """The document's name: the client's file name, which may be a path relative to a folder it uploads
     (`ragbus ingest DIR` sends `faq/index.html`, so two index.html files stay two documents). Backslashes
     count as separators, and absolute parts, `.` and `..` are dropped."""
-    parts = [p for p in re.split(r"[\\/]+", filename or "") if p not in ("", ".", "..")]
+    parts = [p for p in re.split(r"[\\/]+", (filename or "").replace("\x00", "")) if p not in ("", ".", "..")]
     if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):  # a Windows drive
         parts = parts[1:]
     name = "/".join(parts)[-limit:].lstrip("/")
@@ -72,7 +73,7 @@ def document_name(filename: str | None, limit: int = 255) -> str:
 
 
 def _parse_metadata(raw: str | None, limit: int) -> dict[str, Any]:
-    if not raw:
+    if not raw or raw.strip() == "null":
         return {}
     if len(raw.encode()) > limit:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"metadata is too large: at most {limit} bytes of JSON")
@@ -82,6 +83,8 @@ def _parse_metadata(raw: str | None, limit: int) -> dict[str, Any]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"metadata is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "metadata must be a JSON object")
+    if has_nul(value):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "metadata may not contain NUL (\\u0000) characters")
     return value
 
 
@@ -100,8 +103,10 @@ async def upload_document(
     documents: DocumentsDep,
     settings: SettingsDep,
     file: UploadFile = File(..., description="the document; its file name may be a relative path (docs/faq.html), "
-                            "which is the document's name"),
-    metadata: str | None = Form(None, description="JSON object stored with the document (e.g. tags)"),
+                            "which is the document's name", json_schema_extra={"minLength": 1}),
+    metadata: str | None = Form(None, description="JSON object stored with the document (e.g. tags), at most "
+                                "RAGBUS_MAX_METADATA_BYTES", json_schema_extra={
+                                    "contentMediaType": "application/json", "contentSchema": {"type": "object"}}),
     chunk_strategy: ChunkStrategy | None = Query(None, description="how to cut it (default: the parser's setting)"),
 ) -> UploadAccepted:
     try:

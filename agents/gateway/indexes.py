@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from agents.gateway.deps import BusDep
+from agents.gateway.requests import BAD_BODY, RequestModel, Text
 from projections.views import IndexView
 from streams.indexing import IndexCommandError, activate_index, drop_index, judge, rollback_target, start_index
 from streams.topology import EMBEDDING_MODELS
@@ -43,10 +44,10 @@ class IndexList(BaseModel):
     indexes: list[IndexOut]
 
 
-class StartIndex(BaseModel):
-    model: str = Field(..., min_length=1, max_length=200,
+class StartIndex(RequestModel):
+    model: Text = Field(..., min_length=1, max_length=200,
                        description=f"a catalogue model: {', '.join(EMBEDDING_MODELS)}, or any name with `source`")
-    source: str = Field("", max_length=1000, description="a sentence-transformers folder the embedders can read")
+    source: Text = Field("", max_length=1000, description="a sentence-transformers folder the embedders can read")
 
 
 class GateOut(BaseModel):
@@ -74,10 +75,11 @@ async def list_indexes(indexes: IndexesDep) -> IndexList:
 
 @router.post("/admin/indexes", status_code=status.HTTP_202_ACCEPTED, response_model=IndexOut | dict,
              summary="Start re-indexing into another embedding model (index.started); queries go on meanwhile",
-             responses={400: {"description": "unknown model"}, 409: {"description": "that index exists"}})
+             responses={**BAD_BODY, 404: {"description": "no such model (not in the catalogue, and no source)"},
+                        409: {"description": "that index exists"}})
 async def start(body: StartIndex, bus: BusDep) -> dict[str, Any]:
     if body.model not in EMBEDDING_MODELS and not body.source:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{body.model!r} is not a catalogue model "
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{body.model!r} is not a catalogue model "
                             f"({', '.join(EMBEDDING_MODELS)}); give `source`, a model folder")
     try:
         event = await start_index(bus.nc.jetstream(), body.model, body.source, EMBEDDING_MODELS.get(body.model),

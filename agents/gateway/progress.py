@@ -28,6 +28,7 @@ COALESCE = 0.2  # a burst of batches for one document becomes one frame
 
 async def _frames(request: Request, queue: asyncio.Queue[str], documents: DocumentView) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
+    yield 'event: ready\ndata: {"listening": true}\n\n'  # the stream is live: changes from now on arrive
     while not await request.is_disconnected():
         try:
             first = await asyncio.wait_for(queue.get(), KEEPALIVE)
@@ -44,8 +45,14 @@ async def _frames(request: Request, queue: asyncio.Queue[str], documents: Docume
                 yield f"event: document\ndata: {DocumentOut(**doc).model_dump_json()}\n\n"
 
 
-@router.get("/documents/events", summary="Live document status (Server-Sent Events, one `document` event "
-            "per change: status, chunks, chunks_indexed, error)", response_class=StreamingResponse)
+@router.get("/documents/events", summary="Live document status (Server-Sent Events: `ready` once, then one "
+            "`document` event per change: status, chunks, chunks_indexed, error)", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {"schema": {
+                "type": "object", "required": ["event", "data"],
+                "properties": {"event": {"enum": ["ready", "document"]},
+                               "data": {"type": "string", "description": "JSON: the document as GET "
+                                        "/documents/{doc_id} shows it (for `ready`: {\"listening\": true})"}}}}},
+                "description": "an endless stream of Server-Sent Events"}})
 async def document_events(request: Request, bus: BusDep, documents: DocumentsDep) -> StreamingResponse:
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
 

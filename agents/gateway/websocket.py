@@ -115,12 +115,13 @@ async def answer_one(message: dict[str, Any], send: Any, active: list[str], stat
     admission = state.admission
     try:
         kind = WsMessage.model_validate(message).type
+        fields = {k: v for k, v in message.items() if k != "type"}
         if kind == "ask":
-            ask = AskRequest.model_validate(message)
+            ask = AskRequest.model_validate(fields)
             admission.questions.take(client)
             frames = answer_frames(state.bus, state.answers, ask, state.settings)
         else:
-            resume = ResumeRequest.model_validate(message)
+            resume = ResumeRequest.model_validate(fields)
             admission.resumed(resume.query_id)
             frames = resume_frames(state.bus, resume, state.settings)
     except ValidationError as exc:

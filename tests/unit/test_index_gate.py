@@ -73,3 +73,12 @@ def test_the_fold_ends_on_the_last_activated_index_and_keeps_the_previous_for_ro
     state.apply(IndexStarted(event_id="s3", model="new", previous="old"), 7)  # built anew: a new generation
     assert state.indexes["new"].state == "building" and state.indexes["new"].generation == 7
     assert [i.model for i in state.live()] == ["old", "new"]
+
+
+def test_an_index_that_never_produced_a_vector_is_refused_unless_a_catalogue_model_on_an_empty_system():
+    refused = judge(index(dim=None, missing=0, live_chunks=0, model="made-up", source="/nowhere"),
+                    {**ACTIVE, "live_chunks": 0})
+    assert not refused.passed and "no vector yet" in refused.reasons[0]
+    trusted = judge(index(dim=None, missing=0, live_chunks=0, model="minilm-distilled-256"),
+                    {**ACTIVE, "live_chunks": 0})
+    assert trusted.passed
