@@ -28,7 +28,7 @@ class Health:
         self.checks: dict[str, Any] = {"nats": True, "postgres": True, "llm": True if not llm_url else None}
         self._listeners: set[Listener] = set()
         self._task: asyncio.Task[None] | None = None
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(2.0, connect=1.0))
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(1.0, connect=1.0))
 
     @property
     def ready(self) -> bool:
@@ -53,6 +53,8 @@ class Health:
         if self.llm_url:
             try:
                 checks["llm"] = (await self._http.get(f"{self.llm_url}/models")).status_code < 500
+            except httpx.ReadTimeout:
+                checks["llm"] = True  # it took the connection but is busy (llama.cpp answers one at a time)
             except httpx.HTTPError:
                 checks["llm"] = False
         return checks

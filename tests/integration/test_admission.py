@@ -59,6 +59,12 @@ async def test_not_a_number_thresholds_and_oversized_metadata_are_refused_with_a
     assert response.status_code == 400 and "too large" in response.json()["detail"]
 
 
+async def test_a_degenerate_long_question_is_answered_not_a_gateway_error(client):
+    response = await client.post("/ask", json={"question": "zq " * 1300}, timeout=300)
+    assert response.status_code == 200, response.text  # an empty completion is an answer to report
+    assert response.json()["answer"]
+
+
 async def test_too_many_questions_on_one_socket_get_an_immediate_busy_frame(stack):
     async with ws_connect(ws_url(stack)) as ws:
         sent = time.monotonic()

@@ -169,8 +169,8 @@ async def test_sixty_chats_then_every_part_killed_mid_work_and_nothing_is_lost_d
                     async for raw in ws:
                         frame = json.loads(raw)
                         if frame["type"] in ("done", "error", "busy"):
-                            return frame["type"] if frame["type"] != "error" else frame["message"], \
-                                time.monotonic() - started
+                            return (frame["type"] if frame["type"] != "error" else frame["message"],
+                                    time.monotonic() - started)
                 return "closed", time.monotonic() - started
 
             outcomes = await asyncio.gather(*(one_chat(i) for i in range(60)))
@@ -213,9 +213,30 @@ async def test_sixty_chats_then_every_part_killed_mid_work_and_nothing_is_lost_d
                 await up.kill(role)
             await asyncio.sleep(3)  # questions are being answered by now
             await up.kill("generator")
+            status: list[tuple[float, dict]] = []  # what an idle chat socket hears meanwhile
+
+            async def listen() -> None:
+                async with ws_connect(up.url.replace("http", "ws", 1) + "/ws/chat") as ws:
+                    async for raw in ws:
+                        status.append((time.monotonic(), json.loads(raw)))
+
+            listener = asyncio.create_task(listen())
+            await asyncio.sleep(1)
+            killed_at: dict[str, float] = {}
             for role in ("nats-server", "postgres", "llama-server"):
+                killed_at[role] = time.monotonic()
                 await up.kill(role)
-                await asyncio.sleep(2)
+                await asyncio.sleep(3)
+            listener.cancel()
+            told = {}
+            for role, down in (("nats-server", "nats"), ("postgres", "postgres"), ("llama-server", "llm")):
+                frames = [t for t, f in status if f.get("state") == "reconnecting" and down in f.get("down", [])
+                          and t >= killed_at[role]]
+                assert frames, (role, status)
+                told[role] = round(frames[0] - killed_at[role], 1)
+                assert told[role] < 6.0, told  # within a few seconds
+            assert status and status[-1][1]["state"] == "ok", status[-3:]
+            report["chat sockets told of the outage after s"] = told
 
             answers = await asyncio.wait_for(questions, 900)
             deadline = time.monotonic() + 600

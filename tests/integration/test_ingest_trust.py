@@ -159,8 +159,11 @@ async def test_progress_stream_shows_a_document_move_to_indexed(client):
     async def listen() -> None:
         async with client.stream("GET", "/documents/events", timeout=None) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
+            event = ""
             async for line in response.aiter_lines():
-                if line.startswith("data: "):
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "document":
                     doc = json.loads(line[6:])
                     if doc["name"] == "progress.md":
                         seen.append(doc)
