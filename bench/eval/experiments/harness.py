@@ -1,30 +1,37 @@
 """In-process retrieval experiments on bench/eval (and, as a second never-tuned set, tests/quality).
 
-Parses the corpus with ragbus's own parser, embeds with a chosen model (vectors cached on disk between runs),
-loads the chunks into a real PostgreSQL + pgvector (EmbeddedPostgres, projections.schema.migrate, vectors_ddl)
-for everything SQL (the full-text half and the real `HybridSearch.search`), and evaluates retrieval variants:
-exact numpy cosine for the dense half (equivalent to HNSW at this size: the `system` variant, which runs the
-real HybridSearch over HNSW, reproduces the numpy `rrf` variant), PostgreSQL ts_rank_cd for the keyword half.
+Parses the corpus with ragbus's own parser (defaults: structure/200/40), embeds with a chosen model (vectors
+cached in $RAGBUS_EVAL_CACHE, default ~/.cache/ragbus-eval, keyed by model fingerprint and text), loads the
+chunks into a real PostgreSQL + pgvector (EmbeddedPostgres on a free port, projections.schema.migrate,
+vectors_ddl) and evaluates retrieval variants on the questions, with a per-question trace (dense rank, keyword
+rank, fused rank of the gold passage, miss kind) and the per-kind table of bench/eval/score.py.
+
+The dense half is exact numpy cosine (equivalent to HNSW at this size); the keyword half is PostgreSQL
+(ts_rank_cd on the real chunks.tsv, or BM25 in SQL). The `system` variant runs the real HybridSearch.search
+(HNSW + full text + RRF) and reproduces the POST /search figures; `rrf` is its numpy re-implementation.
 
     H=bench/eval/experiments/harness.py
-    .venv/bin/python $H                                   # default variants, ONNX int8 MiniLM, structure/200/40
-    .venv/bin/python $H --variants system,dense,rrf --trace-dir /tmp/tr
-    .venv/bin/python $H --compose ctx --variants "dense;fuse=score,wk=0.1;fuse=rrf,k=60,wd=2"
-    .venv/bin/python $H --model all-MiniLM-L6-v2 --chunking structure/300/60 --qset quality
+    .venv/bin/python $H                                   # presets system;rrf;dense;dense_raw;keyword
+    .venv/bin/python $H --variants "system;dense;fuse=lin,wk=0.1" --trace-dir /tmp/tr
+    .venv/bin/python $H --compose ctx --text-headings --variants "system;recommended" --latency 3
+    .venv/bin/python $H --model all-MiniLM-L6-v2 --qset quality --variants "system;dense"
     .venv/bin/python $H --model /path/to/finetuned --docs-split A   # questions on documents of half A only
 
-A variant is a comma-separated list of key=value (or a preset name, see PRESETS), e.g.
-`fuse=rrf,k=60,cand=40,wd=1,wk=1,thr=0.2,dup=0.95,kw=text,kq=any2` or
-`fuse=lin,wd=1,wk=0.1,ws=0.5,wh=0.3,cand=40`. Keys:
+--variants takes ';'-separated specs. A spec is a comma-separated list of key=value, optionally after a preset
+name (PRESETS: system, rrf, dense, dense_raw, keyword, recommended = RECOMMENDED), e.g. `rrf,k=10` or `fuse=lin,ws=0.5,kw=bm25post,wk=0.2`.
+Keys (DEFAULTS):
 
-  fuse   rrf | lin | tie | dense  (rrf: sum w/(k+rank); lin: weighted sum of scores; tie: dense cosine rounded to
+  fuse   rrf | rrf3 | lin | tie | dense  (rrf3: RRF of chunk cosine, max sentence cosine (weight ws) and keyword;
+         rrf: sum w/(k+rank); lin: weighted sum of scores; tie: dense cosine rounded to
          `tie` decimals, keyword score breaks ties; dense: dense only)
   k, wd, wk        RRF constant and weights of the dense / keyword ranks
   cand             candidates taken from each half (both: 40 today)
   thr, dup         similarity threshold on the dense cosine, near-duplicate cosine (0 / 1 switch them off)
-  kw     text | head | bm25 | bm25h | bm25sql   keyword index (bm25, bm25h: BM25 over the same lexemes, in Python,
-         on the text / heading path + text; bm25sql: BM25 computed in PostgreSQL, heading path + text, over the
-         kq (a number, default 8) rarest question lexemes; see BM25_SQL): the real chunks.tsv, or setweight(title+section,'A') || setweight(text,'D')
+  kw     text | head | bm25 | bm25h | bm25sql | bm25post   keyword index: text = ts_rank_cd on the real
+         chunks.tsv; head = ts_rank_cd on setweight(title+section,'A') || setweight(text,'D'); bm25, bm25h = BM25
+         over the same lexemes, in Python, on the text / heading path + text; bm25sql = BM25 computed in
+         PostgreSQL on heading path + text over the kq (a number, default 8) rarest question lexemes (BM25_SQL);
+         bm25post = the same from an inverted-index table (BM25_POSTINGS_SQL), what the latency figures use
   kq     any2 | or | rare | rare_any2   keyword query: today's any-two-of-the-longest-8 lexemes; a plain OR;
          the 8 rarest lexemes (corpus document frequency, from ts_stat) OR-ed / any-two-of
   kwn    max | raw     keyword score normalisation in `lin` (divide by the question's best | ts_rank_cd/(1+r))
@@ -33,6 +40,7 @@ A variant is a comma-separated list of key=value (or a preset name, see PRESETS)
   tb     kw | dense: RRF ties go to the keyword half's pick (as the system's SQL row order) | the higher cosine
   toc    1: chunks flagged as a table of contents (mark_toc) are no candidates
   wsec, wnb         `lin` weights of the best cosine in the chunk's section, of its better neighbour chunk
+  alt, wa           `lin` weight of the cosine to a second vector per chunk, embedded with compose `alt`
   prf, prfk         pseudo-relevance feedback: q + prf * mean of the top prfk chunk vectors, normalised
   rr     rerank the fused top `rr` (e.g. 20) by wc*cos + ws*maxsent + wh*head (+ wk*kw), 0: no rerank stage
 """
@@ -41,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -209,10 +216,14 @@ def mark_toc(chunks: list[Chunk], share: float = 0.35) -> None:
 
 def compose(chunk: Chunk, mode: str) -> str:
     """What gets embedded for a chunk. text: today's chunk text alone; title: title + text; ctx: title, heading
-    path and text; sec: heading path (no title) + text; head: the title + heading path alone."""
+    path and text; ctxn: file name, heading path and text; sec: heading path (no title) + text; head: the title +
+    heading path alone."""
     if mode == "text":
         return chunk.text
-    path = chunk.path() if mode in ("ctx", "head") else [chunk.title] if mode == "title" else list(chunk.section)
+    if mode == "ctxn":  # what chunks.ready carries today: the file name and the heading path (no title)
+        path = [chunk.doc] + [s for s in chunk.section if s]
+    else:
+        path = chunk.path() if mode in ("ctx", "head") else [chunk.title] if mode == "title" else list(chunk.section)
     if mode == "head":
         return " > ".join(path) or chunk.title
     # the chunk usually starts with its own heading (structure strategy): do not repeat it
@@ -359,14 +370,15 @@ class Database:
             await conn.execute(BM25_STATS)
             await conn.execute("ANALYZE")
 
-    async def bm25_sql(self, lexemes: list[str], limit: int = 40, rare: int = 8) -> list[tuple[str, float]]:
+    async def bm25_sql(self, lexemes: list[str], limit: int = 40, rare: int = 8,
+                       sql: str | None = None) -> list[tuple[str, float]]:
         """BM25 (k1 1.2, b 0.75) computed by PostgreSQL over the `rare` question lexemes of lowest document
         frequency (frequent ones weigh little and would make the OR match most of a large table)."""
         if not lexemes:
             return []
         async with self.pool.acquire() as conn:
             return [(r["chunk_id"], float(r["score"])) for r in
-                    await conn.fetch(BM25_SQL, list(dict.fromkeys(lexemes)), rare, limit)]
+                    await conn.fetch(sql or BM25_SQL, list(dict.fromkeys(lexemes)), rare, limit)]
 
     async def lexemes(self, questions: Sequence[str]) -> list[list[str]]:
         from projections.retrieval import _LEXEMES
@@ -407,6 +419,20 @@ UPDATE kw_bm25 SET len = (SELECT coalesce(sum(coalesce(array_length(u.positions,
 CREATE TABLE bm25_lexemes AS SELECT word AS lexeme, ndoc FROM ts_stat('SELECT tsv FROM kw_bm25');
 ALTER TABLE bm25_lexemes ADD PRIMARY KEY (lexeme);
 CREATE TABLE bm25_corpus AS SELECT count(*)::float8 AS n, avg(len)::float8 AS avglen FROM kw_bm25;
+-- the same as an inverted index: one row per (lexeme, chunk), what a projector would insert with each chunk
+CREATE TABLE bm25_postings AS SELECT u.lexeme, k.chunk_id, coalesce(array_length(u.positions, 1), 1) AS tf,
+       k.len FROM kw_bm25 k, unnest(k.tsv) u;
+CREATE INDEX bm25_postings_lexeme ON bm25_postings (lexeme) INCLUDE (chunk_id, tf, len);
+"""
+BM25_POSTINGS_SQL = """
+WITH corpus AS (SELECT n, avglen FROM bm25_corpus),
+q AS (
+    SELECT s.lexeme, ln(1 + (corpus.n - s.ndoc + 0.5) / (s.ndoc + 0.5)) AS idf
+    FROM bm25_lexemes s, corpus WHERE s.lexeme = ANY($1::text[]) ORDER BY s.ndoc, s.lexeme LIMIT $2
+)
+SELECT p.chunk_id, sum(q.idf * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.len / corpus.avglen))) AS score
+FROM q JOIN bm25_postings p USING (lexeme) CROSS JOIN corpus
+GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT $3
 """
 BM25_SQL = """
 WITH corpus AS (SELECT n, avglen FROM bm25_corpus),
@@ -482,6 +508,14 @@ class State:
             self.S = S.astype(np.float32)
         return self.S
 
+    def alt_sims(self, mode: str) -> np.ndarray:
+        """question x chunk cosine for the chunks embedded in another composition (a second vector per chunk)."""
+        if not hasattr(self, "_alt"):
+            self._alt = {}
+        if mode not in self._alt:
+            self._alt[mode] = (self.Q @ self.emb.encode([compose(c, mode) for c in self.corpus.chunks]).T)
+        return self._alt[mode]
+
     def section_groups(self) -> np.ndarray:
         """An id per (document, heading path): the chunks of one section share it."""
         ids: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -528,10 +562,11 @@ class State:
         key = (index, mode)
         if key not in self.kw and index in ("bm25", "bm25h"):
             self.kw[key] = await self.bm25(index)
-        if key not in self.kw and index == "bm25sql":  # the SQL version (heading path + text), top 200
+        if key not in self.kw and index in ("bm25sql", "bm25post"):  # the SQL versions (heading path + text)
             ids = {c.chunk_id: c.idx for c in self.corpus.chunks}
             rare = {"any2": 8, "rare": 8, "or": 1000}.get(mode, int(mode) if mode.isdigit() else 8)
-            self.kw[key] = [[(ids[c], x) for c, x in await self.db.bm25_sql(lex, 200, rare)] for lex in self.lex]
+            sql = BM25_SQL if index == "bm25sql" else BM25_POSTINGS_SQL
+            self.kw[key] = [[(ids[c], x) for c, x in await self.db.bm25_sql(lex, 200, rare, sql)] for lex in self.lex]
         if key not in self.kw:
             if self.df is None:
                 self.df = await self.db.doc_freq()
@@ -544,9 +579,45 @@ class State:
         return self.kw[key]
 
 
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def edits1(word: str) -> set[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return ({a + b[1:] for a, b in splits if b} | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+            | {a + c + b[1:] for a, b in splits if b for c in letters} | {a + c + b for a, b in splits for c in letters})
+
+
+def spell_corrector(corpus: Corpus, min_len: int = 5, min_count: int = 2):
+    """A query-side corrector built from the corpus alone: a question word of >= min_len letters that the corpus
+    never uses becomes the corpus's most frequent word one edit away (delete, swap, replace, insert), if any."""
+    counts: dict[str, int] = defaultdict(int)
+    for text in corpus.texts.values():
+        for w in _WORD.findall(text.lower()):
+            counts[w] += 1
+
+    def correct(question: str) -> str:
+        def fix(m: re.Match) -> str:
+            w = m.group()
+            lw = w.lower()
+            if len(lw) < min_len or counts.get(lw, 0) > 0:
+                return w
+            best = max((c for c in edits1(lw) if counts.get(c, 0) >= min_count), key=lambda c: counts[c],
+                       default=None)
+            return best or w
+        return _WORD.sub(fix, question)
+
+    return correct
+
+
 async def prepare(corpus_dir: Path, questions: list[dict[str, Any]], model: str, models_dir: Path,
-                  strategy: str, tokens: int, overlap: int, mode: str, db: Database, headings: bool = False) -> State:
+                  strategy: str, tokens: int, overlap: int, mode: str, db: Database, headings: bool = False,
+                  spell: bool = False) -> State:
     corpus = load_corpus(corpus_dir, strategy, tokens, overlap, headings)
+    if spell:  # rewrite the questions as the system would before embedding and full-text search
+        correct = spell_corrector(corpus)
+        questions = [{**q, "question": correct(q["question"])} for q in questions]
     emb = Embeddings(model, models_dir)
     started = time.perf_counter()
     C = emb.encode([compose(c, mode) for c in corpus.chunks])
@@ -573,7 +644,7 @@ PRESETS = {
 }
 DEFAULTS = dict(fuse="rrf", k=60.0, wd=1.0, wk=1.0, cand=40, thr=0.2, dup=0.95, kw="text", kq="any2", kwn="max",
                 wc=1.0, ws=0.0, wh=0.0, wdoc=0.0, rr=0, tie=2, tb="kw", toc=0,
-                wsec=0.0, wnb=0.0, prf=0.0, prfk=3)
+                wsec=0.0, wnb=0.0, prf=0.0, prfk=3, alt="", wa=0.0)
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -613,9 +684,11 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
     sims = state.sims
     S = state.sentence_sims() if v["ws"] else None
     H = state.heading_sims() if v["wh"] else None
+    A = state.alt_sims(v["alt"]) if v["wa"] else None
     kw_lists = await state.keyword(v["kw"], v["kq"])  # always: the trace shows the keyword rank
     cand = int(v["cand"])
     groups = state.section_groups()
+    chosen_ids: dict[str, list[str]] = {}
     for qi, q in enumerate(state.questions):
         started = time.perf_counter()
         s = sims[qi]
@@ -668,6 +741,8 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
                 x += v["wdoc"] * docmax.get(chunks[i].doc, 0.0)
             if v["wsec"]:
                 x += v["wsec"] * float(secmax[groups[i]])
+            if A is not None:
+                x += v["wa"] * float(A[qi, i])
             if v["wnb"]:
                 nb = [float(s[j]) for j in (i - 1, i + 1) if 0 <= j < len(chunks) and chunks[j].doc == chunks[i].doc]
                 x += v["wnb"] * max(nb, default=float(s[i]))
@@ -678,6 +753,12 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
                 (v["wk"] / (v["k"] + k_rank[i]) if i in k_rank else 0.0)  # noqa: E731
         elif v["fuse"] == "lin":
             key = lin
+        elif v["fuse"] == "rrf3":  # RRF over three rankings of the pool: chunk cosine, max sentence cosine, keyword
+            Sq = state.sentence_sims()[qi]
+            r_d = {i: r for r, i in enumerate(sorted(pool, key=lambda i: -float(s[i])), start=1)}
+            r_s = {i: r for r, i in enumerate(sorted(pool, key=lambda i: -float(Sq[i])), start=1)}
+            key = lambda i: v["wd"] / (v["k"] + r_d[i]) + v["ws"] / (v["k"] + r_s[i]) + \
+                (v["wk"] / (v["k"] + k_rank[i]) if i in k_rank else 0.0)  # noqa: E731
         elif v["fuse"] == "tie":
             key = lambda i: (round(float(s[i]), int(v["tie"])), kwv(i))  # noqa: E731
         elif v["fuse"] == "dense":
@@ -699,11 +780,15 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
                 break
         timing.append(time.perf_counter() - started)
         rankings[q["id"]] = [{"doc": chunks[i].doc, "text": chunks[i].text} for i in chosen]
+        chosen_ids[q["id"]] = [chunks[i].chunk_id for i in chosen]
         full_dense_rank = {int(i): r for r, i in enumerate(dense_order, start=1)}
         full_kw_rank = {i: r for r, (i, _) in enumerate(kw_all, start=1)}
-        rows.append(_trace_row(state, qi, full_dense_rank, full_kw_rank, chosen))
+        row = _trace_row(state, qi, full_dense_rank, full_kw_rank, chosen)
+        row["pool_rank"] = next((r for r, i in enumerate(ordered, start=1) if i in state.gold[qi]), None)
+        row["pool_size"] = len(ordered)
+        rows.append(row)
     metrics = score.score(state.questions, rankings, top_k)
-    return metrics, rows, {"fuse_p50_ms": round(1000 * statistics.median(timing), 3)}
+    return metrics, rows, {"fuse_p50_ms": round(1000 * statistics.median(timing), 3), "chosen": chosen_ids}
 
 
 def _idx(state: State, chunk_id: str) -> int:
@@ -737,11 +822,12 @@ def row_of(name: str, metrics: dict) -> dict[str, Any]:
 
 
 def format_rows(rows: Iterable[dict[str, Any]]) -> str:
-    lines = [f"{'variant':<58} {'L h1':>6}{'L h3':>6}{'L mrr':>6} | {'P h1':>6}{'P h3':>6}{'P mrr':>6} | {'all h3':>6}"]
+    lines = [f"{'variant':<58} {'L h1':>6}{'L h3':>6}{'L mrr':>6} | {'P h1':>6}{'P h3':>6}{'P mrr':>6} | "
+             f"{'all h1':>6}{'all h3':>7}{'all mrr':>8}"]
     for r in rows:
-        L, P = r["L"], r["P"]
+        L, P, O = r["L"], r["P"], r["O"]
         lines.append(f"{r['variant'][:58]:<58} {L[0]:>6.3f}{L[1]:>6.3f}{L[2]:>6.3f} | {P[0]:>6.3f}{P[1]:>6.3f}"
-                     f"{P[2]:>6.3f} | {r['O_h3']:>6.3f}")
+                     f"{P[2]:>6.3f} | {O[0]:>6.3f}{O[1]:>7.3f}{O[2]:>8.3f}")
     return "\n".join(lines)
 
 
@@ -758,6 +844,112 @@ def load_questions(qset: str, split: str | None) -> list[dict[str, Any]]:
 
 
 DEFAULT_VARIANTS = "system;rrf;dense;dense_raw;keyword"
+RECOMMENDED = "fuse=lin,wc=1,ws=0.5,kw=bm25post,kq=8,wk=0.2,cand=40,thr=0.2,dup=0.95,toc=1"
+
+PRESETS["recommended"] = RECOMMENDED
+
+PROPOSED_DENSE = """SELECT v.chunk_id FROM {vectors} v ORDER BY v.embedding <=> $1 LIMIT $2"""
+PROPOSED_SCORES = """
+SELECT v.chunk_id, 1 - (v.embedding <=> $1) AS dense, v.embedding,
+       (SELECT max(1 - (s.embedding <=> $1)) FROM sentence_vectors s WHERE s.chunk_id = v.chunk_id) AS sentence
+FROM {vectors} v WHERE v.chunk_id = ANY($2::text[])
+"""
+
+
+async def latency(state: State, variant: str, rounds: int, models_dir: Path) -> dict[str, Any]:
+    """p50/p90 ms per question: embedding the question (ONNX int8 and torch MiniLM, one at a time, 2 threads),
+    today's HybridSearch.search, and the proposed pipeline in PostgreSQL (HNSW top cand, BM25 top cand, then
+    cosine + max sentence cosine of the union in one query, fused in Python). Same database, interleaved."""
+    from projections.retrieval import _LEXEMES
+
+    v = parse_variant(variant)
+    per = [sentences(c) for c in state.corpus.chunks]
+    started = time.perf_counter()
+    flat = [x for ss in per for x in ss]
+    V = state.emb.encode(flat)
+    sent_s = time.perf_counter() - started
+    async with state.db.pool.acquire() as conn:
+        await conn.execute("DROP TABLE IF EXISTS sentence_vectors")
+        await conn.execute(f"CREATE TABLE sentence_vectors (chunk_id text NOT NULL, embedding vector({V.shape[1]}))")
+        owners = [c.chunk_id for c, ss in zip(state.corpus.chunks, per, strict=True) for _ in ss]
+        await conn.copy_records_to_table("sentence_vectors", records=list(zip(owners, V, strict=True)))
+        await conn.execute("CREATE INDEX ON sentence_vectors (chunk_id)")
+        await conn.execute("ANALYZE sentence_vectors")
+    from projections.schema import vectors_table
+
+    table = vectors_table(state.model_table)
+    toc = {c.chunk_id for c in state.corpus.chunks if c.toc}
+    times: dict[str, list[float]] = defaultdict(list)
+    parts: dict[str, list[float]] = defaultdict(list)
+
+    async def proposed(qi: int) -> list[str]:
+        q = state.questions[qi]
+        vec = state.Q[qi]
+        async with state.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL hnsw.ef_search = 80")
+            t0 = time.perf_counter()
+            lex = list(await conn.fetchval(_LEXEMES, q["question"]) or [])
+            t1 = time.perf_counter()
+            dense = [r["chunk_id"] for r in await conn.fetch(PROPOSED_DENSE.format(vectors=table), vec,
+                                                               int(v["cand"]) + len(toc))]
+            t2 = time.perf_counter()
+            kw = await conn.fetch(BM25_POSTINGS_SQL if v["kw"] == "bm25post" else BM25_SQL, lex, int(v["kq"]) if str(v["kq"]).isdigit() else 8,
+                                  int(v["cand"]) + len(toc)) if lex else []
+            t3 = time.perf_counter()
+            dense = [c for c in dense if c not in toc][: int(v["cand"])]
+            kws = {r["chunk_id"]: float(r["score"]) for r in kw if r["chunk_id"] not in toc}
+            kws = dict(list(kws.items())[: int(v["cand"])])
+            rows = await conn.fetch(PROPOSED_SCORES.format(vectors=table), vec, list({*dense, *kws}))
+            t4 = time.perf_counter()
+        for name, a, b in (("lexemes", t0, t1), ("hnsw", t1, t2), ("bm25", t2, t3), ("scores+sentences", t3, t4)):
+            parts[name].append(1000 * (b - a))
+        kmax = max(kws.values(), default=0.0) or 1.0
+        scored = sorted(((v["wc"] * r["dense"] + v["ws"] * (r["sentence"] or 0) + v["wk"] * kws.get(r["chunk_id"], 0)
+                          / kmax, r) for r in rows if r["dense"] >= v["thr"]), key=lambda t: -t[0])
+        chosen, vecs = [], []
+        for _, r in scored:
+            e = np.asarray(r["embedding"].to_numpy() if hasattr(r["embedding"], "to_numpy") else r["embedding"],
+                           dtype=np.float32)
+            if any(float(e @ x) >= v["dup"] for x in vecs):
+                continue
+            chosen.append(r["chunk_id"])
+            vecs.append(e)
+            if len(chosen) == score.TOP_K:
+                break
+        return chosen
+
+    # correctness: the SQL pipeline must give the harness's rankings
+    _, _, info = await run_variant(state, variant)
+    agree = 0
+    for qi, q in enumerate(state.questions):
+        agree += (await proposed(qi)) == info["chosen"][q["id"]]
+    for _ in range(rounds):
+        for qi, q in enumerate(state.questions):
+            t0 = time.perf_counter()
+            await state.db.system_search(state.Q[qi], q["question"], state.model_table)
+            t1 = time.perf_counter()
+            await proposed(qi)
+            t2 = time.perf_counter()
+            times["today_search_ms"].append(1000 * (t1 - t0))
+            times["proposed_search_ms"].append(1000 * (t2 - t1))
+    from agents.embedder.models import MINILM, MINILM_ONNX, load_model
+
+    for name in (MINILM_ONNX, MINILM):
+        model = load_model(name, models_dir, 2)
+        model.encode(["warm up"])
+        for q in state.questions:
+            t0 = time.perf_counter()
+            model.encode([q["question"]])
+            times[f"embed_{name}_ms"].append(1000 * (time.perf_counter() - t0))
+        del model
+    out: dict[str, Any] = {k: {"p50": round(statistics.median(x), 2),
+                               "p90": round(sorted(x)[int(0.9 * len(x))], 2), "n": len(x)} for k, x in times.items()}
+    out["proposed_parts_p50_ms"] = {k: round(statistics.median(x), 2) for k, x in parts.items()}
+    out["sql_agrees_with_harness"] = f"{agree}/{len(state.questions)}"
+    out["ingest"] = {"chunks": len(state.corpus.chunks), "sentences": len(flat),
+                     "sentence_embed_s": round(sent_s, 1), "encoder": state.emb.name,
+                     "newly_encoded": state.emb.encoded}
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -768,16 +960,16 @@ async def main_async(args: argparse.Namespace) -> int:
     await db.start()
     try:
         state = await prepare(corpus_dir, questions, args.model, args.models_dir, strategy, int(tokens),
-                              int(overlap), args.compose, db, args.text_headings)
+                              int(overlap), args.compose, db, args.text_headings, args.spell)
         label = f"{Path(args.model).name} {args.chunking} compose={args.compose} qset={args.qset}" + \
-            (" text-headings" if args.text_headings else "") + \
+            (" text-headings" if args.text_headings else "") + (" spell" if args.spell else "") + \
             (f" split={args.docs_split}" if args.docs_split else "")
         print(f"# {label}: {state.timings}", file=sys.stderr)
         results = []
         for spec in [s for s in args.variants.split(";") if s.strip()]:
             metrics, trace_rows, info = await run_variant(state, spec.strip())
             row = row_of(spec.strip(), metrics)
-            row.update(info=info, config=label)
+            row.update(info={k: x for k, x in info.items() if k != "chosen"}, config=label)
             results.append(row)
             if args.trace_dir:
                 args.trace_dir.mkdir(parents=True, exist_ok=True)
@@ -785,6 +977,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 (args.trace_dir / f"{name}.json").write_text(json.dumps(trace_rows, indent=1, ensure_ascii=False))
         print(f"## {label}")
         print(format_rows(results))
+        if args.latency:
+            lat = await latency(state, args.latency_variant, args.latency, args.models_dir)
+            print(json.dumps(lat, indent=1))
         if args.json:
             with args.json.open("a") as fh:
                 for r in results:
@@ -799,13 +994,18 @@ def main() -> int:
     parser.add_argument("--model", default="all-MiniLM-L6-v2-onnx-int8", help="catalogue name or model folder")
     parser.add_argument("--models-dir", type=Path, default=CACHE / "models")
     parser.add_argument("--chunking", default="structure/200/40", help="STRATEGY/TOKENS/OVERLAP")
-    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "sec"])
+    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "ctxn", "sec"])
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated variant specs or presets")
     parser.add_argument("--text-headings", action="store_true",
                         help="give plain-text documents headings (text_segments) before structure chunking")
+    parser.add_argument("--spell", action="store_true",
+                        help="correct question words unknown to the corpus (one edit away; spell_corrector)")
     parser.add_argument("--qset", default="eval", choices=list(QSETS))
     parser.add_argument("--docs-split", choices=["A", "B"], help="only questions on documents of this half")
     parser.add_argument("--trace-dir", type=Path)
+    parser.add_argument("--latency", type=int, default=0, metavar="ROUNDS",
+                        help="also time today's search, the proposed SQL pipeline and question embedding")
+    parser.add_argument("--latency-variant", default=RECOMMENDED)
     parser.add_argument("--json", type=Path, help="append result rows (JSON lines) to this file")
     return asyncio.run(main_async(parser.parse_args()))
 

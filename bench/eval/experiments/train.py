@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,24 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import harness  # noqa: E402
+
+
+def add_hard_negatives(pairs: list[tuple[str, str, int]], chunks: list[harness.Chunk], compose: str,
+                       rng: random.Random) -> list[tuple[str, str, int, str]]:
+    """A hard negative per pair: a chunk of the same document from another section (the 'right document, wrong
+    chunk' confusion), as the index embeds it."""
+    by_doc: dict[str, list[harness.Chunk]] = {}
+    for c in chunks:
+        if not c.toc:
+            by_doc.setdefault(c.doc, []).append(c)
+    index = {c.idx: c for c in chunks}
+    out = []
+    for a, p, i in pairs:
+        own = index[i]
+        others = [c for c in by_doc[own.doc] if c.section != own.section] or \
+            [c for c in by_doc[own.doc] if c.idx != i] or [c for c in chunks if c.doc != own.doc]
+        out.append((a, p, i, harness.compose(rng.choice(others), compose)))
+    return out
 
 
 def build_pairs(chunks: list[harness.Chunk], compose: str, ict_per_chunk: int, rng: random.Random,
@@ -90,6 +107,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--ict", type=int, default=3, help="ICT pairs per chunk")
     ap.add_argument("--title", action="store_true")
+    ap.add_argument("--hard-neg", action="store_true", help="add a same-document chunk as a hard negative")
+    ap.add_argument("--text-headings", action="store_true", help="harness.load_corpus(headings=True)")
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--scale", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=2)
@@ -111,12 +130,15 @@ def main() -> int:
     rng = random.Random(args.seed)
     corpus_dir = harness.QSETS[args.qset][0]
     strategy, tokens, overlap = args.chunking.split("/")
-    corpus = harness.load_corpus(corpus_dir, strategy, int(tokens), int(overlap))
+    corpus = harness.load_corpus(corpus_dir, strategy, int(tokens), int(overlap), args.text_headings)
     chunks = corpus.chunks
     if args.docs_split:
         halves = harness.doc_split(sorted({c.doc for c in chunks}))
         chunks = [c for c in chunks if halves[c.doc] == args.docs_split]
     pairs = build_pairs(chunks, args.compose, args.ict, rng, args.title)
+    negatives = {}
+    if args.hard_neg:
+        negatives = {(a, i): n for a, _, i, n in add_hard_negatives(pairs, chunks, args.compose, rng)}
     kinds = {"heading": sum(1 for a, _, i in pairs if a.startswith(corpus.chunks[i].title) and " > " in a)}
     model = SentenceTransformer(str(packaged_model_path()), device="cpu", local_files_only=True)
     model.max_seq_length = args.max_len
@@ -142,7 +164,10 @@ def main() -> int:
     for step, batch in enumerate(plan):
         anchors = model.tokenize([a for a, _, _ in batch])
         positives = model.tokenize([p for _, p, _ in batch])
-        loss = loss_fn([anchors, positives], None)
+        features = [anchors, positives]
+        if negatives:
+            features.append(model.tokenize([negatives[(a, i)] for a, _, i in batch]))
+        loss = loss_fn(features, None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
