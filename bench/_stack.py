@@ -34,7 +34,7 @@ class BenchStack:
     @property
     def dsn(self) -> str:
         assert self.servers is not None
-        return self.servers.postgres.dsn
+        return self.servers.dsn()
 
     async def start(self, timeout: float = 240.0) -> None:
         self.servers = await Servers.start(self.workdir)

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,6 +50,7 @@ from agents.generator.service import build_prompt
 from agents.generator.tokens import TokenCounter
 from ragbus.servers import LlamaServer, NatsServer
 from ragbus.stack import AgentStack, Servers
+from streams.connect import connect
 from streams.events import ContextBuilt
 from streams.topology import DEFAULT_EMBEDDING_MODEL, EMBEDDER_QUERIES, GENERATOR, PARSER, QUERIES, index_durable
 
@@ -266,7 +266,8 @@ async def measure(args: argparse.Namespace, stack: ChatStack) -> dict[str, Any]:
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]
     pairs: list[Pair] = []
     skipped: list[str] = []
-    nc = await nats.connect(stack.nats.url)
+    assert stack.servers is not None
+    nc = await connect(stack.servers.settings(), "bench-chat")
     js = nc.jetstream()
     ws_url = stack.url.replace("http://", "ws://") + "/ws/chat"
     try:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 from rich.console import Console
 from rich.table import Table
 
@@ -45,6 +44,7 @@ import score as evaluation  # noqa: E402  (bench/eval/score.py)
 from agents.embedder import models as catalogue  # noqa: E402
 from projections.views import IndexView, create_pool  # noqa: E402
 from ragbus.stack import AgentStack, Servers  # noqa: E402
+from streams.connect import connect  # noqa: E402
 from streams.indexing import activate_index, drop_index, judge, start_index  # noqa: E402
 from streams.topology import DEFAULT_EMBEDDING_MODEL, PARSER, index_durable  # noqa: E402
 
@@ -84,8 +84,8 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         assert self.agents is not None and self.servers is not None
-        nc = await nats.connect(self.servers.nats.url)
-        pool = await create_pool(self.servers.postgres.dsn)
+        nc = await connect(self.servers.settings(), "bench-reindex")
+        pool = await create_pool(self.servers.dsn())
         js, view = nc.jetstream(), IndexView(pool)
         result: dict[str, Any] = {"questions": len(self.questions)}
         try:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 
-import nats
 from prometheus_client import start_http_server
 
 from projections.projector import Projector
@@ -14,6 +13,7 @@ from projections.registry import PROJECTIONS
 from projections.schema import drop_projection, migrate
 from projections.views import create_pool
 from streams.agent import configure_logging
+from streams.connect import connect
 from streams.settings import BusSettings, DatabaseSettings
 
 log = logging.getLogger("ragbus.projector")
@@ -28,7 +28,7 @@ async def run_projector(settings: ProjectorSettings | None = None) -> None:
     configure_logging(settings.log_level)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    nc = await nats.connect(settings.nats_url, name="ragbus-projector", max_reconnect_attempts=-1)
+    nc = await connect(settings, "ragbus-projector", max_reconnect_attempts=-1)
     pool = await create_pool(settings.database_url)
     async with pool.acquire() as conn:
         await migrate(conn)
@@ -49,7 +49,7 @@ async def run_projector(settings: ProjectorSettings | None = None) -> None:
 async def replay(names: list[str], settings: ProjectorSettings | None = None) -> dict[str, int]:
     """Drop the named projections' tables and rebuild them from the streams; returns row counts."""
     settings = settings or ProjectorSettings()
-    nc = await nats.connect(settings.nats_url, name="ragbus-replay")
+    nc = await connect(settings, "ragbus-replay")
     pool = await create_pool(settings.database_url)
     try:
         async with pool.acquire() as conn:

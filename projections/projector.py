@@ -157,7 +157,7 @@ class SourceReader:
                     continue
                 last = seq
                 try:
-                    event = decode_event(msg.data)
+                    event = decode_event(msg.data, msg.subject)
                 except ValueError as exc:
                     # Unreadable events are not ours to fix here; skipping keeps every other read model alive.
                     log.error("%s/%s #%d: unreadable event skipped: %s", name, stream, seq, exc)

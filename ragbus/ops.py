@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import nats
 from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
@@ -16,7 +15,8 @@ from projections.schema import migrate
 from projections.views import IndexView, create_pool
 from ragbus.deadletters import list_dead_letters, retry
 from ragbus.reindex import show_indexes
-from ragbus.settings import initial_index
+from ragbus.settings import admin_login, initial_index
+from streams.connect import connect
 from streams.declare import declare_streams
 from streams.indexes import read_index_state
 from streams.settings import BusSettings
@@ -26,8 +26,8 @@ console = Console()
 
 
 async def declare() -> int:
-    settings = BusSettings()
-    nc = await nats.connect(settings.nats_url, name="ragbus-declare")
+    settings = admin_login(BusSettings())
+    nc = await connect(settings, "ragbus-declare")
     try:
         for line in await declare_streams(nc.jetstream(), *initial_index()):
             console.print(line)
@@ -37,8 +37,8 @@ async def declare() -> int:
 
 
 async def status() -> int:
-    settings = ProjectorSettings()
-    nc = await nats.connect(settings.nats_url, name="ragbus-status")
+    settings = admin_login(ProjectorSettings())
+    nc = await connect(settings, "ragbus-status")
     js = nc.jetstream()
     tails: dict[str, int] = {}
     try:
@@ -98,8 +98,8 @@ async def status() -> int:
 
 
 async def dead_letters(action: str, seqs: list[int]) -> int:
-    settings = BusSettings()
-    nc = await nats.connect(settings.nats_url, name="ragbus-deadletters")
+    settings = admin_login(BusSettings())
+    nc = await connect(settings, "ragbus-deadletters")
     js = nc.jetstream()
     try:
         letters = await list_dead_letters(js)
@@ -131,7 +131,7 @@ async def replay_projections(names: list[str]) -> int:
     chosen = list(PROJECTIONS) if "all" in names else list(dict.fromkeys(names))
     started = time.perf_counter()
     with console.status(f"replaying {', '.join(chosen)} from the log..."):
-        counts = await replay(chosen)
+        counts = await replay(chosen, admin_login(ProjectorSettings()))
     console.print(f"replayed {', '.join(chosen)} in {time.perf_counter() - started:.1f}s: "
                   + ", ".join(f"{t} {n} rows" for t, n in counts.items()))
     return 0

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import nats
 from nats.js import JetStreamContext
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from projections.views import IndexView, create_pool
+from ragbus.settings import admin_login
 from streams import subjects
+from streams.connect import connect
 from streams.events import AnswerCompleted, AnswerRated, IndexCompared, QueryAsked
 from streams.indexing import Gate, IndexCommandError, activate_index, drop_index, judge, rollback_target, start_index
 from streams.publish import publish
@@ -66,8 +67,8 @@ def run_reindex(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from agents.embedder.settings import EmbedderSettings
 
-    settings = EmbedderSettings()
-    nc = await nats.connect(settings.nats_url, name="ragbus-reindex")
+    settings = admin_login(EmbedderSettings())
+    nc = await connect(settings, "ragbus-reindex")
     pool = await create_pool(settings.database_url)
     js, view = nc.jetstream(), IndexView(pool)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,3 +43,28 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGBUS_", extra="ignore")
 
     gateway_url: str = "http://127.0.0.1:8000"
+    api_key: str = ""  # RAGBUS_API_KEY: sent as 'Authorization: Bearer' (needed where the gateway requires keys)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def _embedded_credentials() -> Any:
+    from ragbus.credentials import Credentials
+
+    return Credentials.find(UpSettings().data_dir.expanduser() / "secrets")
+
+
+def admin_login(settings: Any) -> Any:
+    """`settings` (any settings with the bus and database fields) as the CLI's admin sees them: what the
+    environment says, else the embedded default's own admin login from the data directory (so `ragbus status`
+    next to `ragbus up` needs no setup)."""
+    update: dict[str, str] = {}
+    credentials = _embedded_credentials()
+    if credentials is not None and not settings.nats_user:
+        update |= {"nats_user": "admin", "nats_password": credentials.nats["admin"]}
+    if hasattr(settings, "database_url") and "database_url" not in settings.model_fields_set:
+        pg_port = UpSettings().pg_port
+        if credentials is not None:
+            update["database_url"] = credentials.dsn(f"postgresql://127.0.0.1:{pg_port}/ragbus", "admin")
+    return settings.model_copy(update=update)

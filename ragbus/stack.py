@@ -28,21 +28,26 @@ from nats.js.errors import NotFoundError
 
 from projections.schema import migrate
 from projections.views import create_pool
+from ragbus.credentials import Credentials
+from ragbus.database import ensure_roles
 from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer, free_port
+from streams.connect import connect
 from streams.declare import declare_streams
+from streams.settings import BusSettings
 from streams.topology import Durable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def prepare(nats_url: str, dsn: str) -> None:
-    """What `ragbus up` does before the agents start: declare the topology, create the read models."""
-    nc = await nats.connect(nats_url)
+async def prepare(nats: NatsServer, postgres: EmbeddedPostgres, credentials: Credentials) -> None:
+    """What `ragbus up` does before the agents start: the database roles, the topology, the read models."""
+    await ensure_roles(postgres.dsn, credentials)
+    nc = await connect(BusSettings(nats_url=nats.url, **_nats_login(credentials, "admin")), "ragbus-prepare")
     try:
         await declare_streams(nc.jetstream())
     finally:
         await nc.close()
-    pool = await create_pool(dsn)
+    pool = await create_pool(credentials.dsn(postgres.host_dsn, "projector"))
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -50,30 +55,51 @@ async def prepare(nats_url: str, dsn: str) -> None:
         await pool.close()
 
 
+def _nats_login(credentials: Credentials, user: str) -> dict[str, str]:
+    return {"nats_user": user, "nats_password": credentials.nats[user]}
+
+
 @dataclass
 class Servers:
     nats: NatsServer
     postgres: EmbeddedPostgres
+    credentials: Credentials
     llama: LlamaServer | None = None
     owned: bool = False  # started by `start`, so `stop` stops them
 
+    @staticmethod
+    def secured(workdir: Path) -> tuple[NatsServer, EmbeddedPostgres, Credentials]:
+        """A nats-server and a PostgreSQL (not started) that only let in the users of `credentials`."""
+        credentials = Credentials.ensure(workdir / "secrets")
+        return (NatsServer(workdir / "nats", users=credentials.nats_users()),
+                EmbeddedPostgres(workdir / "postgres", password=credentials.postgres["postgres"]), credentials)
+
     @classmethod
     async def start(cls, workdir: Path, llm: bool = False, **llama_options: Any) -> Servers:
-        servers = cls(NatsServer(workdir / "nats"), EmbeddedPostgres(workdir / "postgres"),
+        nats_server, postgres, credentials = cls.secured(workdir)
+        servers = cls(nats_server, postgres, credentials,
                       LlamaServer(log_path=workdir / "logs" / "llama-server.log", **llama_options) if llm else None,
                       owned=True)
         try:
             for server in (servers.nats, servers.postgres, servers.llama):
                 if server is not None:
                     await asyncio.to_thread(server.start)
-            await prepare(servers.nats.url, servers.postgres.dsn)
+            await prepare(servers.nats, servers.postgres, credentials)
         except BaseException:
             servers.stop()
             raise
         return servers
 
+    def settings(self, agent: str = "admin") -> BusSettings:
+        """How `agent` (default: the CLI's admin) connects to NATS."""
+        return BusSettings(nats_url=self.nats.url, **_nats_login(self.credentials, agent))
+
+    def dsn(self, agent: str = "admin") -> str:
+        return self.credentials.dsn(self.postgres.host_dsn, agent)
+
     def env(self) -> dict[str, str]:
-        env = {"RAGBUS_NATS_URL": self.nats.url, "RAGBUS_DATABASE_URL": self.postgres.dsn}
+        """What every process gets: where the servers are (each agent's own login is added per agent)."""
+        env = {"RAGBUS_NATS_URL": self.nats.url, "RAGBUS_DATABASE_URL": self.postgres.host_dsn}
         if self.llama is not None:
             env |= {"RAGBUS_LLM_URL": self.llama.url, "RAGBUS_LLM_MODEL": self.llama.model,
                     "RAGBUS_LLM_TOKENIZER": str(self.llama.model_path)}
@@ -91,9 +117,11 @@ class Servers:
 class AgentStack:
     """Agents as child processes sharing one environment; the gateway listens on `port`."""
 
-    env: dict[str, str]
+    env: dict[str, str]  # every process's, with the admin's login (what the CLI needs); agents get their own
     log_dir: Path
     port: int
+    credentials: Credentials | None = None
+    host_dsn: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
 
@@ -101,8 +129,21 @@ class AgentStack:
     def for_servers(cls, servers: Servers, log_dir: Path, **env: str) -> AgentStack:
         """Rate limits are off unless `env` sets them: tests and benchmarks ask from one address, fast."""
         port = free_port()
-        return cls({**servers.env(), "RAGBUS_PORT": str(port), "RAGBUS_HOST": "127.0.0.1",
-                    "RAGBUS_QUESTIONS_PER_MINUTE": "0", "RAGBUS_UPLOADS_PER_MINUTE": "0", **env}, log_dir, port)
+        admin = {**servers.credentials.agent_env("admin"), "RAGBUS_DATABASE_URL": servers.dsn("admin")}
+        return cls({**servers.env(), **admin, "RAGBUS_PORT": str(port), "RAGBUS_HOST": "127.0.0.1",
+                    "RAGBUS_QUESTIONS_PER_MINUTE": "0", "RAGBUS_UPLOADS_PER_MINUTE": "0", **env}, log_dir, port,
+                   servers.credentials, servers.postgres.host_dsn)
+
+    def login(self, agent: str) -> dict[str, str]:
+        """The agent's own NATS user and PostgreSQL role (least privilege), or nothing without credentials."""
+        if self.credentials is None:
+            return {}
+        login = self.credentials.agent_env(agent)
+        if agent in ("projector", "gateway", "embedder"):
+            login["RAGBUS_DATABASE_URL"] = self.credentials.dsn(self.host_dsn, agent)
+        else:
+            login["RAGBUS_DATABASE_URL"] = ""  # no database for it
+        return login
 
     @property
     def url(self) -> str:
@@ -114,7 +155,8 @@ class AgentStack:
         with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ragbus.cli", "agent", agent or name],
-                env={**os.environ, **self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env, **self.login(agent or name), **extra_env}, stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=ROOT,
                 start_new_session=True,  # Ctrl-C reaches only the test or benchmark, which stops them in order
             )
@@ -152,7 +194,7 @@ class AgentStack:
         """The gateway answers /readyz and each durable has at least that many pulling replicas (their models
         are loaded by then), so whatever is measured next does not include start-up."""
         deadline = time.monotonic() + timeout
-        nc = await nats.connect(self.env["RAGBUS_NATS_URL"])
+        nc = await connect(self.settings(), "ragbus-wait")
         try:
             async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
                 while True:
@@ -167,6 +209,11 @@ class AgentStack:
                     await asyncio.sleep(0.3)
         finally:
             await nc.close()
+
+    def settings(self) -> BusSettings:
+        """The admin's NATS login, for a test or benchmark to look at the bus."""
+        return BusSettings(nats_url=self.env["RAGBUS_NATS_URL"], nats_user=self.env.get("RAGBUS_NATS_USER", ""),
+                           nats_password=self.env.get("RAGBUS_NATS_PASSWORD", ""))
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids by role (the agent each process runs)."""

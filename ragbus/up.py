@@ -8,16 +8,19 @@ import contextlib
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-
-import nats
 
 from projections.schema import migrate
 from projections.views import create_pool
+from ragbus.credentials import Credentials
+from ragbus.database import ensure_roles
 from ragbus.settings import UpSettings, initial_index
 from ragbus.supervisor import Child, Supervisor
 from streams.agent import configure_logging
+from streams.connect import connect
 from streams.declare import declare_streams
+from streams.settings import BusSettings
 
 log = logging.getLogger("ragbus.up")
 
@@ -33,6 +36,23 @@ def _replicas(name: str, count: int, env: dict[str, str]) -> list[Child]:
     return [_agent(f"{name}-{i + 1}", env) for i in range(count)]
 
 
+@dataclass
+class Logins:
+    """Who each agent is on the embedded servers (its own NATS user, its PostgreSQL role); an external
+    server's login comes from the environment, the same for every agent."""
+
+    credentials: Credentials
+    nats: bool  # the embedded nats-server: one user per agent
+    pg_host_dsn: str | None  # the embedded PostgreSQL: one role per agent
+
+    def env(self, agent: str) -> dict[str, str]:
+        env = self.credentials.agent_env(agent) if self.nats else {}
+        if self.pg_host_dsn:
+            env["RAGBUS_DATABASE_URL"] = (self.credentials.dsn(self.pg_host_dsn, agent)
+                                          if agent in ("projector", "gateway", "embedder") else "")
+        return env
+
+
 async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
     from ragbus.servers import EmbeddedPostgres, LlamaServer, ManagedServer, NatsServer
 
@@ -44,24 +64,32 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # generated on the first start, 0600: every embedded server lets in only these users
+    credentials = Credentials.ensure(data / "secrets")
+    admin = BusSettings()  # an external server: the login the environment gives
     try:
         nats_url = settings.nats_url
         if not nats_url:
-            server = NatsServer(data / "nats", port=settings.nats_port)
+            server = NatsServer(data / "nats", port=settings.nats_port, users=credentials.nats_users())
             await asyncio.to_thread(server.start)
             servers.append(server)
             nats_url = server.url
+            admin = BusSettings(nats_user="admin", nats_password=credentials.nats["admin"])
         env["RAGBUS_NATS_URL"] = nats_url
-        log.info("NATS JetStream: %s", nats_url)
+        admin = admin.model_copy(update={"nats_url": nats_url})
+        log.info("NATS JetStream: %s (user %s)", nats_url, admin.nats_user or "from the environment")
 
-        db_url = settings.database_url
+        db_url, pg_host_dsn = settings.database_url, None
         if not db_url:
-            pg = EmbeddedPostgres(data / "postgres", port=settings.pg_port)
+            pg = EmbeddedPostgres(data / "postgres", port=settings.pg_port, password=credentials.postgres["postgres"])
             await asyncio.to_thread(pg.start)
             servers.append(pg)
-            db_url = pg.dsn
+            await ensure_roles(pg.dsn, credentials)
+            pg_host_dsn = pg.host_dsn
+            db_url = credentials.dsn(pg_host_dsn, "projector")
         env["RAGBUS_DATABASE_URL"] = db_url
-        log.info("PostgreSQL + pgvector: %s", db_url)
+        log.info("PostgreSQL + pgvector: %s", pg_host_dsn or "RAGBUS_DATABASE_URL")
+        logins = Logins(credentials, nats=not settings.nats_url, pg_host_dsn=pg_host_dsn)
 
         llm_url = settings.llm_url
         if not llm_url:
@@ -74,7 +102,7 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
         env["RAGBUS_LLM_URL"] = llm_url
         log.info("LLM (OpenAI-compatible): %s", llm_url)
 
-        nc = await nats.connect(nats_url)
+        nc = await connect(admin, "ragbus-up")
         await declare_streams(nc.jetstream(), *initial_index())  # logs one line per stream, consumer, bucket
         await nc.close()
         pool = await create_pool(db_url)
@@ -84,14 +112,15 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
 
         env["RAGBUS_HOST"], env["RAGBUS_PORT"] = args.host, str(args.port)
         env["RAGBUS_MODELS_DIR"] = str((settings.models_dir or data / "models").expanduser())
-        children = [_agent("projector", env)]
-        children += _replicas("parser", args.parsers, env)
-        children += _replicas("embedder", args.embedders, env)
+        children = [_agent("projector", {**env, **logins.env("projector")})]
+        children += _replicas("parser", args.parsers, {**env, **logins.env("parser")})
+        children += _replicas("embedder", args.embedders, {**env, **logins.env("embedder")})
         children += [
-            _agent(f"generator-{i + 1}", {**env, "RAGBUS_GENERATOR_ID": f"generator-{i + 1}"})
+            _agent(f"generator-{i + 1}",
+                   {**env, **logins.env("generator"), "RAGBUS_GENERATOR_ID": f"generator-{i + 1}"})
             for i in range(args.generators)
         ]
-        children.append(_agent("gateway", env))
+        children.append(_agent("gateway", {**env, **logins.env("gateway")}))
         if not stop.is_set():
             log.info("ragbus is starting: open http://%s:%d (Ctrl-C stops everything)", args.host, args.port)
             await Supervisor(children, servers).run(stop)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import nats
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
@@ -19,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 
+from streams.connect import broker_options, connect
 from streams.settings import BusSettings
 from streams.topology import Durable, advisories_of
 
@@ -41,6 +41,7 @@ def make_broker(settings: BusSettings, name: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=30.0,  # SIGTERM: stop fetching, finish the messages in hand
+        **broker_options(settings),
     )
 
 
@@ -62,10 +63,10 @@ def run_agent(create_app: Callable[[Any], FastStream], settings: BusSettings) ->
     asyncio.run(create_app(settings).run())
 
 
-async def require_durables(nats_url: str, *workers: Durable, also: tuple[Durable, ...] = ()) -> None:
+async def require_durables(settings: BusSettings, *workers: Durable, also: tuple[Durable, ...] = ()) -> None:
     """At agent start: wait until `ragbus streams declare` has made the agent's durables (and the durables
     through which it hears of messages it gave up on, and `also`), on a connection of its own."""
-    nc = await nats.connect(nats_url)
+    nc = await connect(settings, "ragbus-startup")
     try:
         await wait_for_durables(nc.jetstream(), workers + tuple(advisories_of(d) for d in workers) + also)
     finally:

@@ -32,6 +32,7 @@ from faststream import AckPolicy
 from faststream.nats import JStream, NatsRouter, PullSub
 from faststream.nats.annotations import NatsBroker, NatsMessage
 
+from streams.access import inbox_prefix
 from streams.events import DeadLettered, Event
 from streams.publish import EventPublisher
 from streams.topology import Durable, advisories_of
@@ -165,22 +166,25 @@ class keep_alive:
                 await self._task
 
 
-def durable_subscription(durable: Durable, fetch: int = 1) -> dict[str, Any]:
-    """FastStream subscriber arguments binding to a durable declared in streams.topology (never created here)."""
+def durable_subscription(durable: Durable, agent: str, fetch: int = 1) -> dict[str, Any]:
+    """FastStream subscriber arguments binding to a durable declared in streams.topology (never created here).
+    Deliveries come to `agent`'s own inbox prefix, the only inbox its NATS user may read (streams.access)."""
     return {
         "subject": durable.filter_subject,
         "stream": JStream(durable.stream, declare=False),
         "durable": durable.name,
         "pull_sub": PullSub(batch_size=fetch, timeout=5.0),
         "ack_policy": AckPolicy.MANUAL,  # settled by `settle`, never by FastStream's default (term on error)
+        "inbox_prefix": f"{inbox_prefix(agent)}.".encode(),
     }
 
 
 class Workers:
     """The durable workers of one agent, declared on its router with one settle policy."""
 
-    def __init__(self, router: NatsRouter) -> None:
+    def __init__(self, router: NatsRouter, agent: str) -> None:
         self.router = router
+        self.agent = agent
         self.dead_letters = EventPublisher(
             router, DeadLettered,
             "A message that exhausted its deliveries or can never succeed, with the reason and the original "
@@ -195,7 +199,7 @@ class Workers:
         the worker died on it every time: {worker}, {deliveries})."""
 
         def declare(handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-            self.router.subscriber(**durable_subscription(durable, fetch), title=title,
+            self.router.subscriber(**durable_subscription(durable, self.agent, fetch), title=title,
                                    description=description)(self._settled(handler, durable, on_failure))
             self._gave_up(durable, _event_type(handler), on_failure, gave_up)
             return handler
@@ -250,7 +254,7 @@ class Workers:
         # FastStream names the operation (logs, AsyncAPI) after the function
         settled.__name__ = settled.__qualname__ = f"{worker.name.replace('-', '_')}_gave_up"
         self.router.subscriber(
-            **durable_subscription(durable), title=f"{worker.name} gave up",
+            **durable_subscription(durable, self.agent), title=f"{worker.name} gave up",
             description=f"JetStream advisory: a {worker.stream} message reached max_deliver on `{worker.name}` "
             "without being settled; the agent reports the failure.",
         )(settled)

@@ -93,8 +93,11 @@ class DocumentEvent(Event):
 class QueryEvent(Event):
     """A fact about one question: asked, rewritten, answered, rated."""
 
-    IDENTITY = ("query_id", "session_id", "question")
+    IDENTITY = ("query_id", "session_id", "question", "owner")
     query_id: str
+    # the API key that asked (its key_id); None on a gateway open to its own machine. Sessions and answers
+    # belong to it: other keys cannot read, continue, resume, cancel or rate them.
+    owner: str | None = None
 
     @classmethod
     def correlation_of(cls, data: dict[str, Any]) -> str | None:
@@ -389,6 +392,35 @@ class IndexDropped(IndexEvent):
     type: Literal["index.dropped"] = "index.dropped"
 
 
+# ---------------------------------------------------------------- API keys
+
+
+class KeyEvent(Event):
+    """A fact about one gateway API key. The gateway folds these into the keys it accepts; the secret itself
+    is never in the log, only its SHA-256 (a 256-bit random secret needs no slow hash)."""
+
+    IDENTITY = ("key_id",)
+    key_id: str
+
+    @classmethod
+    def correlation_of(cls, data: dict[str, Any]) -> str | None:
+        return data.get("key_id")
+
+
+class KeyCreated(KeyEvent):
+    type: Literal["key.created"] = "key.created"
+    name: str  # who or what holds it, for people reading `ragbus keys list`
+    scopes: list[Literal["read", "write", "admin"]]
+    secret_sha256: str
+
+
+class KeyRevoked(KeyEvent):
+    """From now on the key is refused everywhere (the gateway drops it from its ring within milliseconds)."""
+
+    type: Literal["key.revoked"] = "key.revoked"
+    reason: str = ""
+
+
 # ---------------------------------------------------------------- dead letters
 
 
@@ -428,14 +460,20 @@ class DeadLetterRetried(Event):
 AnyEvent = Annotated[
     DocumentUploaded | DocumentParsed | DocumentFailed | DocumentDeleted | DocumentChunked | ChunksEmbedded
     | QueryAsked | QueryCondensed | QueryCancelled | ContextBuilt | AnswerTokenGenerated | AnswerCompleted
-    | AnswerFailed | AnswerRated | IndexStarted | IndexActivated | IndexCompared | IndexDropped | DeadLettered
-    | DeadLetterRetried,
+    | AnswerFailed | AnswerRated | IndexStarted | IndexActivated | IndexCompared | IndexDropped | KeyCreated
+    | KeyRevoked | DeadLettered | DeadLetterRetried,
     Field(discriminator="type"),
 ]
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 
-def decode_event(data: bytes) -> Event:
+def decode_event(data: bytes, subject: str | None = None) -> Event:
     """Parse any ragbus event from its JSON bytes in one pass (projections and tools that read every type).
-    Raises a ValueError (pydantic's ValidationError) for bytes that are no known event."""
-    return _ANY_EVENT.validate_json(data)
+    Raises a ValueError (pydantic's ValidationError) for bytes that are no known event, and for an event
+    stored under a `subject` that is not its own: a push consumer can make nats-server deliver any stream's
+    message (an uploaded file's bytes, say) into another stream, under the original subject, and nats-server
+    does not check the consumer's deliver subject against its creator's permissions."""
+    event = _ANY_EVENT.validate_json(data)
+    if subject is not None and not subject.startswith(f"{event.SUBJECT}."):
+        raise ValueError(f"a {event.type} event under the subject {subject!r}, not its own: not published as one")
+    return event

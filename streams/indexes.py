@@ -75,5 +75,9 @@ async def read_index_state(js: JetStreamContext) -> IndexState:
             msg = await js.get_msg(INDEXES, seq)
         except NotFoundError:
             continue
-        state.apply(decode_event(msg.data or b"{}"), seq)
+        try:
+            event = decode_event(msg.data or b"{}", msg.subject)
+        except ValueError:
+            continue  # not an index event of ours (see decode_event)
+        state.apply(event, seq)
     return state

@@ -23,7 +23,7 @@ async def read_events(js: JetStreamContext, stream: str, filter_subjects: list[s
         while pending := (await sub.consumer_info()).num_pending:
             for msg in await sub.fetch(min(pending, batch), timeout=5.0):  # never wait for more than exist
                 with contextlib.suppress(ValueError):
-                    yield msg.metadata.sequence.stream, decode_event(msg.data)
+                    yield msg.metadata.sequence.stream, decode_event(msg.data, msg.subject)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

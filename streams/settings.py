@@ -9,6 +9,11 @@ class BusSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGBUS_", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str = ""  # every agent has a user of its own (streams.access); `ragbus up` generates them
+    nats_password: str = ""
+    # CA certificate (PEM file) to verify the server with, for a nats-server that requires TLS (a tls:// URL;
+    # the k3s component k3s/components/nats-tls). Empty: the system's defaults, and plain TCP for nats://.
+    nats_tls_ca: str = ""
     log_level: str = "INFO"
     metrics_port: int = 0  # 0 = no Prometheus endpoint for this process
 

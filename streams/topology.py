@@ -49,6 +49,7 @@ ANSWERS = "ANSWERS"
 TOKENS = "TOKENS"
 DEADLETTER = "DEADLETTER"
 INDEXES = "INDEXES"
+KEYS = "KEYS"
 
 # The embedding model of the first index, on a fresh system (`ragbus streams declare` activates it); every
 # later switch is an index.activated event in the log.
@@ -71,6 +72,7 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 DOCUMENT = "document"
 CHUNKS_PREFIX = "chunks"
 INDEX = "index"
+KEY = "key"
 
 
 def _stream(name: str, subject_list: list[str], description: str, **kw: object) -> StreamConfig:
@@ -128,6 +130,12 @@ STREAMS: dict[str, StreamConfig] = {
         INDEXES,
         [subjects.wildcard(INDEX)],
         "Embedding indexes: started (a re-index), compared, activated (the switch), dropped",
+        duplicate_window=HOUR,
+    ),
+    KEYS: _stream(
+        KEYS,
+        [subjects.wildcard(KEY)],
+        "Gateway API keys: created (name, scopes, the secret's hash) and revoked",
         duplicate_window=HOUR,
     ),
     DEADLETTER: _stream(

@@ -20,26 +20,47 @@ import pytest
 
 from projections.schema import migrate
 from projections.views import create_pool
+from ragbus.credentials import Credentials
 from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
 from ragbus.stack import ROOT, AgentStack, Servers, prepare
+from streams.connect import connect
+from streams.settings import BusSettings
 
 __all__ = ["ROOT", "active_vectors", "upload", "wait_for_status"]
 
 
 @pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
+def secured(tmp_path_factory: pytest.TempPathFactory) -> tuple[NatsServer, EmbeddedPostgres, Credentials]:
+    """The session's servers, secured as `ragbus up` secures them: a NATS user per agent, PostgreSQL roles
+    with passwords, nothing anonymous (not started yet)."""
+    return Servers.secured(tmp_path_factory.mktemp("servers"))
+
+
+@pytest.fixture(scope="session")
+def credentials(secured) -> Credentials:
+    return secured[2]
+
+
+@pytest.fixture(scope="session")
+def nats_server(secured) -> Iterator[NatsServer]:
+    server = secured[0]
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+def postgres(secured) -> Iterator[EmbeddedPostgres]:
+    server = secured[1]
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+async def prepared(nats_server: NatsServer, postgres: EmbeddedPostgres, credentials: Credentials) -> None:
+    """Roles, streams and read models, as `ragbus up` makes them before the agents start."""
+    await prepare(nats_server, postgres, credentials)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +91,10 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[nats.NATS]:
-    connection = await nats.connect(nats_server.url)
+async def nc(nats_server: NatsServer, credentials: Credentials, prepared: None) -> AsyncIterator[nats.NATS]:
+    """A connection as the CLI's admin user."""
+    connection = await connect(BusSettings(nats_url=nats_server.url, nats_user="admin",
+                                           nats_password=credentials.nats["admin"]), "ragbus-test")
     yield connection
     await connection.close()
 
@@ -82,8 +105,9 @@ async def js(nc: nats.NATS) -> nats.js.JetStreamContext:
 
 
 @pytest.fixture
-async def pool(postgres: EmbeddedPostgres):
-    pool = await create_pool(postgres.dsn)
+async def pool(postgres: EmbeddedPostgres, credentials: Credentials, prepared: None):
+    """The read models, as the projector's role (which owns them) sees them."""
+    pool = await create_pool(credentials.dsn(postgres.host_dsn, "projector"))
     async with pool.acquire() as conn:
         await migrate(conn)
     yield pool
@@ -91,12 +115,11 @@ async def pool(postgres: EmbeddedPostgres):
 
 
 @pytest.fixture(scope="session")
-async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: LlamaServer,
-                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentStack]:
+async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: LlamaServer, credentials: Credentials,
+                prepared: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentStack]:
     """The whole system as separate processes against the session's servers, as `ragbus up` runs it (two
     generators, so load sharing is exercised)."""
-    servers = Servers(nats_server, postgres, llama)
-    await prepare(nats_server.url, postgres.dsn)
+    servers = Servers(nats_server, postgres, credentials, llama)
     log_dir = tmp_path_factory.mktemp("logs")
     stack = AgentStack.for_servers(servers, log_dir, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
                                    RAGBUS_MAX_ANSWER_TOKENS="96", RAGBUS_LOG_LEVEL="INFO", RAGBUS_ABANDON_GRACE="5",

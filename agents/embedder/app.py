@@ -33,7 +33,7 @@ def create_app(settings: EmbedderSettings) -> FastStream:
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        await require_durables(settings.nats_url, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS, also=(INDEX_ADVISORIES,))
+        await require_durables(settings, EMBEDDER_QUERIES, EMBEDDER_FOLLOWUPS, also=(INDEX_ADVISORIES,))
         pool = await create_pool(settings.database_url)
         context.set_global("settings", settings)
         context.set_global("indexes", indexes)

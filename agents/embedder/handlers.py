@@ -33,7 +33,7 @@ from streams.topology import EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, INDEX_ADVISOR
 
 log = logging.getLogger("ragbus.embedder")
 router = NatsRouter()
-worker = Workers(router)
+worker = Workers(router, "embedder")
 Indexes = Annotated[IndexRegistry, Context("indexes")]
 Search = Annotated[HybridSearch, Context("search")]
 Settings = Annotated[EmbedderSettings, Context("settings")]
@@ -58,7 +58,7 @@ async def retrieval_failed(event: QueryAsked | QueryCondensed, reason: str) -> N
         asked, event_id=f"answer.failed:{asked.query_id}", message=reason, stage="retrieval"))
 
 
-@router.subscriber(**durable_subscription(INDEX_ADVISORIES), title="an index embedder gave up",
+@router.subscriber(**durable_subscription(INDEX_ADVISORIES, "embedder"), title="an index embedder gave up",
                    description="JetStream advisory: a chunks.ready batch reached max_deliver on an index's durable "
                    "without being settled; for the active index the document fails with the reason.")
 async def on_index_gave_up(advisory: dict, msg: NatsMessage, broker: NatsBroker, indexes: Indexes) -> None:

@@ -62,7 +62,7 @@ class IndexRegistry:
 
     async def _on_event(self, msg) -> None:  # type: ignore[no-untyped-def]
         try:
-            event = decode_event(msg.data)
+            event = decode_event(msg.data, msg.subject)
         except ValueError as exc:
             log.error("unreadable index event skipped: %s", exc)
             return

@@ -26,7 +26,7 @@ def create_app(settings: GeneratorSettings) -> FastStream:
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        await require_durables(settings.nats_url, GENERATOR, CONDENSER)
+        await require_durables(settings, GENERATOR, CONDENSER)
         llm = ChatClient(settings.llm_url, settings.llm_model, settings.llm_timeout, settings.llm_api_key,
                          settings.llm_retries, CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown))
         context.set_global("settings", settings)

@@ -44,7 +44,7 @@ from streams.topology import CONDENSER, GENERATOR, QUERIES
 
 log = logging.getLogger("ragbus.generator")
 router = NatsRouter()
-worker = Workers(router)
+worker = Workers(router, "generator")
 LLM = Annotated[ChatClient, Context("llm")]
 Tokens = Annotated[TokenCounter, Context("tokens")]
 Settings = Annotated[GeneratorSettings, Context("settings")]

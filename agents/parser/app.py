@@ -26,7 +26,7 @@ def create_app(settings: ParserSettings) -> FastStream:
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         context.set_global("settings", settings)
-        await require_durables(settings.nats_url, PARSER)
+        await require_durables(settings, PARSER)
         await asyncio.to_thread(warm_up)  # before the first fork: every parse child inherits the libraries
         yield
 

@@ -21,7 +21,7 @@ from streams.topology import DOCUMENTS_BUCKET, PARSER
 
 log = logging.getLogger("ragbus.parser")
 router = NatsRouter()
-worker = Workers(router)
+worker = Workers(router, "parser")
 Settings = Annotated[ParserSettings, Context("settings")]
 
 publish_chunks = EventPublisher(router, DocumentChunked,

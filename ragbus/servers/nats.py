@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from .ports import ManagedServer, free_port
 
@@ -71,6 +72,7 @@ class NatsServer(ManagedServer):
         server_name: str = "ragbus",
         binary: Path | None = None,
         log_path: Path | None = None,
+        users: list[dict[str, Any]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         super().__init__(log_path or self.data_dir / "nats-server.log")
@@ -84,6 +86,8 @@ class NatsServer(ManagedServer):
         self.server_name = server_name
         self.binary = binary
         self.config_path = self.data_dir / "nats-server.conf"
+        # `authorization.users` (user, bcrypt password, permissions): with users, nobody gets in without one
+        self.users = users
 
     @property
     def url(self) -> str:
@@ -109,13 +113,18 @@ class NatsServer(ManagedServer):
         if self.sync_interval:
             lines.append(f"  sync_interval: {self.sync_interval}")
         lines.append("}")
+        if self.users:
+            lines.append(f"authorization: {json.dumps({'users': self.users}, indent=1)}")
         return "\n".join(lines) + "\n"
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self._fixed_port or free_port()
         self.http_port = self._fixed_http_port or free_port()
-        self.config_path.write_text(self.config_text())
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the user hashes
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.config_text())
+        os.chmod(self.config_path, 0o600)
 
     def _lock_path(self) -> Path:
         # nats-server itself does not stop a second server from using the same store_dir

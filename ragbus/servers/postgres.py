@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .ports import ManagedServer, ServerStartError, free_port
 
@@ -89,8 +90,10 @@ class EmbeddedPostgres(ManagedServer):
 
     ``start()`` runs ``initdb`` if ``data_dir`` is missing or empty, starts ``postgres`` listening on
     127.0.0.1 only (no Unix socket), creates the database (default ``ragbus``) if absent and runs
-    ``CREATE EXTENSION IF NOT EXISTS vector`` in it. Authentication is ``trust`` for local connections
-    (as the wheel does), so the DSN carries no password. The server log is ``data_dir/postgres.log``.
+    ``CREATE EXTENSION IF NOT EXISTS vector`` in it. With a ``password``, every connection authenticates
+    with ``scram-sha-256`` (pg_hba.conf is ours and says so; a cluster made with ``trust`` before is moved
+    over on its first start with a password); without one (tests of this class only) it is ``trust``, as
+    the wheel does. The server log is ``data_dir/postgres.log``.
     ``stop()`` sends SIGINT (PostgreSQL's *fast* shutdown: clients are disconnected, a checkpoint is
     written); SIGTERM would be a *smart* shutdown that waits for every pooled connection to close.
     """
@@ -109,6 +112,7 @@ class EmbeddedPostgres(ManagedServer):
         settings: Mapping[str, str] | None = None,
         system_user: str = PG_SYSTEM_USER,
         log_path: Path | None = None,
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         super().__init__(log_path or self.data_dir / "postgres.log")
@@ -120,6 +124,8 @@ class EmbeddedPostgres(ManagedServer):
         self.system_user = system_user
         self._bin_dir: Path | None = None
         self._run_as: pwd.struct_passwd | None = None
+        self.password = password
+        self._was_trust = False  # an existing cluster still on trust: given the password once started
 
     # ---- public ----------------------------------------------------------------------------------------
     @property
@@ -130,7 +136,13 @@ class EmbeddedPostgres(ManagedServer):
     url = dsn
 
     def dsn_for(self, database: str) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def host_dsn(self) -> str:
+        """``postgresql://127.0.0.1:PORT/ragbus``: where it is, for a DSN with another role."""
+        return f"postgresql://127.0.0.1:{self.port}/{self.database}"
 
     @property
     def bin_dir(self) -> Path:
@@ -156,6 +168,8 @@ class EmbeddedPostgres(ManagedServer):
         # a LANG naming a locale that is not installed makes initdb/postgres fail: use C (UTF-8 encoding
         # and the builtin C.UTF-8 collation provider are chosen explicitly in initdb below)
         env.update(LANG="C", LC_ALL="C", PGCONNECT_TIMEOUT="10")
+        if self.password:
+            env["PGPASSWORD"] = self.password
         return env
 
     def _as_server_user(self) -> dict[str, Any]:
@@ -179,15 +193,43 @@ class EmbeddedPostgres(ManagedServer):
             if any(data.iterdir()):
                 raise ServerStartError(f"{data} is neither empty nor a PostgreSQL data directory")
             self._initdb()
+        elif self.password:
+            self._was_trust = "scram-sha-256" not in (data / "pg_hba.conf").read_text()
+        if self.password and not self._was_trust:
+            self._write_hba("scram-sha-256")
         data.chmod(0o700)
         self.port = self._fixed_port or free_port()
 
+    def _write_hba(self, method: str) -> None:
+        path = self.data_dir / "pg_hba.conf"
+        path.write_text("# written by ragbus: TCP on loopback only, every connection authenticated\n"
+                        f"host all all 127.0.0.1/32 {method}\nhost all all ::1/128 {method}\n"
+                        f"host replication all 127.0.0.1/32 {method}\n")
+        if self._run_as is not None:
+            os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
+        path.chmod(0o600)
+
     def _initdb(self) -> None:
+        auth = ["--auth=trust"]
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.pwfile"
+        if self.password:
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.password + "\n")
+            if self._run_as is not None:
+                os.chown(pwfile, self._run_as.pw_uid, self._run_as.pw_gid)
+            auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
         cmd = [
             str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
-            "--auth=trust", "--encoding=UTF8", "--locale=C",
+            *auth, "--encoding=UTF8", "--locale=C",
             "--locale-provider=builtin", "--builtin-locale=C.UTF-8",
         ]  # fmt: skip
+        try:
+            self._run_initdb(cmd)
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _run_initdb(self, cmd: list[str]) -> None:
         result = subprocess.run(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -230,6 +272,11 @@ class EmbeddedPostgres(ManagedServer):
         return len(lines) >= 8 and lines[0].strip() == str(self.pid) and lines[7].strip() == "ready"
 
     def _after_ready(self) -> None:
+        if self._was_trust:  # still trust, now started: give the superuser its password, then require it
+            self.psql(f"ALTER ROLE {PG_SUPERUSER} PASSWORD '{self.password}'", database="postgres")
+            self._write_hba("scram-sha-256")
+            self.psql("SELECT pg_reload_conf()", database="postgres")
+            self._was_trust = False
         name = self.database
         exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'", database="postgres")
         if exists != "1":

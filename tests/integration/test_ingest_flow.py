@@ -155,7 +155,8 @@ async def test_delete_removes_chunks_from_the_index(client, pool):
 
 async def test_every_event_is_plain_json_with_envelope_and_msg_id(client, js):
     """What `nats stream view` shows a person: JSON with the envelope fields, and the id as Nats-Msg-Id."""
-    await upload(client, "plain.txt", b"Plain subscribers can read every event on the bus.")
+    doc = await upload(client, "plain.txt", b"Plain subscribers can read every event on the bus.")
+    await wait_for_status(client, doc["doc_id"])  # its parse and embedding are in the log too
     seen_types = set()
     for stream in ("DOCUMENTS", "CHUNKS", "QUERIES", "ANSWERS", "TOKENS"):
         info = await js.stream_info(stream)
@@ -166,6 +167,7 @@ async def test_every_event_is_plain_json_with_envelope_and_msg_id(client, js):
             payload = json.loads(msg.data)
             for key in ("type", "event_id", "occurred_at", "correlation_id", "schema_version"):
                 assert key in payload, (stream, seq, key)
+            assert msg.headers, (stream, seq, msg.subject, payload)
             assert msg.headers["Nats-Msg-Id"] == payload["event_id"]
             assert msg.headers["Ragbus-Event-Type"] == payload["type"]
             assert msg.subject.endswith(payload["correlation_id"])

@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import StreamConfig, SubjectTransform
 
 from projections.base import Source
 from projections.projector import Projector
@@ -22,7 +22,7 @@ class SimulatedCrash(BaseException):
 
 class CountingProjection:
     name = "test-counter"
-    sources = (Source("TESTLOG", ("test.>",)),)
+    sources = (Source("TESTLOG", ("answer.token.>",)),)
 
     def __init__(self, crash_after: int | None = None) -> None:
         self.crash_after = crash_after
@@ -37,7 +37,10 @@ class CountingProjection:
 
 @pytest.fixture
 async def log_and_counter(js, pool):
-    await js.add_stream(StreamConfig(name="TESTLOG", subjects=["test.>"]))
+    # published on test.N, stored as answer.token.testlog-N: an event is read only under its own subject
+    # (streams.events.decode_event), and TOKENS owns answer.token.> for publishing
+    await js.add_stream(StreamConfig(name="TESTLOG", subjects=["test.>"], subject_transform=SubjectTransform(
+        src="test.*", dest="answer.token.testlog-{{wildcard(1)}}")))
     await pool.execute("DROP TABLE IF EXISTS test_counter")
     await pool.execute("CREATE TABLE test_counter (n int NOT NULL, seqs text[] NOT NULL)")
     await pool.execute("INSERT INTO test_counter VALUES (0, '{}')")

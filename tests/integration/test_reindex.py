@@ -26,6 +26,7 @@ from projections.schema import vectors_table
 from projections.views import create_pool
 from ragbus.stack import ROOT, AgentStack, Servers
 from streams import subjects
+from streams.connect import connect
 from streams.events import ChunksEmbedded, IndexCompared
 from streams.reading import read_events
 from streams.topology import CHUNKS, DEFAULT_EMBEDDING_MODEL, INDEXES, PARSER, index_durable
@@ -275,9 +276,7 @@ async def test_replaying_every_read_model_from_zero_ends_on_the_same_active_inde
 
 
 async def _index_events(stack: AgentStack):
-    import nats
-
-    nc = await nats.connect(stack.env["RAGBUS_NATS_URL"])
+    nc = await connect(stack.settings(), "test-reindex")
     try:
         async for seq, event in read_events(nc.jetstream(), INDEXES, ["index.>"]):
             yield seq, event
@@ -286,9 +285,7 @@ async def _index_events(stack: AgentStack):
 
 
 async def _chunk_events(stack: AgentStack, model: str):
-    import nats
-
-    nc = await nats.connect(stack.env["RAGBUS_NATS_URL"])
+    nc = await connect(stack.settings(), "test-reindex")
     try:
         subject = subjects.subject(ChunksEmbedded.SUBJECT, model) + ".*"
         async for seq, event in read_events(nc.jetstream(), CHUNKS, [subject]):

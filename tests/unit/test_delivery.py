@@ -135,7 +135,7 @@ async def test_a_declared_worker_settles_what_its_handler_does_with_the_argument
         if extra == "bad":
             raise PoisonMessage("cannot be parsed")
 
-    workers = Workers(NatsRouter())
+    workers = Workers(NatsRouter(), "parser")
     rec = Recorder()
     workers.dead_letters = rec.dead_letter  # type: ignore[assignment]
     failed: list[tuple[str, str]] = []
