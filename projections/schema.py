@@ -109,6 +109,7 @@ ANSWERS = """
 CREATE TABLE IF NOT EXISTS answers (
     query_id   text PRIMARY KEY,
     session_id text,
+    owner      text,                    -- the API key (key_id) that asked; NULL: asked without a key
     question   text NOT NULL,
     status     text NOT NULL,           -- done | failed
     answer     text,
@@ -127,17 +128,18 @@ CREATE INDEX IF NOT EXISTS answers_session_idx ON answers (session_id, created_a
 -- one row per conversation; its turns are the answers with that session_id
 CREATE TABLE IF NOT EXISTS sessions (
     session_id text PRIMARY KEY,
+    owner      text,                    -- the key of its first question; only that key sees the session
     title      text NOT NULL,           -- the first question
     turns      int NOT NULL,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (updated_at DESC);
+CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at DESC);
 """
 
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model).
-VERSIONS = {"documents": 2, "chunks": 2, "answers": 2}
+VERSIONS = {"documents": 2, "chunks": 2, "answers": 3}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (

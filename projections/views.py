@@ -84,8 +84,10 @@ class AnswerView:
                ORDER BY created_at""", session_id, limit)
         return [dict(r) for r in rows]
 
-    async def sessions(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch("SELECT * FROM sessions ORDER BY updated_at DESC LIMIT $1", limit)
+    async def sessions(self, owner: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        """The owner's sessions (an API key's; None: those asked without a key), newest first."""
+        rows = await self.pool.fetch("SELECT * FROM sessions WHERE owner IS NOT DISTINCT FROM $1 "
+                                     "ORDER BY updated_at DESC LIMIT $2", owner, limit)
         return [dict(r) for r in rows]
 
     async def session(self, session_id: str) -> dict[str, Any] | None:

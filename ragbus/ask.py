@@ -11,13 +11,14 @@ import websockets
 from rich.console import Console
 
 from ragbus.ingest import gateway_url
+from ragbus.settings import ClientSettings
 
 console = Console(stderr=True)
 
 
 async def ask(question: str, top_k: int | None, session: str | None) -> int:
     url = gateway_url().replace("http", "ws", 1) + "/ws/chat"
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, additional_headers=ClientSettings().headers()) as ws:
         await ws.send(json.dumps({"type": "ask", "question": question, "top_k": top_k, "session_id": session}))
         async for raw in ws:
             frame = json.loads(raw)

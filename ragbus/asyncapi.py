@@ -23,8 +23,11 @@ from streams.events import (
     IndexCompared,
     IndexDropped,
     IndexStarted,
+    KeyCreated,
+    KeyRevoked,
 )
 from streams.publish import EventPublisher
+from streams.settings import BusSettings
 from streams.topology import CHUNKS
 
 OUTPUT = Path(__file__).resolve().parent.parent / "agents" / "gateway" / "static" / "asyncapi.json"
@@ -41,7 +44,7 @@ def _specs() -> list[dict[str, Any]]:
     for name in ("parser", "embedder", "generator"):
         create_app, settings = faststream_agent(name)
         apps.append(create_app(settings).schema)
-    gateway, _ = gateway_broker("nats://127.0.0.1:4222")
+    gateway, _ = gateway_broker(BusSettings())
     apps.append(AsyncAPI(gateway, title="ragbus gateway", version=__version__))
     apps.append(AsyncAPI(_index_workers(), title="ragbus embedder (index workers)", version=__version__))
     apps.append(AsyncAPI(_cli(), title="ragbus CLI", version=__version__))
@@ -75,6 +78,8 @@ def _cli() -> NatsBroker:
                    "questions in the log (overlap, hit rate on cited or rated-up passages).")
     EventPublisher(broker, IndexDropped, "`ragbus reindex --drop`: the index's vectors are deleted.")
     EventPublisher(broker, DeadLetterRetried, "`ragbus deadletters retry` republished a dead letter's original.")
+    EventPublisher(broker, KeyCreated, "`ragbus keys create`: a gateway API key (name, scopes, the secret's SHA-256).")
+    EventPublisher(broker, KeyRevoked, "`ragbus keys revoke`: every gateway refuses the key from now on.")
     return broker
 
 

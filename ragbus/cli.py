@@ -108,6 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", nargs="?", choices=("list", "build"), default="list")
     models.add_argument("names", nargs="*", help="models to build (default: all)")
 
+    keys = sub.add_parser("keys", help="the gateway's API keys: create, list, revoke",
+                          description="API keys for the gateway's HTTP API, websocket and web page, kept as "
+                          "events in the KEYS stream (only the hash of each secret). Keys are required when the "
+                          "gateway listens beyond this machine (or RAGBUS_REQUIRE_API_KEYS=true).",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="example:\n  KEY=$(ragbus keys create --name laptop --scope write)\n"
+                                 "  RAGBUS_API_KEY=$KEY ragbus ingest docs/\n  ragbus keys revoke KEY_ID")
+    from ragbus.keys import add_arguments as add_key_arguments
+
+    add_key_arguments(keys)
+
+    from ragbus import k3s_secrets
+
+    k3s = sub.add_parser("k3s-secrets", help=k3s_secrets.HELP, description=k3s_secrets.DESCRIPTION,
+                         epilog=k3s_secrets.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    k3s_secrets.add_arguments(k3s)
+
+    from ragbus import nats_context
+
+    context = sub.add_parser("nats-context", help=nats_context.HELP, description=nats_context.__doc__)
+    nats_context.add_arguments(context)
+
     replay = sub.add_parser("replay", help="rebuild read models from the event log",
                             description="Drops the named projections' tables and rebuilds them by replaying "
                             "the streams. Safe while the projector runs.")
@@ -166,6 +188,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ragbus.models import run_models
 
         return run_models(args.action, args.names)
+    if args.command == "keys":
+        from ragbus.keys import run_keys
+
+        return run_keys(args)
+    if args.command == "nats-context":
+        from ragbus import nats_context
+
+        return nats_context.run(args)
+    if args.command == "k3s-secrets":
+        from ragbus.k3s_secrets import run_k3s_secrets
+
+        return run_k3s_secrets(args)
     if args.command == "replay":
         from ragbus.ops import replay_projections
 

@@ -101,7 +101,8 @@ async def ingest(args: argparse.Namespace) -> list[Outcome]:
     files = collect(args.paths)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     limits = asyncio.Semaphore(max(1, args.concurrency))
-    async with httpx.AsyncClient(base_url=gateway_url(), timeout=120.0) as client:
+    async with httpx.AsyncClient(base_url=gateway_url(), timeout=120.0, headers=ClientSettings().headers()) as client:
+        await may_upload(client)
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("uploading", total=len(files))
 
@@ -115,6 +116,19 @@ async def ingest(args: argparse.Namespace) -> list[Outcome]:
             if not args.no_wait:
                 await wait_indexed(client, outcomes, args.timeout, progress)
     return outcomes
+
+
+class NotAllowed(Exception):
+    pass
+
+
+async def may_upload(client: httpx.AsyncClient) -> None:
+    """Fail once, before any file, when the gateway would refuse every upload for want of a key."""
+    who = (await client.get("/auth")).json()
+    if who.get("keys_required") and not who.get("authenticated"):
+        raise NotAllowed("this gateway requires an API key: set RAGBUS_API_KEY (`ragbus keys create --scope write`)")
+    if "write" not in who.get("scopes", ["write"]):
+        raise NotAllowed(f"the key {who.get('name')!r} may not upload (it lacks the 'write' scope)")
 
 
 def summary(outcomes: list[Outcome]) -> Table:
@@ -134,6 +148,9 @@ def run_ingest(args: argparse.Namespace) -> int:
         outcomes = asyncio.run(ingest(args))
     except httpx.ConnectError:
         console.print(f"[red]cannot reach the gateway at {gateway_url()}: is `ragbus up` running?[/red]")
+        return 2
+    except NotAllowed as exc:
+        console.print(f"[red]{exc}[/red]")
         return 2
     console.print(summary(outcomes))
     bad = [o for o in outcomes if o.status in ("failed", "refused", "superseded", "deleted")]

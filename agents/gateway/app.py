@@ -20,12 +20,14 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.gateway import chat, conversations, documents, indexes, progress, websocket
+from agents.gateway import auth, chat, conversations, documents, indexes, progress, websocket
 from agents.gateway.admission import Admission
+from agents.gateway.auth import GatewayKeys, keys_required
 from agents.gateway.bus import Bus
 from agents.gateway.health import Health
 from agents.gateway.limits import UploadSizeLimit
 from agents.gateway.methods import AllowedMethods
+from agents.gateway.origins import HostAndOrigin
 from agents.gateway.settings import GatewaySettings
 from projections.views import AnswerView, DocumentView, IndexView, create_pool
 
@@ -38,7 +40,7 @@ async def _connect_with_retry(settings: GatewaySettings, attempts: int = 30) -> 
     last: Exception | None = None
     for _ in range(attempts):
         try:
-            bus = await Bus.connect(settings.nats_url)
+            bus = await Bus.connect(settings)
             pool = await create_pool(settings.database_url, max_size=10)
             return bus, pool
         except Exception as exc:  # noqa: BLE001 - reported below after the last attempt
@@ -60,6 +62,7 @@ def _finite(value: Any) -> Any:
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
+    required = keys_required(settings.require_api_keys, settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,11 +78,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                                         settings.abandon_grace, settings.assumed_answer_seconds)
         app.state.health = Health(lambda: bus.nc.is_connected, pool, settings.llm_url)
         app.state.health.start()
-        log.info("gateway ready on http://%s:%d", settings.host, settings.port)
+        app.state.keys = GatewayKeys()
+        await app.state.keys.start(bus.nc.jetstream())
+        log.info("gateway ready on http://%s:%d (%s)", settings.host, settings.port,
+                 f"API keys required, {len(app.state.keys.ring.keys)} known" if required
+                 else "open to this machine: no API key needed")
         try:
             yield
         finally:
             await app.state.health.stop()
+            await app.state.keys.stop()
             await bus.close()
             await pool.close()
 
@@ -92,11 +100,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(AllowedMethods)
+    app.add_middleware(HostAndOrigin, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins,
+                       keys_required=required, bind_host=settings.host)  # outermost: before anything reads
+    app.state.keys_required = required
+    if not required:
+        _keys_optional_in_schema(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         """FastAPI's 422, with values JSON cannot carry (NaN, Infinity) echoed as text instead of a 500."""
         return JSONResponse({"detail": jsonable_encoder(_finite(exc.errors()))}, status_code=422)
+    app.include_router(auth.router)
     app.include_router(progress.router)  # before documents: /documents/events is not a doc_id
     app.include_router(documents.router)
     app.include_router(chat.router)
@@ -135,3 +149,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _keys_optional_in_schema(app: FastAPI) -> None:
+    """Where keys are not required (a loopback gateway), the OpenAPI document says so: each operation's key is
+    optional (an empty requirement, `{}`), though one that is sent is still checked."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if isinstance(operation, dict) and operation.get("security") and {} not in operation["security"]:
+                        operation["security"].append({})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+

@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from streams import subjects
+from streams.connect import broker_options
 from streams.events import (
     AnswerCompleted,
     AnswerFailed,
@@ -33,13 +34,15 @@ from streams.events import (
     QueryCancelled,
 )
 from streams.publish import EventPublisher
-from streams.topology import ANSWERS, DOCUMENTS_BUCKET, PROJECTION_UPDATED, QUERIES, TOKENS
+from streams.settings import BusSettings
+from streams.topology import ANSWERS, DOCUMENTS, DOCUMENTS_BUCKET, PROJECTION_UPDATED, QUERIES, TOKENS
 
 log = logging.getLogger(__name__)
 
 
-def gateway_broker(url: str) -> tuple[NatsBroker, dict[type[Event], EventPublisher]]:
-    broker = NatsBroker(url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1)
+def gateway_broker(settings: BusSettings) -> tuple[NatsBroker, dict[type[Event], EventPublisher]]:
+    broker = NatsBroker(settings.nats_url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1,
+                        **broker_options(settings))
     publishers = {
         DocumentUploaded: EventPublisher(
             broker, DocumentUploaded,
@@ -74,8 +77,8 @@ class Bus:
         return self.broker.connection
 
     @classmethod
-    async def connect(cls, url: str) -> Bus:
-        broker, publishers = gateway_broker(url)
+    async def connect(cls, settings: BusSettings) -> Bus:
+        broker, publishers = gateway_broker(settings)
         await broker.start()
         store = await broker.connection.jetstream().object_store(DOCUMENTS_BUCKET)
         return cls(broker, publishers, store)
@@ -103,13 +106,21 @@ class Bus:
         for it, so nothing can be missed; yields a queue of the decoded events."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
+        wanted = {subjects.subject(base, query_id) for base in bases}
+
         async def on_msg(msg: Msg) -> None:
+            # Only what was published on the subject itself. A push consumer's delivery arrives here under
+            # its stream message's own subject (nats-server lets anyone who may create a consumer point its
+            # deliver subject anywhere): an uploaded file's bytes made to look like an answer, say.
+            if msg.subject not in wanted:
+                log.warning("a message of %s delivered to this query's subjects ignored", msg.subject)
+                return
             try:
                 queue.put_nowait(json.loads(msg.data))
             except ValueError:
                 log.warning("unreadable event on %s", msg.subject)
 
-        subs = [await self.nc.subscribe(subjects.subject(base, query_id), cb=on_msg) for base in bases]
+        subs = [await self.nc.subscribe(subject, cb=on_msg) for subject in sorted(wanted)]
         await self.nc.flush()
         try:
             yield queue
@@ -159,12 +170,21 @@ class Bus:
         finally:
             await sub.unsubscribe()
 
-    async def was_asked(self, query_id: str) -> bool:
+    async def asked(self, query_id: str) -> dict[str, Any] | None:
+        """The question's query.asked event, if it is in the log."""
         try:
-            await self.nc.jetstream().get_last_msg(QUERIES, subjects.subject(QueryAsked.SUBJECT, query_id))
-            return True
+            msg = await self.nc.jetstream().get_last_msg(QUERIES, subjects.subject(QueryAsked.SUBJECT, query_id))
+        except NotFoundError:
+            return None
+        return json.loads(msg.data or b"{}")
+
+    async def was_deleted(self, doc_id: str, upload_id: str) -> bool:
+        """Whether this upload's document.deleted is in the log, projected or not yet (the read model lags)."""
+        try:
+            msg = await self.nc.jetstream().get_last_msg(DOCUMENTS, subjects.subject(DocumentDeleted.SUBJECT, doc_id))
         except NotFoundError:
             return False
+        return json.loads(msg.data or b"{}").get("upload_id") == upload_id
 
     async def stored_outcome(self, query_id: str) -> dict[str, Any] | None:
         """The query's answer.done (or answer.failed) event from the ANSWERS stream, if it exists yet."""

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
 from agents.gateway.admission import Admission, Busy
+from agents.gateway.auth import READ, UNAUTHORIZED, Caller, Reader, client_id
 from agents.gateway.bus import Bus
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from agents.gateway.requests import BAD_BODY, RequestModel, Text, integer, number
@@ -28,7 +29,7 @@ from projections.views import AnswerView
 from streams.events import AnswerCompleted, AnswerFailed, AnswerTokenGenerated, QueryAsked, QueryCancelled, Turn
 
 log = logging.getLogger("ragbus.gateway")
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], dependencies=[READ], responses=UNAUTHORIZED)
 QUESTIONS = Counter("ragbus_questions_total", "Questions by outcome", ["outcome"])
 TTFT = Histogram("ragbus_time_to_first_token_seconds", "From question to first token at the gateway")
 OUTCOME_CHECK_S = 5.0  # how often a silent answer's outcome is looked up in the log
@@ -87,6 +88,28 @@ def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str,
 
 def error_frame(query_id: str, message: str) -> dict[str, Any]:
     return {"type": "error", "query_id": query_id, "message": message}
+
+
+class Refused(Exception):
+    """Not this caller's to see or continue (another key's session or question), or unknown: one message for
+    both, so a key cannot probe which ids exist."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def check_session(answers: AnswerView, session_id: str | None, caller: Caller) -> None:
+    if session_id:
+        session = await answers.session(session_id)
+        if session is not None and session["owner"] != caller.owner:
+            raise Refused(f"no session {session_id}")
+
+
+async def check_question(bus: Bus, query_id: str, caller: Caller) -> None:
+    asked = await bus.asked(query_id)
+    if asked is None or asked.get("owner") != caller.owner:
+        raise Refused(f"unknown question {query_id}")
 
 
 async def history_for(answers: AnswerView, session_id: str | None, turns: int) -> list[Turn]:
@@ -156,9 +179,11 @@ async def until_projected(bus: Bus, answers: AnswerView, query_id: str, timeout:
     await bus.until_projected("answers", query_id, present, timeout)
 
 
-async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
-                        settings: GatewaySettings) -> AsyncIterator[dict[str, Any]]:
-    """Frames for one question: accepted, token*, then done or error."""
+async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest, settings: GatewaySettings,
+                        caller: Caller) -> AsyncIterator[dict[str, Any]]:
+    """Frames for one question: accepted, token*, then done or error. Raises Refused for another key's
+    session before anything is published."""
+    await check_session(answers, ask.session_id, caller)
     query_id = uuid.uuid4().hex
     started = time.perf_counter()
     async with bus.watch(query_id, *ANSWER_SUBJECTS) as queue:
@@ -167,17 +192,21 @@ async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest,
             question=ask.question.strip(), top_k=ask.top_k or settings.default_top_k,
             filters=ask.filters.model_dump(exclude_defaults=True), threshold=ask.threshold,
             session_id=ask.session_id, history=await history_for(answers, ask.session_id, settings.history_turns),
+            owner=caller.owner,
         ))
         yield {"type": "accepted", "query_id": query_id, "session_id": ask.session_id}
         async for frame in relay(bus, queue, query_id, 0, started + settings.ask_timeout, started):
             yield frame
 
 
-async def resume_frames(bus: Bus, resume: ResumeRequest, settings: GatewaySettings) -> AsyncIterator[dict]:
+async def resume_frames(bus: Bus, resume: ResumeRequest, settings: GatewaySettings,
+                        caller: Caller) -> AsyncIterator[dict]:
     """The rest of an answer after `after_seq`: stored tokens, then live ones or the stored outcome."""
     query_id, started = resume.query_id, time.perf_counter()
-    if not await bus.was_asked(query_id):
-        yield error_frame(query_id, f"unknown question {query_id}")
+    try:
+        await check_question(bus, query_id, caller)
+    except Refused as exc:
+        yield error_frame(query_id, exc.message)
         return
     async with bus.watch(query_id, *ANSWER_SUBJECTS) as queue:  # live first: no token can fall in between
         next_seq = resume.after_seq + 1
@@ -199,20 +228,25 @@ def refused(exc: Busy, code: int) -> HTTPException:
 
 
 @router.post("/ask", response_model=AskResponse, summary="Ask a question; returns the whole cited answer",
-             responses={**BAD_BODY, 429: {"description": "too many questions from this client (Retry-After)"},
+             responses={**BAD_BODY, 404: {"description": "no such session (or another key's)"},
+                        429: {"description": "too many questions from this client (Retry-After)"},
                         503: {"description": "too busy to take the question now (Retry-After)"},
                         504: {"description": "no answer in time (the question is cancelled)"},
                         502: {"description": "answer failed"}})
-async def ask(body: AskRequest, request: Request, bus: BusDep, answers: AnswersDep,
+async def ask(body: AskRequest, request: Request, caller: Reader, bus: BusDep, answers: AnswersDep,
               settings: SettingsDep) -> AskResponse:
     admission: Admission = request.app.state.admission
     try:
-        admission.questions.take(request.client.host if request.client else "unknown")
+        admission.questions.take(client_id(request, caller))
     except Busy as exc:
         raise refused(exc, status.HTTP_429_TOO_MANY_REQUESTS) from None
     try:
+        await check_session(answers, body.session_id, caller)
+    except Refused as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
+    try:
         with admission.question():
-            async for frame in answer_frames(bus, answers, body, settings):
+            async for frame in answer_frames(bus, answers, body, settings, caller):
                 if frame["type"] == "done":
                     if body.session_id:
                         await until_projected(bus, answers, frame["query_id"])
@@ -238,9 +272,11 @@ async def cancel_question(bus: Bus, query_id: str) -> None:
 @router.post("/answers/{query_id}/cancel", status_code=status.HTTP_202_ACCEPTED, tags=["chat"],
              summary="Stop generating an answer (a query.cancelled event); its done frame carries stopped: true",
              responses={404: {"description": "unknown question"}})
-async def cancel(query_id: str, bus: BusDep) -> dict[str, str]:
-    if not await bus.was_asked(query_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown question {query_id}")
+async def cancel(query_id: str, caller: Reader, bus: BusDep) -> dict[str, str]:
+    try:
+        await check_question(bus, query_id, caller)
+    except Refused as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
     await cancel_question(bus, query_id)
     return {"query_id": query_id, "status": "cancelling"}
 

@@ -12,12 +12,13 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from agents.gateway.admission import Busy
+from agents.gateway.auth import READ, UNAUTHORIZED, WRITE, Reader, client_id
 from agents.gateway.chat import Filters
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from agents.gateway.requests import BAD_BODY, Flag, RequestModel, Text, integer, number
 from streams.events import AnswerFailed, AnswerRated, ContextBuilt, QueryAsked
 
-router = APIRouter()
+router = APIRouter(dependencies=[READ], responses=UNAUTHORIZED)
 
 
 class SearchRequest(RequestModel):
@@ -54,9 +55,10 @@ class SearchResponse(BaseModel):
              responses={**BAD_BODY, 429: {"description": "too many questions from this client (Retry-After)"},
                         502: {"description": "retrieval failed (the reason is in the body)"},
                         504: {"description": "no retriever answered in time"}})
-async def search(body: SearchRequest, request: Request, bus: BusDep, settings: SettingsDep) -> SearchResponse:
+async def search(body: SearchRequest, request: Request, caller: Reader, bus: BusDep,
+                 settings: SettingsDep) -> SearchResponse:
     try:
-        request.app.state.admission.questions.take(request.client.host if request.client else "unknown")
+        request.app.state.admission.questions.take(client_id(request, caller))
     except Busy as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, exc.message,
                             headers={"Retry-After": str(exc.retry_after)}) from None
@@ -67,7 +69,7 @@ async def search(body: SearchRequest, request: Request, bus: BusDep, settings: S
             event_id=f"query.asked:{query_id}", query_id=query_id,
             question=body.query.strip(), top_k=body.top_k or settings.default_top_k,
             filters=body.filters.model_dump(exclude_defaults=True), threshold=body.threshold, generate=False,
-            debug=body.debug,
+            debug=body.debug, owner=caller.owner,
         ))
         try:
             event = await asyncio.wait_for(queue.get(), settings.search_timeout)
@@ -111,16 +113,17 @@ class SessionOut(SessionSummary):
     messages: list[Turn]
 
 
-@router.get("/sessions", response_model=SessionList, tags=["conversations"], summary="Recent conversations")
-async def list_sessions(answers: AnswersDep) -> SessionList:
-    return SessionList(sessions=[SessionSummary(**s) for s in await answers.sessions()])
+@router.get("/sessions", response_model=SessionList, tags=["conversations"],
+            summary="Recent conversations (those of this API key)")
+async def list_sessions(answers: AnswersDep, caller: Reader) -> SessionList:
+    return SessionList(sessions=[SessionSummary(**s) for s in await answers.sessions(caller.owner)])
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut, tags=["conversations"],
             summary="One conversation with its questions and answers", responses={404: {"description": "unknown"}})
-async def get_session(session_id: str, answers: AnswersDep) -> SessionOut:
+async def get_session(session_id: str, answers: AnswersDep, caller: Reader) -> SessionOut:
     session = await answers.session(session_id)
-    if session is None:
+    if session is None or session["owner"] != caller.owner:  # another key's: as if it did not exist
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no session {session_id}")
     return SessionOut(**session, messages=[Turn(**t) for t in await answers.for_session(session_id)])
 
@@ -132,13 +135,15 @@ class RatingIn(RequestModel):
 
 @router.post("/answers/{query_id}/rating", status_code=status.HTTP_202_ACCEPTED, tags=["conversations"],
              summary="Thumbs up or down on an answer (an answer.rated event)",
-             responses={**BAD_BODY, 404: {"description": "unknown answer"}})
-async def rate_answer(query_id: str, body: RatingIn, bus: BusDep, answers: AnswersDep) -> dict[str, str]:
+             responses={**BAD_BODY, 404: {"description": "unknown answer"}}, dependencies=[WRITE])
+async def rate_answer(query_id: str, body: RatingIn, caller: Reader, bus: BusDep,
+                      answers: AnswersDep) -> dict[str, str]:
     # the log first-hand: a rating sent right after the done frame may beat the projector to the row
-    if await answers.get(query_id) is None and await bus.stored_outcome(query_id) is None:
+    answer = await answers.get(query_id) or await bus.stored_outcome(query_id)
+    if answer is None or answer.get("owner") != caller.owner:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no answer {query_id}")
     await bus.publish(AnswerRated(
         event_id=f"answer.rated:{query_id}:{uuid.uuid4().hex[:12]}",
-        query_id=query_id, rating=body.rating, comment=body.comment,
+        query_id=query_id, rating=body.rating, comment=body.comment, owner=caller.owner,
     ))
     return {"query_id": query_id, "rating": body.rating}

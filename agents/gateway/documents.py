@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import zlib
 from datetime import datetime
 from typing import Any
 
@@ -14,13 +16,16 @@ from prometheus_client import Counter
 from pydantic import BaseModel
 
 from agents.gateway.admission import Busy
+from agents.gateway.auth import READ, UNAUTHORIZED, WRITE, Writer, client_id
+from agents.gateway.bus import Bus
 from agents.gateway.deps import BusDep, DocumentsDep, SettingsDep
 from agents.gateway.requests import has_nul
+from projections.views import DocumentView
 from streams.doctypes import CHUNK_STRATEGIES, ChunkStrategy, sniff_document_type
 from streams.events import DocumentDeleted, DocumentUploaded
 
 log = logging.getLogger("ragbus.gateway")
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], dependencies=[READ], responses=UNAUTHORIZED)
 UPLOADS = Counter("ragbus_uploads_total", "Uploads by outcome", ["outcome"])
 
 GONE = ("deleted", "superseded")
@@ -99,6 +104,7 @@ def _parse_metadata(raw: str | None, limit: int) -> dict[str, Any]:
 )
 async def upload_document(
     request: Request,
+    caller: Writer,
     bus: BusDep,
     documents: DocumentsDep,
     settings: SettingsDep,
@@ -110,7 +116,7 @@ async def upload_document(
     chunk_strategy: ChunkStrategy | None = Query(None, description="how to cut it (default: the parser's setting)"),
 ) -> UploadAccepted:
     try:
-        request.app.state.admission.uploads.take(request.client.host if request.client else "unknown")
+        request.app.state.admission.uploads.take(client_id(request, caller))
     except Busy as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, exc.message,
                             headers={"Retry-After": str(exc.retry_after)}) from None
@@ -135,10 +141,29 @@ async def upload_document(
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             f"{name}: unsupported file type (PDF, DOCX, HTML, Markdown or plain text)")
 
+    async with _one_at_a_time(name):
+        return await _record(bus, documents, name, data, doc_type, meta)
+
+
+_NAME_LOCKS = [asyncio.Lock() for _ in range(64)]  # striped: bounded, and two names rarely share one
+
+
+def _one_at_a_time(name: str) -> asyncio.Lock:
+    """Uploads of one name in turn: each decides duplicate / new version from the read model, which the
+    previous one has just changed."""
+    return _NAME_LOCKS[zlib.crc32(name.encode()) % len(_NAME_LOCKS)]
+
+
+async def _record(bus: Bus, documents: DocumentView, name: str, data: bytes, doc_type: str,
+                  meta: dict[str, Any]) -> UploadAccepted:
     sha256 = hashlib.sha256(data).hexdigest()
     doc_id = sha256[:24]
     existing = await documents.get(doc_id)
-    if existing and existing["status"] not in GONE:
+    if existing and existing["status"] in GONE:
+        pass
+    elif existing and await bus.was_deleted(doc_id, existing["upload_id"]):
+        existing = {**existing, "status": "superseded"}  # deleted in the log; the read model has not caught up
+    elif existing:
         UPLOADS.labels("duplicate").inc()
         return UploadAccepted(doc_id=doc_id, upload_id=existing["upload_id"], name=existing["name"],
                               doc_type=existing["doc_type"], status=existing["status"], duplicate=True,
@@ -172,6 +197,9 @@ async def upload_document(
             upload_id=previous["upload_id"],
             superseded_by=doc_id,
         ))
+    if not ack.duplicate:  # bounded: the upload stands either way, the next one of this name just sees it
+        await bus.until_projected("documents", doc_id, lambda: _projected(documents, doc_id, upload_id, previous),
+                                  timeout=5.0)
     UPLOADS.labels("duplicate" if ack.duplicate else "accepted").inc()
     log.info("upload %s (%s, %d bytes) -> %s%s", name, doc_type, len(data), doc_id,
              " (duplicate)" if ack.duplicate else "")
@@ -179,6 +207,17 @@ async def upload_document(
                           status="uploaded", duplicate=bool(ack.duplicate),
                           version=previous["version"] + 1 if previous else 1,
                           supersedes=previous["doc_id"] if previous else None)
+
+
+
+async def _projected(documents: DocumentView, doc_id: str, upload_id: str, previous: dict[str, Any] | None) -> bool:
+    row = await documents.get(doc_id)
+    if row is None or row["upload_id"] != upload_id:
+        return False
+    if previous is None or previous["doc_id"] == doc_id:
+        return True
+    before = await documents.get(previous["doc_id"])
+    return before is None or before["status"] in GONE
 
 
 @router.get("/documents", response_model=DocumentList, summary="List documents with their status")
@@ -195,7 +234,7 @@ async def get_document(doc_id: str, documents: DocumentsDep) -> DocumentOut:
     return DocumentOut(**doc)
 
 
-@router.delete("/documents/{doc_id}", status_code=status.HTTP_202_ACCEPTED,
+@router.delete("/documents/{doc_id}", status_code=status.HTTP_202_ACCEPTED, dependencies=[WRITE],
                responses={404: {"description": "unknown"}}, summary="Delete a document from the index")
 async def delete_document(doc_id: str, bus: BusDep, documents: DocumentsDep) -> dict[str, str]:
     doc = await documents.get(doc_id)

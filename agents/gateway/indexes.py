@@ -9,13 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
+from agents.gateway.auth import ADMIN, READ, UNAUTHORIZED
 from agents.gateway.deps import BusDep
 from agents.gateway.requests import BAD_BODY, RequestModel, Text
 from projections.views import IndexView
 from streams.indexing import IndexCommandError, activate_index, drop_index, judge, rollback_target, start_index
 from streams.topology import EMBEDDING_MODELS
 
-router = APIRouter(tags=["indexes"])
+router = APIRouter(tags=["indexes"], dependencies=[READ], responses=UNAUTHORIZED)
 
 
 def _indexes(request: Request) -> IndexView:
@@ -74,6 +75,7 @@ async def list_indexes(indexes: IndexesDep) -> IndexList:
 
 
 @router.post("/admin/indexes", status_code=status.HTTP_202_ACCEPTED, response_model=IndexOut | dict,
+             dependencies=[ADMIN],
              summary="Start re-indexing into another embedding model (index.started); queries go on meanwhile",
              responses={**BAD_BODY, 404: {"description": "no such model (not in the catalogue, and no source)"},
                         409: {"description": "that index exists"}})
@@ -89,7 +91,7 @@ async def start(body: StartIndex, bus: BusDep) -> dict[str, Any]:
     return {"model": event.model, "state": "building", "previous": event.previous}
 
 
-@router.post("/admin/indexes/{model}/activate", response_model=GateOut,
+@router.post("/admin/indexes/{model}/activate", dependencies=[ADMIN], response_model=GateOut,
              summary="Switch queries to this index (index.activated), after the gate: complete, not clearly worse",
              responses={404: {"description": "no such index"}, 409: {"description": "the gate refuses"}})
 async def activate(model: str, bus: BusDep, indexes: IndexesDep, force: bool = False) -> GateOut:
@@ -105,7 +107,7 @@ async def activate(model: str, bus: BusDep, indexes: IndexesDep, force: bool = F
                    previous=event.previous)
 
 
-@router.post("/admin/indexes/rollback", response_model=GateOut,
+@router.post("/admin/indexes/rollback", dependencies=[ADMIN], response_model=GateOut,
              summary="Switch back to the index that was active before, at once",
              responses={409: {"description": "nothing to return to"}})
 async def rollback(bus: BusDep, indexes: IndexesDep) -> GateOut:
@@ -123,7 +125,7 @@ async def rollback(bus: BusDep, indexes: IndexesDep) -> GateOut:
                    previous=event.previous)
 
 
-@router.delete("/admin/indexes/{model}", status_code=status.HTTP_202_ACCEPTED,
+@router.delete("/admin/indexes/{model}", status_code=status.HTTP_202_ACCEPTED, dependencies=[ADMIN],
                summary="Drop an index that is not active (index.dropped): its vectors are deleted",
                responses={409: {"description": "the active index, or no such index"}})
 async def drop(model: str, bus: BusDep) -> dict[str, str]:

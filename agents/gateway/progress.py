@@ -15,13 +15,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 
+from agents.gateway.auth import READ, UNAUTHORIZED
 from agents.gateway.deps import BusDep, DocumentsDep
 from agents.gateway.documents import DocumentOut
 from projections.views import DocumentView
 from streams import subjects
 from streams.topology import PROJECTION_UPDATED
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], dependencies=[READ], responses=UNAUTHORIZED)
 KEEPALIVE = 15.0
 COALESCE = 0.2  # a burst of batches for one document becomes one frame
 

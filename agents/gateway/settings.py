@@ -20,3 +20,7 @@ class GatewaySettings(BusSettings, DatabaseSettings):
     abandon_grace: float = 20.0  # seconds a question whose client left may be resumed before it is cancelled
     max_metadata_bytes: int = 16 * 1024  # a document's metadata, as JSON
     llm_url: str = ""  # checked by /readyz when set (`ragbus up` sets it: RAGBUS_LLM_URL)
+    # who may call (agents/gateway/auth.py, origins.py)
+    require_api_keys: bool | None = None  # None: required unless the gateway listens on loopback only
+    allowed_hosts: str = ""  # comma-separated Host names; empty: loopback names when open, any with keys
+    allowed_origins: str = ""  # comma-separated origins (https://app.example) besides the gateway's own page

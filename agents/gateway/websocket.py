@@ -5,6 +5,8 @@ Client frames: {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?, 
 Server frames: accepted, token {query_id, seq, text}, then done {answer, citations, sources, timings, model,
 embedding_model, stopped} or error {message}; busy {message, retry_after} when admission refuses; status
 {state: ok | reconnecting, message} when NATS, the database or the LLM goes away or comes back.
+Where keys are required, a socket without a valid one (header or the page's cookie) gets one error frame
+{code: "unauthorized"} and is closed with code 4401.
 
 Asks and resumes are answered one after the other, in order, at most `max_questions_per_socket` waiting.
 A frame that is not JSON, not an object, binary, or not one of those gets an error frame; the socket goes on.
@@ -18,16 +20,19 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from agents.gateway.admission import Busy
+from agents.gateway.auth import Caller, authenticate, client_id
 from agents.gateway.chat import (
     AskRequest,
+    Refused,
     ResumeRequest,
     WsMessage,
     answer_frames,
     cancel_question,
+    check_question,
     first_error,
     resume_frames,
     until_projected,
@@ -35,6 +40,7 @@ from agents.gateway.chat import (
 
 log = logging.getLogger("ragbus.gateway")
 router = APIRouter()
+UNAUTHORIZED_CLOSE = 4401  # the application range (4000-4999); "401" inside it, as some APIs do
 
 
 def parse_frame(message: dict[str, Any]) -> dict[str, Any] | str:
@@ -55,13 +61,15 @@ def busy_frame(exc: Busy, query_id: str | None = None) -> dict[str, Any]:
     return {"type": "busy", "query_id": query_id, "message": exc.message, "retry_after": exc.retry_after}
 
 
-def client_of(websocket: WebSocket) -> str:
-    return websocket.client.host if websocket.client else "unknown"
-
-
 @router.websocket("/ws/chat")
 async def chat(websocket: WebSocket) -> None:
     await websocket.accept()
+    try:
+        caller = authenticate(websocket)
+    except HTTPException as exc:  # said in a frame the page can read (a refused handshake tells it nothing)
+        await websocket.send_json({"type": "error", "code": "unauthorized", "message": exc.detail})
+        await websocket.close(code=UNAUTHORIZED_CLOSE, reason="API key required")
+        return
     state = websocket.app.state
     settings, admission, health = state.settings, state.admission, state.health
     lock = asyncio.Lock()
@@ -83,7 +91,12 @@ async def chat(websocket: WebSocket) -> None:
                 if isinstance(frame, str):
                     await send({"type": "error", "message": frame})
                 elif frame.get("type") == "cancel" and frame.get("query_id"):
-                    await cancel_question(state.bus, str(frame["query_id"])[:64])
+                    query_id = str(frame["query_id"])[:64]
+                    try:
+                        await check_question(state.bus, query_id, caller)
+                        await cancel_question(state.bus, query_id)
+                    except Refused as exc:
+                        await send({"type": "error", "query_id": query_id, "message": exc.message})
                 elif inbox.qsize() >= settings.max_questions_per_socket:
                     await send(busy_frame(Busy(f"at most {settings.max_questions_per_socket} questions may wait "
                                                "on one connection", 5)))
@@ -100,7 +113,7 @@ async def chat(websocket: WebSocket) -> None:
         if not health.ready:
             await send(health.frame())
         while (message := await inbox.get()) is not None:
-            await answer_one(message, send, active, state, client_of(websocket))
+            await answer_one(message, send, active, state, caller, client_id(websocket, caller))
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away mid-answer; the answer goes on in the log, resumable for a while
     finally:
@@ -110,7 +123,8 @@ async def chat(websocket: WebSocket) -> None:
             admission.abandoned(active[0], lambda q: cancel_question(state.bus, q))
 
 
-async def answer_one(message: dict[str, Any], send: Any, active: list[str], state: Any, client: str) -> None:
+async def answer_one(message: dict[str, Any], send: Any, active: list[str], state: Any, caller: Caller,
+                     client: str) -> None:
     """One ask or resume, start to end; what cannot be done is said in a frame, never by closing the socket."""
     admission = state.admission
     try:
@@ -119,11 +133,11 @@ async def answer_one(message: dict[str, Any], send: Any, active: list[str], stat
         if kind == "ask":
             ask = AskRequest.model_validate(fields)
             admission.questions.take(client)
-            frames = answer_frames(state.bus, state.answers, ask, state.settings)
+            frames = answer_frames(state.bus, state.answers, ask, state.settings, caller)
         else:
             resume = ResumeRequest.model_validate(fields)
             admission.resumed(resume.query_id)
-            frames = resume_frames(state.bus, resume, state.settings)
+            frames = resume_frames(state.bus, resume, state.settings, caller)
     except ValidationError as exc:
         await send({"type": "error", "message": first_error(exc)})
         return
@@ -142,6 +156,8 @@ async def answer_one(message: dict[str, Any], send: Any, active: list[str], stat
                     await until_projected(state.bus, state.answers, frame["query_id"])
     except Busy as exc:
         await send(busy_frame(exc))
+    except Refused as exc:
+        await send({"type": "error", "message": exc.message})
     except (WebSocketDisconnect, RuntimeError):
         raise
     except Exception as exc:  # noqa: BLE001 - NATS or the database failing under us: say so, keep the socket

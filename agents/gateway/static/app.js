@@ -3,12 +3,14 @@
 //   sessions.js   recent conversations (GET /sessions)
 //   documents.js  document list, live status over SSE, uploads
 //   indexes.js    which embedding index answers, and re-index progress
+//   auth.js       signing in with an API key where the gateway requires one
 //   util.js       DOM and formatting helpers
 
 import {
   ask, autoGrow, connect, currentSession, newConversation, openConversation, reconnectNow, stopTurn,
   storedSession, updateComposer,
 } from "./chat.js";
+import { setupAuth, signedIn } from "./auth.js";
 import { listen, refreshDocs, setupUploads } from "./documents.js";
 import { refreshIndexes } from "./indexes.js";
 import { markCurrent, refreshSessions, refreshUntilListed, setupSessions } from "./sessions.js";
@@ -137,16 +139,28 @@ function bindEvents() {
   });
 }
 
+async function start() {
+  setupAuth();
+  try {
+    await signedIn(); // where the gateway requires a key: the sign-in dialog first
+  } catch (err) {
+    toast(`Couldn't reach the server: ${err.message}`);
+  }
+  // a key refused later (revoked, or the browser session ended): start afresh once signed in again
+  on("signed-in", () => location.reload());
+  connect();
+  refreshDocs();
+  refreshIndexes();
+  listen();
+  const returning = storedSession(); // this tab had a conversation before a reload: show it again
+  markCurrent(currentSession());
+  refreshSessions();
+  if (returning) openConversation(returning, { focus: false }).catch(() => toast("Couldn't load this conversation."));
+}
+
 loadTheme();
 bindEvents();
 setupUploads({ onDrop: () => setPanelOpen(true) });
 setupSessions({ onOpen: openSession });
 updateComposer();
-connect();
-refreshDocs();
-refreshIndexes();
-listen();
-const returning = storedSession(); // this tab had a conversation before a reload: show it again
-markCurrent(currentSession());
-refreshSessions();
-if (returning) openConversation(returning, { focus: false }).catch(() => toast("Couldn't load this conversation."));
+start();

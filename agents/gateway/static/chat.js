@@ -11,6 +11,7 @@ import {
 
 const SESSION_KEY = "ragbus.session_id";
 const INFLIGHT_KEY = "ragbus.inflight"; // the answer streaming when the tab was closed or reloaded
+const UNAUTHORIZED = 4401; // the close code of a socket refused for want of a valid API key
 const CITE_RE = /\[(\d+(?:\s*,\s*\d+)*)\]/g; // [1]  [2, 3]
 
 const ui = {
@@ -65,10 +66,15 @@ export function connect() {
     const msg = parseJson(event.data);
     if (msg) onFrame(ws, msg);
   };
-  ws.onclose = () => {
+  ws.onclose = (event) => {
     if (conn.ws !== ws) return; // replaced on purpose (stop, new chat)
     conn.ws = null;
     connectionLost(ws);
+    if (event.code === UNAUTHORIZED) { // the key is missing or was revoked: reconnect once signed in
+      setConnState("offline", "Signed out");
+      emit("unauthorized", "");
+      return;
+    }
     scheduleReconnect();
   };
 }
@@ -116,6 +122,7 @@ function onFrame(ws, msg) {
     else setConnState("degraded", "Reconnecting…", ` · ${msg.message || "a part of the system is down"}`);
     return;
   }
+  if (msg.code === "unauthorized") return; // the close that follows says it to the page
   const turn = turnFor(ws, msg);
   if (!turn || turn.finished) return; // stopped by the user, or already done: ignore
   if (msg.type === "accepted") accepted(turn);

@@ -205,6 +205,7 @@ function upload({ file, row }) {
       const body = parseJson(xhr.responseText);
       if (xhr.status >= 200 && xhr.status < 300) uploadDone(row, body || {}, file);
       else uploadFailed(row, detailOf(body) || `Upload failed (HTTP ${xhr.status} ${xhr.statusText}).`);
+      if (xhr.status === 401) emit("unauthorized", detailOf(body));
       resolve();
     };
     xhr.onerror = () => { uploadFailed(row, "Network error — the upload did not finish."); resolve(); };

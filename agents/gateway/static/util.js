@@ -83,6 +83,7 @@ export function detailOf(body) {
 export async function getJson(path, options = {}) {
   const res = await fetch(api(path), { ...options, headers: { Accept: "application/json", ...options.headers } });
   const body = await res.json().catch(() => null);
+  if (res.status === 401 && !path.startsWith("auth")) emit("unauthorized", detailOf(body));
   if (!res.ok) {
     const err = new Error(detailOf(body) || `HTTP ${res.status}`);
     err.status = res.status;
