@@ -59,6 +59,7 @@ from rich.table import Table
 
 from agents.embedder.service import Embedder
 from agents.embedder.settings import EmbedderSettings
+from projections.chunks import add_terms
 from projections.retrieval import HybridSearch, RetrievalConfig
 from projections.schema import CHUNKS, migrate, vectors_ddl, vectors_table
 from projections.views import create_pool
@@ -310,6 +311,7 @@ async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, 
                 vecs.append((chunk_id, upload_id, vectors[i]))
             await conn.copy_records_to_table("chunks", records=chunks, columns=CHUNK_COLUMNS)
             await conn.copy_records_to_table(VECTORS, records=vecs, columns=VECTOR_COLUMNS)
+            await add_terms(conn, [c[0] for c in chunks])  # the keyword half's postings, as the projector adds them
             progress.advance(task, len(chunks))
     return time.perf_counter() - started
 
@@ -350,21 +352,22 @@ async def drop_indexes(conn: asyncpg.Connection) -> None:
 # the model's vectors are a table of their own: no model filter any more (the dense half of HybridSearch without
 # filters is this very query, hence hnsw below)
 EXACT_SQL = f"SELECT chunk_id, v.embedding <=> $1 AS distance FROM {VECTORS} v ORDER BY v.embedding <=> $1 LIMIT $2"
-# how many rows the keyword half of HybridSearch matches (and ranks) for a question: chunks with a vector in the
-# index (here every one of them), as its join has it
-KEYWORD_MATCHES_SQL = (f"SELECT count(*) FROM chunks c JOIN {VECTORS} v USING (chunk_id) "
-                       "WHERE c.tsv @@ to_tsquery('simple', $1)")
+# how many chunks the keyword half of HybridSearch scores for a question: those with any of its rarest lexemes
+KEYWORD_MATCHES_SQL = """SELECT count(DISTINCT chunk_id) FROM chunk_terms WHERE lexeme IN (
+    SELECT lexeme FROM term_stats WHERE lexeme = ANY($1::text[]) AND ndoc > 0 ORDER BY ndoc, lexeme LIMIT $2)"""
 
 
-async def keyword_tsquery(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> str:
-    """The tsquery text HybridSearch.search sends as $2 of its SQL, built the same way (projections/retrieval)."""
-    from projections.retrieval import _LEXEMES, keyword_query
+async def keyword_lexemes(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> list[str]:
+    """The lexemes HybridSearch.search sends as $2 of its SQL, made the same way (projections/retrieval)."""
+    from projections.retrieval import _LEXEMES
 
-    return keyword_query(await conn.fetchval(_LEXEMES, question) or [])
+    return list(dict.fromkeys(await conn.fetchval(_LEXEMES, question) or []))
 
 
 async def keyword_matches(pool: asyncpg.Pool, question: str) -> int:
-    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await keyword_tsquery(pool, question)))
+    from projections.retrieval import MAX_LEXEMES
+
+    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await keyword_lexemes(pool, question), MAX_LEXEMES))
 
 
 async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -403,7 +406,7 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
     async with pool.acquire() as conn:
         for name, setup, sql, args in (
             ("hybrid", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
-             hybrid_sql, (vector, await keyword_tsquery(conn, question), cfg.candidates, *extra)),
+             hybrid_sql, (vector, await keyword_lexemes(conn, question), cfg.candidates, *extra)),
             ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, k)),
             ("hnsw", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
              EXACT_SQL, (vector, k)),

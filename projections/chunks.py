@@ -69,11 +69,12 @@ class ChunkIndexProjection:
             return
         await conn.executemany(
             """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, page, section,
-                                   char_start, char_end, text)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (chunk_id) DO NOTHING""",
+                                   char_start, char_end, text, toc)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (chunk_id) DO NOTHING""",
             [(c.chunk_id, e.doc_id, e.upload_id, c.ordinal, e.name, e.doc_type, c.page, c.section, c.char_start,
-              c.char_end, c.text) for c in e.chunks],
+              c.char_end, c.text, c.toc) for c in e.chunks],
         )
+        await add_terms(conn, [c.chunk_id for c in e.chunks if not c.toc])
 
     async def _embedded(self, conn: asyncpg.Connection, e: ChunksEmbedded) -> None:
         if await _tombstoned(conn, e.upload_id):
@@ -98,8 +99,10 @@ class ChunkIndexProjection:
             await conn.execute(vectors_ddl(table, e.dim))
             await conn.execute("UPDATE embedding_indexes SET dim = $2, fingerprint = nullif($3, '') WHERE model = $1",
                                e.model, e.dim, e.fingerprint)
+        # the flag comes from the chunk's row (chunks.ready comes first in CHUNKS, on a replay too)
         await conn.executemany(
-            f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding) VALUES ($1, $2, $3) "
+            f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding, toc) "
+            "VALUES ($1, $2, $3, coalesce((SELECT toc FROM chunks WHERE chunk_id = $1), false)) "
             "ON CONFLICT (chunk_id) DO NOTHING",
             [(c.chunk_id, e.upload_id, np.asarray(c.embedding, dtype=np.float32)) for c in e.chunks],
         )
@@ -107,9 +110,58 @@ class ChunkIndexProjection:
     async def _deleted(self, conn: asyncpg.Connection, e: DocumentDeleted) -> None:
         await conn.execute("INSERT INTO chunk_tombstones (upload_id, doc_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                            e.upload_id, e.doc_id)
+        await remove_terms(conn, e.upload_id)
         await conn.execute("DELETE FROM chunks WHERE upload_id = $1", e.upload_id)
         for row in await conn.fetch("SELECT model FROM embedding_indexes WHERE dim IS NOT NULL AND state <> 'dropped'"):
             await conn.execute(f"DELETE FROM {vectors_table(row['model'])} WHERE upload_id = $1", e.upload_id)
+
+
+# What the keyword half matches: the heading path and the text (a question often names the section).
+_TERMS_TEXT = "array_to_string(c.section, ' ') || E'\\n' || c.text"
+
+# Postings of chunks just inserted, with the lexemes' document frequencies and the corpus size; only rows
+# really inserted count (ON CONFLICT ... RETURNING), so applying an event twice changes nothing.
+_ADD_TERMS = f"""
+WITH terms AS (
+    SELECT c.chunk_id, u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
+    FROM chunks c, unnest(to_tsvector('english', {_TERMS_TEXT})) u
+    WHERE c.chunk_id = ANY($1::text[])
+), lengths AS (
+    SELECT chunk_id, sum(tf)::int AS len FROM terms GROUP BY chunk_id
+), added AS (
+    INSERT INTO chunk_terms (lexeme, chunk_id, tf, len)
+    SELECT t.lexeme, t.chunk_id, t.tf, l.len FROM terms t JOIN lengths l USING (chunk_id)
+    ON CONFLICT DO NOTHING RETURNING lexeme, chunk_id, len
+), counted AS (
+    INSERT INTO term_stats (lexeme, ndoc) SELECT lexeme, count(*) FROM added GROUP BY lexeme
+    ON CONFLICT (lexeme) DO UPDATE SET ndoc = term_stats.ndoc + EXCLUDED.ndoc
+)
+UPDATE term_corpus SET n = n + (SELECT count(*) FROM (SELECT DISTINCT chunk_id FROM added) a),
+                       total_len = total_len + (SELECT coalesce(sum(len), 0) FROM
+                                                (SELECT DISTINCT chunk_id, len FROM added) a)
+"""
+_REMOVE_TERMS = """
+WITH removed AS (
+    DELETE FROM chunk_terms WHERE chunk_id IN (SELECT chunk_id FROM chunks WHERE upload_id = $1)
+    RETURNING lexeme, chunk_id, len
+), counted AS (
+    UPDATE term_stats s SET ndoc = s.ndoc - r.n
+    FROM (SELECT lexeme, count(*) AS n FROM removed GROUP BY lexeme) r WHERE s.lexeme = r.lexeme
+)
+UPDATE term_corpus SET n = n - (SELECT count(*) FROM (SELECT DISTINCT chunk_id FROM removed) r),
+                       total_len = total_len - (SELECT coalesce(sum(len), 0) FROM
+                                                (SELECT DISTINCT chunk_id, len FROM removed) r)
+"""
+
+
+async def add_terms(conn: asyncpg.Connection, chunk_ids: list[str]) -> None:
+    """Postings for these chunks' rows (idempotent); a table of contents should not be passed."""
+    await conn.execute(_ADD_TERMS, chunk_ids)
+
+
+async def remove_terms(conn: asyncpg.Connection, upload_id: str) -> None:
+    """The postings of an upload's chunks, before the chunks themselves go."""
+    await conn.execute(_REMOVE_TERMS, upload_id)
 
 
 async def _tombstoned(conn: asyncpg.Connection, upload_id: str) -> bool:

@@ -57,11 +57,33 @@ CREATE TABLE IF NOT EXISTS chunks (
     char_start int NOT NULL,
     char_end   int NOT NULL,
     text       text NOT NULL,
+    toc        boolean NOT NULL DEFAULT false,  -- a table of contents: kept, never a candidate
     tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
 );
 CREATE INDEX IF NOT EXISTS chunks_upload_idx ON chunks (upload_id);
 CREATE INDEX IF NOT EXISTS chunks_doc_idx ON chunks (doc_id);
 CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON chunks USING gin (tsv);
+-- The keyword half's inverted index (BM25): one row per lexeme of each live chunk that can be retrieved (its
+-- heading path and text), with the lexeme's count there and the chunk's length in lexemes; the document
+-- frequency of each lexeme and the corpus size kept with it, so a question costs a few index lookups.
+CREATE TABLE IF NOT EXISTS chunk_terms (
+    lexeme   text NOT NULL,
+    chunk_id text NOT NULL,
+    tf       int NOT NULL,
+    len      int NOT NULL,
+    PRIMARY KEY (lexeme, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS chunk_terms_chunk_idx ON chunk_terms (chunk_id);
+CREATE TABLE IF NOT EXISTS term_stats (
+    lexeme text PRIMARY KEY,
+    ndoc   int NOT NULL
+);
+CREATE TABLE IF NOT EXISTS term_corpus (
+    one       boolean PRIMARY KEY DEFAULT true CHECK (one),
+    n         bigint NOT NULL DEFAULT 0,
+    total_len bigint NOT NULL DEFAULT 0
+);
+INSERT INTO term_corpus DEFAULT VALUES ON CONFLICT DO NOTHING;
 -- An upload deleted before (or while) its chunks were projected must stay deleted whatever the order in
 -- which a replay reads the DOCUMENTS and CHUNKS streams.
 CREATE TABLE IF NOT EXISTS chunk_tombstones (
@@ -94,7 +116,8 @@ def vectors_ddl(table: str, dim: int) -> str:
 CREATE TABLE IF NOT EXISTS {table} (
     chunk_id  text PRIMARY KEY,
     upload_id text NOT NULL,
-    embedding vector({int(dim)}) NOT NULL
+    embedding vector({int(dim)}) NOT NULL,
+    toc       boolean NOT NULL DEFAULT false  -- the chunk's flag, here too: the HNSW scan filters on it
 );
 CREATE INDEX IF NOT EXISTS {table}_upload_idx ON {table} (upload_id);
 CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops);
@@ -139,7 +162,7 @@ CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at D
 
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model).
-VERSIONS = {"documents": 2, "chunks": 2, "answers": 3}
+VERSIONS = {"documents": 2, "chunks": 3, "answers": 3}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (
@@ -150,7 +173,8 @@ CREATE TABLE IF NOT EXISTS projection_schema (
 
 TABLES = {
     "documents": ("documents",),
-    "chunks": ("chunks", "chunk_tombstones", "embedding_indexes"),  # and every vectors_* table
+    "chunks": ("chunks", "chunk_tombstones", "embedding_indexes", "chunk_terms", "term_stats", "term_corpus"),
+    # and every vectors_* table
     "answers": ("answers", "sessions"),
 }
 DDL = {"documents": DOCUMENTS, "chunks": CHUNKS, "answers": ANSWERS}

@@ -164,6 +164,7 @@ class Chunk(BaseModel):
     section: list[str] = Field(default_factory=list)
     char_start: int
     char_end: int
+    toc: bool = False  # mostly the document's own headings (a table of contents): kept, never retrieved
 
 
 class EmbeddedChunk(Chunk):

@@ -16,12 +16,12 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion
-    rrf_k: int = 60
+    keyword_weight: float = 0.2  # fused = cosine + this * BM25 / the question's best BM25
     min_similarity: float = 0.2  # passages below this cosine similarity are not used as context
     duplicate_similarity: float = 0.95  # near-duplicate passages above this similarity are dropped
     hnsw_ef_search: int = 80
 
     def retrieval(self) -> RetrievalConfig:
-        return RetrievalConfig(candidates=self.retrieval_candidates, rrf_k=self.rrf_k,
+        return RetrievalConfig(candidates=self.retrieval_candidates, keyword_weight=self.keyword_weight,
                                min_similarity=self.min_similarity, duplicate_similarity=self.duplicate_similarity,
                                ef_search=self.hnsw_ef_search)

@@ -15,7 +15,7 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,7 @@ class ChunkDraft:
     section: tuple[str, ...]
     char_start: int
     char_end: int
+    toc: bool = False  # mostly the document's own headings (a table of contents): never a retrieval candidate
 
 
 @dataclass(frozen=True)
@@ -350,4 +351,29 @@ def _drafts(text: str, located: list[tuple[int, int, int | None, tuple[str, ...]
         if trimmed:
             start, end = trimmed[0]
             drafts.append(ChunkDraft(len(drafts), text[start:end], page, section, start, end))
-    return tuple(drafts)
+    return mark_contents(drafts)
+
+
+TOC_SHARE = 0.35
+
+
+def _heading_key(line: str) -> str:
+    return re.sub(r"\W+", "", line).lower()  # "unknown , install" in a heading, "unknown, install" in a TOC
+
+
+def mark_contents(drafts: list[ChunkDraft], share: float = TOC_SHARE) -> tuple[ChunkDraft, ...]:
+    """Flag the chunks that are mostly the document's own headings: a table of contents or a list of cross
+    references, at least `share` of the non-blank characters in lines equal to a heading of the document other
+    than the chunk's own. Such a chunk shares every word of a question that names a section, and outranks the
+    section itself (bench/eval/experiments/README.md: dropping them moves dense hit@1 .688 -> .750)."""
+    headings = {_heading_key(h) for d in drafts for h in d.section if h}
+    if not headings:
+        return tuple(drafts)
+    marked = []
+    for d in drafts:
+        own = {_heading_key(h) for h in d.section}
+        lines = [k for k in (_heading_key(x) for x in d.text.splitlines()) if k]
+        total = sum(len(k) for k in lines) or 1
+        listed = sum(len(k) for k in lines if k in headings and k not in own)
+        marked.append(replace(d, toc=True) if listed / total >= share else d)
+    return tuple(marked)

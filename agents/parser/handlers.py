@@ -78,7 +78,7 @@ async def fetch_bytes(broker: NatsBroker, event: DocumentUploaded) -> bytes:
 def chunk_batches(event: DocumentUploaded, parsed: ParsedDocument, size: int) -> list[DocumentChunked]:
     chunks = [
         Chunk(chunk_id=f"{event.upload_id}-{c.ordinal:05d}", ordinal=c.ordinal, text=c.text, page=c.page,
-              section=list(c.section), char_start=c.char_start, char_end=c.char_end)
+              section=list(c.section), char_start=c.char_start, char_end=c.char_end, toc=c.toc)
         for c in parsed.chunks
     ]
     batches = batch_by_text(chunks, size)

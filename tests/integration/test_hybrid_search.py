@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from projections.chunks import add_terms, remove_terms
 from projections.retrieval import HybridSearch, RetrievalConfig
 from projections.schema import vectors_ddl, vectors_table
 
@@ -18,9 +19,16 @@ def unit(seed: int, near: np.ndarray | None = None, noise: float = 0.0) -> np.nd
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+async def forget(pool) -> None:
+    async with pool.acquire() as conn:
+        for upload in await conn.fetch("SELECT DISTINCT upload_id FROM chunks WHERE doc_id LIKE 'hs-%'"):
+            await remove_terms(conn, upload["upload_id"])
+    await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
+
+
 @pytest.fixture
 async def corpus(pool):
-    await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
+    await forget(pool)
     await pool.execute("DELETE FROM documents WHERE doc_id LIKE 'hs-%'")
     await pool.execute(f"DROP TABLE IF EXISTS {vectors_table(MODEL)}")
     await pool.execute(vectors_ddl(vectors_table(MODEL), DIM))
@@ -34,15 +42,23 @@ async def corpus(pool):
         ("hs-b-0", "hs-b", "beta.pdf", "pdf", "Filters are replaced every six months.", unit(4, query, 0.06)),
         ("hs-c-0", "hs-c", "gamma.txt", "text", "Warranty claims need the serial number XK-42.", unit(5, query, 0.07)),
         ("hs-d-0", "hs-d", "delta.txt", "text", "Completely unrelated cooking recipe for soup.", unit(6)),
+        # a table of contents: the question's words and the closest vector of all, and never a candidate
+        ("hs-e-0", "hs-e", "epsilon.md", "markdown", "Priming the pump\nSerial number and warranty\nFilters",
+         unit(7, query, 0.001)),
     ]
     for chunk_id, doc, name, doc_type, text, vector in rows:
+        toc = doc == "hs-e"
         await pool.execute(
-            """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, char_start, char_end, text)
-               VALUES ($1, $2, $2 || '-0', 0, $3, $4, 0, 1, $5)""",
-            chunk_id, doc, name, doc_type, text,
+            """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, char_start, char_end, text,
+                                   toc)
+               VALUES ($1, $2, $2 || '-0', 0, $3, $4, 0, 1, $5, $6)""",
+            chunk_id, doc, name, doc_type, text, toc,
         )
-        await pool.execute(f"INSERT INTO {vectors_table(MODEL)} (chunk_id, upload_id, embedding) VALUES ($1, $2, $3)",
-                           chunk_id, f"{doc}-0", vector)
+        if not toc:
+            async with pool.acquire() as conn:
+                await add_terms(conn, [chunk_id])
+        await pool.execute(f"INSERT INTO {vectors_table(MODEL)} (chunk_id, upload_id, embedding, toc) "
+                           "VALUES ($1, $2, $3, $4)", chunk_id, f"{doc}-0", vector, toc)
         await pool.execute(
             """INSERT INTO documents (doc_id, upload_id, name, sha256, size, doc_type, metadata, status, uploaded_at,
                                       updated_at)
@@ -50,7 +66,7 @@ async def corpus(pool):
             doc, name, doc_type, {"tags": ["manual"] if doc in ("hs-a", "hs-b") else ["misc"]},
         )
     yield query
-    await pool.execute("DELETE FROM chunks WHERE doc_id LIKE 'hs-%'")
+    await forget(pool)
     await pool.execute("DELETE FROM documents WHERE doc_id LIKE 'hs-%'")
     await pool.execute(f"DROP TABLE {vectors_table(MODEL)}")
 
@@ -59,10 +75,32 @@ async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
     hits = await HybridSearch(pool).search(corpus, "serial number for warranty", top_k=5, model=MODEL,
                                            filters={"doc_ids": ["hs-a", "hs-b", "hs-c", "hs-d"]})
     assert [h["n"] for h in hits] == list(range(1, len(hits) + 1))
-    # gamma is only 4th by vector, but it is the one keyword match: fusion lifts it to the top
-    assert hits[0]["doc_id"] == "hs-c"
-    assert hits[0]["scores"]["keyword"] > 0 and hits[0]["scores"]["fused"] > hits[1]["scores"]["fused"]
+    by_doc = {h["doc_id"]: h for h in hits}
+    # gamma is less similar than beta, but it is the one keyword match: the fusion lifts it past beta (a
+    # keyword match is worth 0.2 of cosine at most: it does not beat the far closer alpha)
+    assert by_doc["hs-c"]["scores"]["dense"] < by_doc["hs-b"]["scores"]["dense"]
+    assert [h["doc_id"] for h in hits][:3] == ["hs-a", "hs-c", "hs-b"]
+    assert by_doc["hs-c"]["scores"]["keyword"] > 0 and by_doc["hs-b"]["scores"]["keyword"] == 0
+    assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(by_doc["hs-c"]["scores"]["dense"] + 0.2, abs=1e-3)
     assert all(set(h["scores"]) == {"dense", "keyword", "fused"} for h in hits)
+
+
+async def test_bm25_weighs_the_rare_words_of_a_question(pool, corpus):
+    """"pump" is in two chunks, "serial" in one: a question with both ranks gamma's single rare match first."""
+    trace: list[dict] = []
+    await HybridSearch(pool).search(corpus, "pump serial", top_k=5, model=MODEL, threshold=-1.0, trace=trace,
+                                    filters={"doc_ids": ["hs-a", "hs-b", "hs-c", "hs-d"]})
+    keyword = {t["chunk_id"]: t["keyword"] for t in trace if t["keyword_rank"]}
+    assert set(keyword) == {"hs-a-0", "hs-a-1", "hs-c-0"}
+    assert keyword["hs-c-0"] > keyword["hs-a-0"] > 0
+
+
+async def test_a_table_of_contents_is_never_a_candidate(pool, corpus):
+    trace: list[dict] = []
+    hits = await HybridSearch(pool).search(corpus, "priming the pump serial number warranty filters", top_k=5,
+                                           model=MODEL, threshold=-1.0, trace=trace)
+    assert "hs-e" not in {h["doc_id"] for h in hits} and "hs-e-0" not in {t["chunk_id"] for t in trace}
+    assert hits  # the other chunks are found all the same
 
 
 async def test_threshold_drops_passages_that_are_not_similar(pool, corpus):
@@ -86,13 +124,15 @@ async def test_the_debug_trace_says_where_every_candidate_ranked_and_what_became
                                            threshold=0.5, trace=trace)
     by_chunk = {t["chunk_id"]: t for t in trace}
     assert set(by_chunk) == {"hs-a-0", "hs-a-1", "hs-b-0", "hs-c-0", "hs-d-0"}  # every candidate of both halves
+    # (no table of contents among them)
     assert [by_chunk[h["chunk_id"]]["outcome"] for h in hits] == [f"passage {n}" for n in range(1, len(hits) + 1)]
     assert by_chunk["hs-d-0"]["outcome"] == "below the similarity threshold 0.5"  # the unrelated soup
     twins = [by_chunk[c]["outcome"] for c in ("hs-a-0", "hs-a-1")]
     assert any(o.startswith("near-duplicate of passage") for o in twins)
     assert [t["fused_rank"] for t in trace] == list(range(1, len(trace) + 1))
     assert all(t["dense_rank"] or t["keyword_rank"] for t in trace)
-    assert by_chunk["hs-c-0"]["keyword_rank"] == 1  # the only passage with the question's words
+    assert by_chunk["hs-d-0"]["keyword_rank"] is None  # the soup has none of the question's words
+    assert by_chunk["hs-c-0"]["keyword_rank"] and by_chunk["hs-a-0"]["keyword_rank"]
 
 
 @pytest.mark.parametrize(
@@ -108,22 +148,3 @@ async def test_metadata_filters(pool, corpus, filters, expected):
     hits = await HybridSearch(pool).search(corpus, "pump filters warranty soup", top_k=10, model=MODEL,
                                            threshold=-1.0, filters=filters)
     assert {h["doc_id"] for h in hits} == expected
-
-
-def test_keyword_query_needs_two_words_of_a_longer_question():
-    from projections.retrieval import keyword_query
-
-    assert keyword_query([]) == ""
-    assert keyword_query(["pump"]) == "'pump'"
-    assert keyword_query(["pump", "prime"]) == "'prime' | 'pump'"  # longest first
-    query = keyword_query(["warranti", "serial", "number", "o'neil"])
-    assert "('warranti' & 'o''neil')" in query and query.count("&") == 6  # any 2 of 4 words
-    assert keyword_query([f"word{i:02d}" for i in range(20)]).count("&") == 28  # capped at 8 words
-
-
-async def test_keyword_half_matches_passages_sharing_two_words_not_one(pool, corpus):
-    hits = await HybridSearch(pool).search(-corpus, "pump primed gloves", top_k=5, model=MODEL, threshold=-1.0)
-    keyword_matched = {h["chunk_id"] for h in hits if h["scores"]["keyword"] > 0}
-    assert keyword_matched == {"hs-a-0", "hs-a-1"} or keyword_matched == {"hs-a-0"}  # 'pump' & 'prime'
-    single = await HybridSearch(pool).search(-corpus, "filters gloves boots", top_k=5, model=MODEL, threshold=-1.0)
-    assert not any(h["scores"]["keyword"] > 0 for h in single)  # one shared word is not a keyword match
