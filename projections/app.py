@@ -12,8 +12,8 @@ from projections.projector import Projector
 from projections.registry import PROJECTIONS
 from projections.schema import drop_projection, migrate
 from projections.views import create_pool
-from streams.agent import configure_logging
 from streams.connect import connect
+from streams.logs import configure_logging
 from streams.settings import BusSettings, DatabaseSettings
 
 log = logging.getLogger("ragbus.projector")
@@ -25,7 +25,7 @@ class ProjectorSettings(BusSettings, DatabaseSettings):
 
 async def run_projector(settings: ProjectorSettings | None = None) -> None:
     settings = settings or ProjectorSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     nc = await connect(settings, "ragbus-projector", max_reconnect_attempts=-1)

@@ -23,6 +23,7 @@ from projections import positions
 from projections.base import Projection, Source
 from streams import subjects
 from streams.events import decode_event
+from streams.logs import correlated
 from streams.topology import PROJECTION_UPDATED
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,10 @@ class SourceReader:
                     EVENTS_SKIPPED.labels(name, stream, "unreadable").inc()
                     continue
                 try:
-                    async with conn.transaction():  # a savepoint: one event the table refuses is only that event
-                        await self.projection.apply(conn, event)
+                    # a savepoint: one event the table refuses is only that event
+                    with correlated(event.correlation_id):
+                        async with conn.transaction():
+                            await self.projection.apply(conn, event)
                 except asyncpg.DataError as exc:
                     # Values PostgreSQL can never store (a NUL in text, say): retrying cannot help, and
                     # stopping here would stop the read model for good; skipped loudly instead.

@@ -214,10 +214,10 @@ def run_agent(name: str) -> int:
 
         from agents.gateway.app import create_app
         from agents.gateway.settings import GatewaySettings
-        from streams.agent import configure_logging
+        from streams.logs import configure_logging
 
         settings = GatewaySettings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                     timeout_graceful_shutdown=10)
         return 0

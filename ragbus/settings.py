@@ -25,6 +25,7 @@ class UpSettings(BaseSettings):
     llm_port: int = 8081
     models_dir: Path | None = None  # embedding models built here (default: <data_dir>/models)
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json" (streams/logs.py)
 
 
 def initial_index() -> tuple[str, str]:

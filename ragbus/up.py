@@ -17,9 +17,9 @@ from ragbus.credentials import Credentials
 from ragbus.database import ensure_roles
 from ragbus.settings import UpSettings, initial_index
 from ragbus.supervisor import Child, Supervisor
-from streams.agent import configure_logging
 from streams.connect import connect
 from streams.declare import declare_streams
+from streams.logs import configure_logging
 from streams.settings import BusSettings
 
 log = logging.getLogger("ragbus.up")
@@ -133,6 +133,6 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     settings = UpSettings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(_up(args, settings))
     return 0

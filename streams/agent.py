@@ -19,19 +19,11 @@ from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 
 from streams.connect import broker_options, connect
+from streams.logs import configure_logging
 from streams.settings import BusSettings
 from streams.topology import Durable, advisories_of
 
 log = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    logging.getLogger("faststream").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
 
 
 def make_broker(settings: BusSettings, name: str) -> NatsBroker:
@@ -57,7 +49,7 @@ def make_app(broker: NatsBroker, title: str, description: str, lifespan: Callabl
 def run_agent(create_app: Callable[[Any], FastStream], settings: BusSettings) -> None:
     """The process entry point of one agent (`ragbus agent NAME`, one k3s pod): logs, metrics, run until
     SIGTERM/SIGINT, on which FastStream stops fetching and finishes the messages in hand."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     asyncio.run(create_app(settings).run())

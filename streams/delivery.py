@@ -34,6 +34,7 @@ from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from streams.access import inbox_prefix
 from streams.events import DeadLettered, Event
+from streams.logs import correlated
 from streams.publish import EventPublisher
 from streams.topology import Durable, advisories_of
 
@@ -228,7 +229,9 @@ class Workers:
                 if on_failure is not None:
                     await on_failure(event, reason)
 
-            await settle(msg, durable, self.dead_letters, lambda: handler(*bound.args, **bound.kwargs), on_dead)
+            with correlated(getattr(event, "correlation_id", None)):
+                await settle(msg, durable, self.dead_letters, lambda: handler(*bound.args, **bound.kwargs),
+                             on_dead)
 
         settled.__signature__ = signature  # type: ignore[attr-defined]  # what FastStream injects by
         return settled

@@ -15,6 +15,7 @@ class BusSettings(BaseSettings):
     # the k3s component k3s/components/nats-tls). Empty: the system's defaults, and plain TCP for nats://.
     nats_tls_ca: str = ""
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line, with the correlation id (streams/logs.py)
     metrics_port: int = 0  # 0 = no Prometheus endpoint for this process
 
 
