@@ -257,7 +257,19 @@ async def test_sixty_chats_then_every_part_killed_mid_work_and_nothing_is_lost_d
         assert [s["status"] for s in states] == ["indexed"] * len(docs), [(s["name"], s.get("error")) for s in states]
         assert all(a["type"] in ("done", "error") for a in answers), answers
         done = [a for a in answers if a["type"] == "done"]
-        assert len(done) >= 5, answers  # most answered; the rest failed cleanly (the LLM was killed too)
+        # Questions still waiting when the LLM server is killed fail fast while the generator's breaker is open
+        # (by design: an error frame within seconds, not a hang), so how many of the ten were answered first
+        # depends on the machine's speed. Each ended, answered or with the LLM's error, and once everything
+        # is back a new question is answered (after the breaker's cooldown).
+        assert done, answers
+        assert all("LLM server" in a["message"] for a in answers if a["type"] == "error"), answers
+        again: dict = {}
+        for _ in range(6):
+            again = await ask_to_the_end(up.url, "How many ships did the lighthouse at cape 1 log?", deadline=120)
+            if again["type"] == "done":
+                break
+            await asyncio.sleep(5)  # the breaker's cooldown
+        assert again["type"] == "done", again
 
         conn = await asyncpg.connect(up.dsn)
         try:
