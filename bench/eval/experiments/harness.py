@@ -38,7 +38,7 @@ Keys (DEFAULTS):
   wc, ws, wh, wdoc  `lin` weights of: chunk cosine (wc, default 1), max cosine over the chunk's sentences (ws),
          cosine to the chunk's heading path (wh), the document's best chunk cosine (wdoc)
   tb     kw | dense: RRF ties go to the keyword half's pick (as the system's SQL row order) | the higher cosine
-  toc    1: chunks flagged as a table of contents (mark_toc) are no candidates
+  toc    1: chunks the parser flags as a table of contents (chunking.mark_contents) are no candidates
   wsec, wnb         `lin` weights of the best cosine in the chunk's section, of its better neighbour chunk
   alt, wa           `lin` weight of the cosine to a second vector per chunk, embedded with compose `alt`
   prf, prfk         pseudo-relevance feedback: q + prf * mean of the top prfk chunk vectors, normalised
@@ -99,8 +99,7 @@ class Chunk:
     start: int
     end: int
     doc_type: str
-    toc: bool = False  # mostly the document's own headings: a table of contents, navigation
-    toc_share: float = 0.0
+    toc: bool = False  # mostly the document's own headings: the parser's flag (chunking.mark_contents)
 
     @property
     def chunk_id(self) -> str:
@@ -189,29 +188,8 @@ def load_corpus(corpus_dir: Path, strategy: str = "structure", tokens: int = 200
                                         overlap_tokens=overlap)
         for c in drafts:
             chunks.append(Chunk(len(chunks), path.name, title, tuple(c.section), c.text, c.ordinal, c.char_start,
-                                c.char_end, parsed.doc_type))
-    mark_toc(chunks)
+                                c.char_end, parsed.doc_type, c.toc))
     return Corpus(chunks, texts, time.perf_counter() - started)
-
-
-def _norm_line(line: str) -> str:
-    return re.sub(r"\W+", "", line).lower()  # "unknown , install" in a heading, "unknown, install" in the TOC
-
-
-def mark_toc(chunks: list[Chunk], share: float = 0.35) -> None:
-    """Flag chunks whose text is mostly the document's own headings (a table of contents, a list of cross
-    references): at least `share` of their non-blank characters are lines equal to a heading of the same
-    document other than the chunk's own. Needs only the parser's output, so it can run at ingest."""
-    headings: dict[str, set[str]] = defaultdict(set)
-    for c in chunks:
-        headings[c.doc].update(_norm_line(s) for s in c.section if s)
-    for c in chunks:
-        own = {_norm_line(s) for s in c.section}
-        lines = [_norm_line(x) for x in c.text.splitlines() if x.strip()]
-        total = sum(len(x) for x in lines) or 1
-        listed = sum(len(x) for x in lines if x in headings[c.doc] and x not in own)
-        c.toc_share = listed / total
-        c.toc = c.toc_share >= share
 
 
 def compose(chunk: Chunk, mode: str) -> str:
@@ -340,20 +318,25 @@ class Database:
         self.tmp.cleanup()
 
     async def load(self, chunks: Sequence[Chunk], model: str, vectors: np.ndarray) -> None:
-        """Replace the chunks (as the projector writes them) and the model's vector table (HNSW, as vectors_ddl)."""
+        """Replace the chunks, their keyword postings (as the projector writes them) and the model's vector table
+        (HNSW, as vectors_ddl): the `system` variant then searches what POST /search would."""
+        from projections.chunks import add_terms
         from projections.schema import vectors_ddl, vectors_table
 
         table = vectors_table(model)
         async with self.pool.acquire() as conn:
-            await conn.execute("TRUNCATE chunks")
+            await conn.execute("TRUNCATE chunks, chunk_terms, term_stats")
+            await conn.execute("UPDATE term_corpus SET n = 0, total_len = 0")
             await conn.execute(f"DROP TABLE IF EXISTS {table}")
             await conn.execute(vectors_ddl(table, vectors.shape[1]))
             await conn.executemany(
                 """INSERT INTO chunks (chunk_id, doc_id, upload_id, ordinal, name, doc_type, page, section,
-                   char_start, char_end, text) VALUES ($1, $2, $2, $3, $2, $4, NULL, $5, $6, $7, $8)""",
-                [(c.chunk_id, c.doc, c.ordinal, c.doc_type, list(c.section), c.start, c.end, c.text) for c in chunks])
-            await conn.executemany(f"INSERT INTO {table} VALUES ($1, $2, $3)",
-                                   [(c.chunk_id, c.doc, v) for c, v in zip(chunks, vectors, strict=True)])
+                   char_start, char_end, text, toc) VALUES ($1, $2, $2, $3, $2, $4, NULL, $5, $6, $7, $8, $9)""",
+                [(c.chunk_id, c.doc, c.ordinal, c.doc_type, list(c.section), c.start, c.end, c.text, c.toc)
+                 for c in chunks])
+            await add_terms(conn, [c.chunk_id for c in chunks if not c.toc])
+            await conn.executemany(f"INSERT INTO {table} VALUES ($1, $2, $3, $4)",
+                                   [(c.chunk_id, c.doc, v, c.toc) for c, v in zip(chunks, vectors, strict=True)])
             # the heading-weighted full-text variant (an experiment table beside the real one)
             await conn.execute("DROP TABLE IF EXISTS kw_head")
             await conn.execute("CREATE TABLE kw_head (chunk_id text PRIMARY KEY, tsv tsvector)")
@@ -449,8 +432,20 @@ GROUP BY m.chunk_id ORDER BY score DESC, m.chunk_id LIMIT $3
 """
 
 
+def keyword_query(lexemes: list[str]) -> str:
+    """The keyword half of the old ranking (ts_rank_cd, before BM25): one or two lexemes OR-ed; more, then any
+    two of the longest MAX_LEXEMES."""
+    from projections.retrieval import MAX_LEXEMES
+
+    words = sorted(dict.fromkeys(lexemes), key=len, reverse=True)[:MAX_LEXEMES]
+    quoted = ["'" + w.replace("'", "''") + "'" for w in words]
+    if len(quoted) <= 2:
+        return " | ".join(quoted)
+    return " | ".join(f"({a} & {b})" for i, a in enumerate(quoted) for b in quoted[i + 1:])
+
+
 def keyword_queries(lexemes: list[str], df: dict[str, int], mode: str) -> str:
-    from projections.retrieval import MAX_LEXEMES, keyword_query
+    from projections.retrieval import MAX_LEXEMES
 
     words = list(dict.fromkeys(lexemes))
     quoted = lambda ws: ["'" + w.replace("'", "''") + "'" for w in ws]  # noqa: E731

@@ -31,8 +31,6 @@ ORDER BY keyword DESC, c.chunk_id LIMIT 40
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    from projections.retrieval import keyword_query
-
     corpus = harness.load_corpus(harness.QSETS["eval"][0], headings=True)
     questions = harness.load_questions("eval", None)
     db = harness.Database()
@@ -63,7 +61,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                     if not lex:
                         continue
                     t0 = time.perf_counter()
-                    await conn.fetch(TODAY, keyword_query(lex))
+                    await conn.fetch(TODAY, harness.keyword_query(lex))
                     t1 = time.perf_counter()
                     await conn.fetch(harness.BM25_POSTINGS_SQL, list(dict.fromkeys(lex)), 8, 40)
                     t2 = time.perf_counter()
