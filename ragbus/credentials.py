@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragbus.private_files import write_private
 from streams.access import ROLES
 
 PG_ROLES = ("postgres", "ragbus_projector", "ragbus_reader")
@@ -41,11 +42,8 @@ class Credentials:
         nats = {user: stored.get("nats", {}).get(user) or secrets.token_urlsafe(24) for user in ROLES}
         postgres = {role: stored.get("postgres", {}).get(role) or secrets.token_urlsafe(24) for role in PG_ROLES}
         if {"nats": nats, "postgres": postgres} != stored:
-            fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"nats": nats, "postgres": postgres}, fh, indent=1)
-            path.with_suffix(".tmp").replace(path)
-        os.chmod(path, 0o600)
+            write_private(path, json.dumps({"nats": nats, "postgres": postgres}, indent=1))
+        os.chmod(path, 0o600)  # unchanged, but perhaps loosened by hand
         return cls(nats, postgres, path)
 
     @classmethod

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ragbus.private_files import write_private
+
 if TYPE_CHECKING:
     from ragbus.credentials import Credentials
 
@@ -197,9 +199,6 @@ def run_k3s_secrets(args: argparse.Namespace) -> int:
     if out is None:
         sys.stdout.write(text)
         return 0
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(out, 0o600)
+    write_private(Path(out), text)
     print(f"wrote {out} (mode 0600): kubectl apply -f {out}", file=sys.stderr)
     return 0

