@@ -35,6 +35,11 @@ _LEXEMES = "SELECT tsvector_to_array(to_tsvector('english', $1))"
 MAX_LEXEMES = 8
 BM25_K1, BM25_B = 1.2, 0.75
 
+
+async def question_lexemes(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> list[str]:
+    """The question's distinct lexemes: what the search's SQL takes as $2."""
+    return list(dict.fromkeys(await conn.fetchval(_LEXEMES, question) or []))
+
 # {vectors} is the index's table (from embedding_indexes, never user input). Without filters the dense half
 # reads the vector table alone, so the HNSW index drives it; with filters it joins the chunks it filters on.
 _SQL = f"""
@@ -151,7 +156,7 @@ class HybridSearch:
                 await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
                 # with filters, keep scanning the HNSW graph until enough rows pass them (pgvector >= 0.8)
                 await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                lexemes = list(dict.fromkeys(await conn.fetchval(_LEXEMES, query) or []))
+                lexemes = await question_lexemes(conn, query)
                 rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), lexemes, cfg.candidates,
                                         *extra)
         except asyncpg.UndefinedTableError:  # the index has no vectors yet (nothing uploaded so far)
