@@ -339,7 +339,7 @@ async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[s
     finally:
         await watcher.close()
     started = time.perf_counter()
-    await conn.execute(f"VACUUM ANALYZE chunks, {VECTORS}")
+    await conn.execute(f"VACUUM ANALYZE chunks, chunk_terms, term_stats, {VECTORS}")
     seconds["vacuum_analyze"] = time.perf_counter() - started
     return seconds
 
@@ -357,17 +357,10 @@ KEYWORD_MATCHES_SQL = """SELECT count(DISTINCT chunk_id) FROM chunk_terms WHERE 
     SELECT lexeme FROM term_stats WHERE lexeme = ANY($1::text[]) AND ndoc > 0 ORDER BY ndoc, lexeme LIMIT $2)"""
 
 
-async def keyword_lexemes(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> list[str]:
-    """The lexemes HybridSearch.search sends as $2 of its SQL, made the same way (projections/retrieval)."""
-    from projections.retrieval import _LEXEMES
-
-    return list(dict.fromkeys(await conn.fetchval(_LEXEMES, question) or []))
-
-
 async def keyword_matches(pool: asyncpg.Pool, question: str) -> int:
-    from projections.retrieval import MAX_LEXEMES
+    from projections.retrieval import MAX_LEXEMES, question_lexemes
 
-    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await keyword_lexemes(pool, question), MAX_LEXEMES))
+    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await question_lexemes(pool, question), MAX_LEXEMES))
 
 
 async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -397,7 +390,7 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
                 cfg: RetrievalConfig) -> dict[str, list[str]]:
     """Which scans each query uses (EXPLAIN with the real parameters): proves hybrid uses the indexes and
     the baseline does not."""
-    from projections.retrieval import _SQL, _filters
+    from projections.retrieval import _SQL, _filters, question_lexemes
 
     join, where, extra = _filters({}, first_arg=4)  # filled in as HybridSearch.search does
     hybrid_sql = _SQL.format(vectors=VECTORS, join=join, where=where,
@@ -406,7 +399,7 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
     async with pool.acquire() as conn:
         for name, setup, sql, args in (
             ("hybrid", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
-             hybrid_sql, (vector, await keyword_lexemes(conn, question), cfg.candidates, *extra)),
+             hybrid_sql, (vector, await question_lexemes(conn, question), cfg.candidates, *extra)),
             ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, k)),
             ("hnsw", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
              EXACT_SQL, (vector, k)),
