@@ -25,6 +25,7 @@ from streams import subjects
 from streams.events import decode_event
 from streams.logs import correlated
 from streams.topology import PROJECTION_UPDATED
+from streams.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,13 @@ class SourceReader:
             self.position = await positions.read_position(conn, self.projection.name, self.source.stream)
         self.caught_up_to = 0
         tail = (await self.js.stream_info(self.source.stream)).state.last_seq
+        POSITION_AHEAD.labels(self.projection.name, self.source.stream).set(int(self.position > tail))
         if self.position > tail:
             # The log is behind what was projected: it lost its tail (power loss with a lazy sync_interval)
             # or was recreated. New events would reuse sequence numbers this reader would skip as applied.
             log.error("%s/%s: stored position %d is past the stream's last message %d; the read model no longer "
                       "matches the log: run `ragbus replay --projection %s`", self.projection.name,
                       self.source.stream, self.position, tail, self.projection.name)
-            POSITION_AHEAD.labels(self.projection.name, self.source.stream).set(1)
         sub = await self.js.pull_subscribe(
             "",
             stream=self.source.stream,
@@ -166,7 +167,9 @@ class SourceReader:
                     continue
                 try:
                     # a savepoint: one event the table refuses is only that event
-                    with correlated(event.correlation_id):
+                    with correlated(event.correlation_id), span(
+                            f"{name} apply {event.type}", msg.headers,  # a child of the event's publish
+                            attributes={"ragbus.projection": name, "ragbus.stream_seq": seq}):
                         async with conn.transaction():
                             await self.projection.apply(conn, event)
                 except asyncpg.DataError as exc:

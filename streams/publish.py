@@ -3,7 +3,8 @@
 `EventPublisher` is how agents publish: a FastStream publisher declared with the event's schema, so the
 generated AsyncAPI document shows exactly what each agent publishes, bound to the stream that stores the
 subject (found in `streams.topology`, never written as a literal). `publish` is the same for tools that
-hold a plain JetStream context (the CLI).
+hold a plain JetStream context (the CLI). When traced, a `traceparent` header rides along (FastStream's
+middleware adds it, `publish` injects it); dedup and `decode_event` look only at the id and the body.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nats.js.api import PubAck
 
 from streams.events import Event
 from streams.topology import stream_for
+from streams.tracing import inject
 
 HEADER_TYPE = "Ragbus-Event-Type"
 HEADER_SCHEMA = "Ragbus-Schema-Version"
@@ -42,7 +44,7 @@ def encode(event: Event) -> bytes:
 
 async def publish(js: JetStreamContext, event: Event, timeout: float = 10.0) -> PubAck:
     """Publish and wait for the stream's ack. `ack.duplicate` is True when the server dropped a copy."""
-    headers = {**headers_for(event), "content-type": "application/json"}
+    headers = inject({**headers_for(event), "content-type": "application/json"})  # traceparent, when traced
     return await js.publish(event.subject(), encode(event), timeout=timeout, headers=headers)
 
 

@@ -25,6 +25,7 @@ from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer
 from ragbus.stack import ROOT, AgentStack, Servers, prepare
 from streams.connect import connect
 from streams.settings import BusSettings
+from tests.otlp import OtlpReceiver
 
 __all__ = ["ROOT", "active_vectors", "upload", "wait_for_status"]
 
@@ -115,15 +116,26 @@ async def pool(postgres: EmbeddedPostgres, credentials: Credentials, prepared: N
 
 
 @pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the session's agents export their traces (OTLP/HTTP), kept in memory."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
 async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: LlamaServer, credentials: Credentials,
-                prepared: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AgentStack]:
+                prepared: None, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory,
+                ) -> AsyncIterator[AgentStack]:
     """The whole system as separate processes against the session's servers, as `ragbus up` runs it (two
-    generators, so load sharing is exercised)."""
+    generators, so load sharing is exercised), tracing to `otlp` (spans sent every 100 ms), each agent with a
+    Prometheus port of its own (`stack.metrics_ports`)."""
     servers = Servers(nats_server, postgres, credentials, llama)
     log_dir = tmp_path_factory.mktemp("logs")
-    stack = AgentStack.for_servers(servers, log_dir, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
+    stack = AgentStack.for_servers(servers, log_dir, metrics=True, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
                                    RAGBUS_MAX_ANSWER_TOKENS="96", RAGBUS_LOG_LEVEL="INFO", RAGBUS_ABANDON_GRACE="5",
-                                   RAGBUS_ASSUMED_ANSWER_SECONDS="2")
+                                   RAGBUS_ASSUMED_ANSWER_SECONDS="2", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
+                                   OTEL_BSP_SCHEDULE_DELAY="100")
     stack.start("projector")
     stack.start("parser")
     stack.start("embedder")

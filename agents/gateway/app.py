@@ -29,7 +29,9 @@ from agents.gateway.limits import UploadSizeLimit
 from agents.gateway.methods import AllowedMethods
 from agents.gateway.origins import HostAndOrigin
 from agents.gateway.settings import GatewaySettings
+from agents.gateway.tracing import RequestSpans
 from projections.views import AnswerView, DocumentView, IndexView, create_pool
+from streams import tracing
 
 log = logging.getLogger("ragbus.gateway")
 STATIC = Path(__file__).parent / "static"
@@ -102,6 +104,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(AllowedMethods)
     app.add_middleware(HostAndOrigin, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins,
                        keys_required=required, bind_host=settings.host)  # outermost: before anything reads
+    if tracing.enabled():  # around even that, so refused requests are traced too
+        app.add_middleware(RequestSpans)
     app.state.keys_required = required
     if not required:
         _keys_optional_in_schema(app)

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from agents.gateway.admission import Busy
@@ -37,6 +38,7 @@ from agents.gateway.chat import (
     resume_frames,
     until_projected,
 )
+from streams.tracing import span
 
 log = logging.getLogger("ragbus.gateway")
 router = APIRouter()
@@ -145,7 +147,9 @@ async def answer_one(message: dict[str, Any], send: Any, active: list[str], stat
         await send(busy_frame(exc))
         return
     try:
-        with admission.question() if kind == "ask" else contextlib.nullcontext():
+        # a span per question (or resume), not per socket: each question is a trace of its own
+        with (admission.question() if kind == "ask" else contextlib.nullcontext(),
+              span(f"WEBSOCKET /ws/chat {kind}", kind=SpanKind.SERVER)):
             async for frame in frames:
                 if frame["type"] == "accepted":
                     active[:] = [frame["query_id"]]
