@@ -8,7 +8,6 @@ import signal
 
 from prometheus_client import start_http_server
 
-from projections.monitor import run_monitor
 from projections.projector import Projector
 from projections.registry import PROJECTIONS
 from projections.schema import drop_projection, migrate
@@ -22,9 +21,7 @@ log = logging.getLogger("ragbus.projector")
 
 
 class ProjectorSettings(BusSettings, DatabaseSettings):
-    # nats-server's monitoring endpoint (http://host:8222): JetStream's storage limit for the metrics, when the
-    # account has none of its own (projections.monitor)
-    nats_monitor_url: str = ""
+    pass
 
 
 async def run_projector(settings: ProjectorSettings | None = None) -> None:
@@ -44,10 +41,7 @@ async def run_projector(settings: ProjectorSettings | None = None) -> None:
     log.info("projector running: %s", ", ".join(PROJECTIONS))
     try:
         # Each batch is one transaction, so stopping between batches loses nothing.
-        projector = Projector(list(PROJECTIONS.values()), nc, pool)
-        # the system's gauges (lag of every durable, dead letters, projection lag, documents, storage)
-        monitor = [run_monitor(nc, pool, projector, stop, settings.nats_monitor_url)] if settings.metrics_port else []
-        await asyncio.gather(projector.run(stop), *monitor)
+        await Projector(list(PROJECTIONS.values()), nc, pool).run(stop)
     finally:
         await pool.close()
         await nc.drain()
