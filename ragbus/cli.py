@@ -215,9 +215,11 @@ def run_agent(name: str) -> int:
         from agents.gateway.app import create_app
         from agents.gateway.settings import GatewaySettings
         from streams.logs import configure_logging
+        from streams.tracing import configure_tracing
 
         settings = GatewaySettings()
         configure_logging(settings.log_level, settings.log_format)
+        configure_tracing("ragbus-gateway")
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
                     timeout_graceful_shutdown=10)
         return 0
@@ -229,7 +231,7 @@ def run_agent(name: str) -> int:
     from streams.agent import run_agent as run
 
     create_app, settings = faststream_agent(name)
-    run(create_app, settings)  # FastStream drains its subscriptions on SIGTERM/SIGINT
+    run(create_app, settings, f"ragbus-{name}")  # FastStream drains its subscriptions on SIGTERM/SIGINT
     return 0
 
 

@@ -22,6 +22,7 @@ from streams.connect import broker_options, connect
 from streams.logs import configure_logging
 from streams.settings import BusSettings
 from streams.topology import Durable, advisories_of
+from streams.tracing import configure_tracing, tracing_middlewares
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def make_broker(settings: BusSettings, name: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=30.0,  # SIGTERM: stop fetching, finish the messages in hand
+        middlewares=(*tracing_middlewares(name),),
         **broker_options(settings),
     )
 
@@ -46,10 +48,12 @@ def make_app(broker: NatsBroker, title: str, description: str, lifespan: Callabl
                       specification=AsyncAPI(broker, title=title, description=description, version=__version__))
 
 
-def run_agent(create_app: Callable[[Any], FastStream], settings: BusSettings) -> None:
-    """The process entry point of one agent (`ragbus agent NAME`, one k3s pod): logs, metrics, run until
+def run_agent(create_app: Callable[[Any], FastStream], settings: BusSettings, service: str = "ragbus-agent",
+              ) -> None:
+    """The process entry point of one agent (`ragbus agent NAME`, one k3s pod): logs, metrics, traces, run until
     SIGTERM/SIGINT, on which FastStream stops fetching and finishes the messages in hand."""
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing(service)  # before the app: its broker takes the tracing middleware only if on
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     asyncio.run(create_app(settings).run())

@@ -36,13 +36,14 @@ from streams.events import (
 from streams.publish import EventPublisher
 from streams.settings import BusSettings
 from streams.topology import ANSWERS, DOCUMENTS, DOCUMENTS_BUCKET, PROJECTION_UPDATED, QUERIES, TOKENS
+from streams.tracing import tracing_middlewares
 
 log = logging.getLogger(__name__)
 
 
 def gateway_broker(settings: BusSettings) -> tuple[NatsBroker, dict[type[Event], EventPublisher]]:
     broker = NatsBroker(settings.nats_url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1,
-                        **broker_options(settings))
+                        middlewares=(*tracing_middlewares("ragbus-gateway"),), **broker_options(settings))
     publishers = {
         DocumentUploaded: EventPublisher(
             broker, DocumentUploaded,
