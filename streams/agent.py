@@ -19,7 +19,8 @@ from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 
 from streams.connect import broker_options, connect
-from streams.logs import configure_logging
+from streams.logs import broker_logging, configure_logging
+from streams.metrics import metrics_middlewares
 from streams.settings import BusSettings
 from streams.topology import Durable, advisories_of
 from streams.tracing import configure_tracing, tracing_middlewares
@@ -34,7 +35,8 @@ def make_broker(settings: BusSettings, name: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=30.0,  # SIGTERM: stop fetching, finish the messages in hand
-        middlewares=(*tracing_middlewares(name),),
+        middlewares=(*tracing_middlewares(name), *metrics_middlewares(name)),
+        **broker_logging(),
         **broker_options(settings),
     )
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 CORRELATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("ragbus_correlation", default=None)
 FORMATS = ("text", "json")
@@ -43,6 +44,17 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
+
+
+# FastStream's broker logs "Received" and "Processed" for every message (two lines per event handled). Its
+# brokers log through this ragbus logger instead of their own stdout handler, those two at DEBUG: they show
+# with RAGBUS_LOG_LEVEL=DEBUG only, and in the process's format (json too) with the correlation id.
+BROKER_LOGGER = "ragbus.broker"
+
+
+def broker_logging() -> dict[str, Any]:
+    """The `logger` and `log_level` (the level of the per-message lines) of every NatsBroker."""
+    return {"logger": logging.getLogger(BROKER_LOGGER), "log_level": logging.DEBUG}
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:

@@ -33,6 +33,8 @@ from streams.events import (
     QueryAsked,
     QueryCancelled,
 )
+from streams.logs import broker_logging
+from streams.metrics import metrics_middlewares
 from streams.publish import EventPublisher
 from streams.settings import BusSettings
 from streams.topology import ANSWERS, DOCUMENTS, DOCUMENTS_BUCKET, PROJECTION_UPDATED, QUERIES, TOKENS
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 
 def gateway_broker(settings: BusSettings) -> tuple[NatsBroker, dict[type[Event], EventPublisher]]:
     broker = NatsBroker(settings.nats_url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1,
-                        middlewares=(*tracing_middlewares("ragbus-gateway"),), **broker_options(settings))
+                        middlewares=(*tracing_middlewares("ragbus-gateway"), *metrics_middlewares("ragbus-gateway")),
+                        **broker_logging(), **broker_options(settings))
     publishers = {
         DocumentUploaded: EventPublisher(
             broker, DocumentUploaded,
