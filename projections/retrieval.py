@@ -10,13 +10,20 @@ RRF; cosine + 0.2 BM25 beats both, on literal questions too."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import numpy as np
+from prometheus_client import Histogram
 
 from projections.schema import vectors_table
+
+# The stages of answering a question's retrieval: embed (the question, in the embedder), search (the SQL:
+# lexemes, HNSW and BM25 candidates), fuse (scores, threshold, near-duplicates)
+RETRIEVAL_SECONDS = Histogram("ragbus_retrieval_stage_seconds", "Time per retrieval stage", ["stage"],
+                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,7 @@ class HybridSearch:
         filtered = where != "TRUE"
         sql = _SQL.format(vectors=vectors_table(model), join=join, where=where,
                           dense_join=f"JOIN chunks c USING (chunk_id) {join}" if filtered else "")
+        started = time.perf_counter()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
@@ -161,5 +169,9 @@ class HybridSearch:
                                         *extra)
         except asyncpg.UndefinedTableError:  # the index has no vectors yet (nothing uploaded so far)
             return []
+        searched = time.perf_counter()
+        RETRIEVAL_SECONDS.labels("search").observe(searched - started)
         threshold = cfg.min_similarity if threshold is None else threshold
-        return fuse([dict(r) for r in rows], top_k, cfg, threshold, trace)
+        passages = fuse([dict(r) for r in rows], top_k, cfg, threshold, trace)
+        RETRIEVAL_SECONDS.labels("fuse").observe(time.perf_counter() - searched)
+        return passages

@@ -16,7 +16,7 @@ from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from agents.embedder.indexes import IndexRegistry
 from agents.embedder.settings import EmbedderSettings
-from projections.retrieval import HybridSearch
+from projections.retrieval import RETRIEVAL_SECONDS, HybridSearch
 from streams.delivery import Workers, durable_subscription, settle
 from streams.events import (
     AnswerFailed,
@@ -102,6 +102,7 @@ async def retrieve(asked: QueryAsked, query: str, timings: dict[str, float], ind
     started = time.perf_counter()
     vector = (await model.embed_async([query]))[0]
     embedded = time.perf_counter()
+    RETRIEVAL_SECONDS.labels("embed").observe(embedded - started)
     top_k = max(1, min(asked.top_k or settings.default_top_k, settings.max_top_k))
     trace: list[dict] | None = [] if asked.debug else None
     passages = await search.search(vector, query, top_k, asked.filters, asked.threshold, model=model.name,

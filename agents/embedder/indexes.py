@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Histogram
 
 from agents.embedder.service import Embedder
 from streams import subjects
@@ -24,6 +26,10 @@ from streams.topology import CHUNKS, INDEX, INDEXES, Durable, index_durable
 from streams.tracing import span
 
 log = logging.getLogger("ragbus.embedder")
+# chunks/s is the counter's rate; a batch is one chunks.ready (up to 32 chunks)
+CHUNKS_EMBEDDED = Counter("ragbus_chunks_embedded_total", "Chunks embedded, per index model", ["model"])
+EMBED_SECONDS = Histogram("ragbus_embedding_batch_seconds", "Time to embed one chunks.ready batch", ["model"],
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))
 
 Load = Callable[[Index], Embedder]  # loads (and builds, if needed) the model of an index; blocking
 Publish = Callable[[ChunksEmbedded], Awaitable[object]]
@@ -150,7 +156,10 @@ class IndexRegistry:
         event = DocumentChunked.model_validate_json(msg.raw_message.data)
 
         async def work() -> None:
+            started = time.perf_counter()
             vectors = await embedder.embed_async([c.text for c in event.chunks])
+            EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
+            CHUNKS_EMBEDDED.labels(embedder.name).inc(len(event.chunks))
             await self.publish(ChunksEmbedded.caused_by(
                 # the generation: the same batch embedded again for an index built anew is another event
                 event, event_id=f"chunks.embedded:{embedder.name}:{generation}:{event.upload_id}:{event.batch}",

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from faststream import ContextRepo, FastStream
+from prometheus_client import Gauge
 
 from agents.generator.handlers import router
 from agents.generator.llm import ChatClient, CircuitBreaker
@@ -18,6 +19,9 @@ from agents.generator.settings import GeneratorSettings
 from agents.generator.tokens import TokenCounter
 from streams.agent import make_app, make_broker, require_durables
 from streams.topology import CONDENSER, GENERATOR
+
+BREAKER_OPEN = Gauge("ragbus_llm_breaker_open",
+                     "1 while the LLM circuit breaker is open or half-open (no call succeeded since it opened)")
 
 
 def create_app(settings: GeneratorSettings) -> FastStream:
@@ -27,8 +31,10 @@ def create_app(settings: GeneratorSettings) -> FastStream:
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         await require_durables(settings, GENERATOR, CONDENSER)
+        breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
+        BREAKER_OPEN.set_function(lambda: float(breaker.tripped))  # read at each scrape
         llm = ChatClient(settings.llm_url, settings.llm_model, settings.llm_timeout, settings.llm_api_key,
-                         settings.llm_retries, CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown))
+                         settings.llm_retries, breaker)
         context.set_global("settings", settings)
         context.set_global("llm", llm)
         context.set_global("tokens", await asyncio.to_thread(TokenCounter, settings.llm_tokenizer))

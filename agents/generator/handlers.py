@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated
 
 from faststream import Context
@@ -15,6 +16,7 @@ from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Histogram
 
 from agents.generator.llm import ChatClient, LLMError, LLMUnavailable
 from agents.generator.service import (
@@ -48,6 +50,11 @@ worker = Workers(router, "generator")
 LLM = Annotated[ChatClient, Context("llm")]
 Tokens = Annotated[TokenCounter, Context("tokens")]
 Settings = Annotated[GeneratorSettings, Context("settings")]
+
+# tokens/s is the counter's rate; the queue wait is from context.built (retrieval done) to a generator taking it
+GENERATED_TOKENS = Counter("ragbus_generated_tokens_total", "Answer tokens streamed from the LLM", ["model"])
+QUEUE_WAIT = Histogram("ragbus_generation_queue_wait_seconds", "From context.built to the start of generation",
+                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 
 publish_token = EventPublisher(router, AnswerTokenGenerated,
                                "One streamed piece of the answer, numbered by seq; published without waiting "
@@ -96,6 +103,7 @@ async def on_context_built(event: ContextBuilt, broker: NatsBroker, llm: LLM, to
                            settings: Settings) -> None:
     if not event.generate:
         return  # retrieval only (POST /search)
+    QUEUE_WAIT.observe(max((datetime.now(UTC) - event.occurred_at).total_seconds(), 0.0))
     try:
         async with cancellation(broker, event.query_id) as stopped:
             await answer(event, stopped, broker, llm, tokens, settings)
@@ -141,6 +149,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
                 first_token_at = first_token_at or time.perf_counter()
                 await publish_token(token(event, len(pieces), piece))
                 pieces.append(piece)
+                GENERATED_TOKENS.labels(settings.llm_model).inc()
         if not pieces and not stopped.is_set():
             # A completion with no text is an answer (a degenerate question, a model with nothing to add), not
             # a failure to retry: the user is told so.

@@ -43,6 +43,11 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self.opened_at is not None and time.monotonic() - self.opened_at < self.cooldown
 
+    @property
+    def tripped(self) -> bool:
+        """Open or half-open: calls failed and none has succeeded since (what the breaker gauge shows)."""
+        return self.opened_at is not None
+
     def check(self) -> None:
         if self.is_open:
             assert self.opened_at is not None

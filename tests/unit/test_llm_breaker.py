@@ -37,3 +37,17 @@ def test_breaker_half_opens_after_the_cooldown_and_closes_on_success(monkeypatch
     breaker.check()  # half-open: one trial call is allowed
     breaker.success()
     assert not breaker.is_open and breaker.failures == 0
+
+
+def test_breaker_stays_tripped_until_a_call_succeeds(monkeypatch):
+    """What ragbus_llm_breaker_open shows: open, and half-open after the cooldown, until a success."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    breaker = CircuitBreaker(threshold=1, cooldown=10)
+    assert not breaker.tripped
+    breaker.failure()
+    assert breaker.tripped and breaker.is_open
+    now[0] += 11
+    assert breaker.tripped and not breaker.is_open  # half-open: the server has not answered yet
+    breaker.success()
+    assert not breaker.tripped
