@@ -8,6 +8,7 @@ import signal
 
 from prometheus_client import start_http_server
 
+from projections.monitor import run_monitor
 from projections.projector import Projector
 from projections.registry import PROJECTIONS
 from projections.schema import drop_projection, migrate
@@ -21,7 +22,9 @@ log = logging.getLogger("ragbus.projector")
 
 
 class ProjectorSettings(BusSettings, DatabaseSettings):
-    pass
+    # nats-server's monitoring endpoint (http://host:8222): JetStream's storage limit for the metrics, when the
+    # account has none of its own (projections.monitor)
+    nats_monitor_url: str = ""
 
 
 async def run_projector(settings: ProjectorSettings | None = None) -> None:
@@ -41,7 +44,10 @@ async def run_projector(settings: ProjectorSettings | None = None) -> None:
     log.info("projector running: %s", ", ".join(PROJECTIONS))
     try:
         # Each batch is one transaction, so stopping between batches loses nothing.
-        await Projector(list(PROJECTIONS.values()), nc, pool).run(stop)
+        projector = Projector(list(PROJECTIONS.values()), nc, pool)
+        # the system's gauges (lag of every durable, dead letters, projection lag, documents, storage)
+        monitor = [run_monitor(nc, pool, projector, stop, settings.nats_monitor_url)] if settings.metrics_port else []
+        await asyncio.gather(projector.run(stop), *monitor)
     finally:
         await pool.close()
         await nc.drain()

@@ -92,13 +92,13 @@ class SourceReader:
             self.position = await positions.read_position(conn, self.projection.name, self.source.stream)
         self.caught_up_to = 0
         tail = (await self.js.stream_info(self.source.stream)).state.last_seq
+        POSITION_AHEAD.labels(self.projection.name, self.source.stream).set(int(self.position > tail))
         if self.position > tail:
             # The log is behind what was projected: it lost its tail (power loss with a lazy sync_interval)
             # or was recreated. New events would reuse sequence numbers this reader would skip as applied.
             log.error("%s/%s: stored position %d is past the stream's last message %d; the read model no longer "
                       "matches the log: run `ragbus replay --projection %s`", self.projection.name,
                       self.source.stream, self.position, tail, self.projection.name)
-            POSITION_AHEAD.labels(self.projection.name, self.source.stream).set(1)
         sub = await self.js.pull_subscribe(
             "",
             stream=self.source.stream,

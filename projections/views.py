@@ -42,6 +42,21 @@ def _document(row: asyncpg.Record) -> dict[str, Any]:
     return doc
 
 
+DOCUMENT_STATUSES = ("uploaded", "parsed", "indexed", "failed", "superseded", "deleted")
+
+
+async def documents_by_status(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    """How many documents have each status, `indexed` derived as `_document` does (one scan, for the metrics)."""
+    vectors = await conn.fetchval(_ACTIVE_VECTORS)
+    counted = (f"LEFT JOIN (SELECT upload_id, count(*) AS n FROM {vectors} GROUP BY upload_id) v USING (upload_id)"
+               if vectors else "LEFT JOIN (SELECT NULL::text AS upload_id, 0 AS n) v USING (upload_id)")
+    rows = await conn.fetch(f"""
+        SELECT CASE WHEN d.status = 'parsed' AND d.chunk_count IS NOT NULL AND coalesce(v.n, 0) >= d.chunk_count
+                    THEN 'indexed' ELSE d.status END AS status, count(*) AS n
+        FROM documents d {counted} GROUP BY 1""")
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
 class DocumentView:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

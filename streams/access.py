@@ -51,6 +51,7 @@ from streams.topology import (
     PARSER,
     PROJECTION_UPDATED,
     QUERIES,
+    STREAMS,
     TOKENS,
     Durable,
     advisories_of,
@@ -138,6 +139,12 @@ class _Grants:
                              f"{API}.CONSUMER.DELETE.{s}.>", f"$JS.FC.{s}.>"]
         return self
 
+    def watch(self, *durables: Durable) -> _Grants:
+        """Read the state of every stream and of these durables, never a message: the system metrics."""
+        self.publish += [f"{API}.STREAM.INFO.{s}" for s in STREAMS]
+        self.publish += [f"{API}.CONSUMER.INFO.{d.stream}.{d.name}" for d in durables]
+        return self
+
     def listen(self, *subject_list: str) -> _Grants:
         self.subscribe += list(subject_list)
         return self
@@ -161,7 +168,7 @@ def _roles() -> dict[str, Role]:
         "generator": _Grants().worker(CONDENSER, GENERATOR).read(QUERIES)
         .events(AnswerTokenGenerated, AnswerCompleted, AnswerFailed, QueryCondensed)
         .listen(subjects.wildcard(QueryCancelled.SUBJECT)).role("generator"),
-        "projector": _Grants().scan(DOCUMENTS, CHUNKS, ANSWERS, INDEXES)
+        "projector": _Grants().scan(DOCUMENTS, CHUNKS, ANSWERS, INDEXES).watch(*DURABLES)
         .events().role("projector"),
         "gateway": _Grants().events(DocumentUploaded, DocumentDeleted, QueryAsked, QueryCancelled, AnswerRated)
         .read(OBJECTS, DOCUMENTS, QUERIES, ANSWERS, INDEXES).scan(TOKENS, KEYS)
