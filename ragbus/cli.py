@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--generators", type=int, default=1, help="generator replicas (default: %(default)s)")
     up.add_argument("--parsers", type=int, default=1, help="parser replicas (default: %(default)s)")
     up.add_argument("--embedders", type=int, default=1, help="embedder replicas (default: %(default)s)")
+    up.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
+                    help="Prometheus port of the first agent; the others take the next ones, the gateway serves "
+                    "/metrics on --port (default: %(default)s, env RAGBUS_METRICS_PORT; 0: none)")
 
     streams = sub.add_parser("streams", help="manage JetStream streams")
     streams_sub = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")

@@ -24,6 +24,7 @@ class UpSettings(BaseSettings):
     pg_port: int = 54329
     llm_port: int = 8081
     models_dir: Path | None = None  # embedding models built here (default: <data_dir>/models)
+    metrics_port: int = 9190  # the projector's Prometheus port; each further agent process takes the next
     log_level: str = "INFO"
     log_format: str = "text"  # or "json" (streams/logs.py)
 

@@ -99,7 +99,8 @@ class Servers:
 
     def env(self) -> dict[str, str]:
         """What every process gets: where the servers are (each agent's own login is added per agent)."""
-        env = {"RAGBUS_NATS_URL": self.nats.url, "RAGBUS_DATABASE_URL": self.postgres.host_dsn}
+        env = {"RAGBUS_NATS_URL": self.nats.url, "RAGBUS_DATABASE_URL": self.postgres.host_dsn,
+               "RAGBUS_NATS_MONITOR_URL": self.nats.monitor_url}
         if self.llama is not None:
             env |= {"RAGBUS_LLM_URL": self.llama.url, "RAGBUS_LLM_MODEL": self.llama.model,
                     "RAGBUS_LLM_TOKENIZER": str(self.llama.model_path)}
@@ -124,15 +125,19 @@ class AgentStack:
     host_dsn: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
+    # with metrics: each agent process (not the gateway: /metrics on `port`) serves Prometheus on a port of its
+    # own, the same one again when it is started again under its name
+    metrics: bool = False
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def for_servers(cls, servers: Servers, log_dir: Path, **env: str) -> AgentStack:
+    def for_servers(cls, servers: Servers, log_dir: Path, metrics: bool = False, **env: str) -> AgentStack:
         """Rate limits are off unless `env` sets them: tests and benchmarks ask from one address, fast."""
         port = free_port()
         admin = {**servers.credentials.agent_env("admin"), "RAGBUS_DATABASE_URL": servers.dsn("admin")}
         return cls({**servers.env(), **admin, "RAGBUS_PORT": str(port), "RAGBUS_HOST": "127.0.0.1",
                     "RAGBUS_QUESTIONS_PER_MINUTE": "0", "RAGBUS_UPLOADS_PER_MINUTE": "0", **env}, log_dir, port,
-                   servers.credentials, servers.postgres.host_dsn)
+                   servers.credentials, servers.postgres.host_dsn, metrics=metrics)
 
     def login(self, agent: str) -> dict[str, str]:
         """The agent's own NATS user and PostgreSQL role (least privilege), or nothing without credentials."""
@@ -152,6 +157,8 @@ class AgentStack:
     def start(self, name: str, agent: str | None = None, **extra_env: str) -> subprocess.Popen:
         """Start agent `agent` (default: `name`) as process `name`, e.g. start("generator-2", "generator")."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.metrics and (agent or name) != "gateway" and "RAGBUS_METRICS_PORT" not in extra_env:
+            extra_env["RAGBUS_METRICS_PORT"] = str(self.metrics_ports.setdefault(name, free_port()))
         with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ragbus.cli", "agent", agent or name],

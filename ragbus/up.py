@@ -36,6 +36,17 @@ def _replicas(name: str, count: int, env: dict[str, str]) -> list[Child]:
     return [_agent(f"{name}-{i + 1}", env) for i in range(count)]
 
 
+def metrics_ports(children: list[Child], base: int, gateway_port: int) -> list[str]:
+    """Each agent process its own RAGBUS_METRICS_PORT, from `base` on in start order (0: none); the gateway
+    serves /metrics on its HTTP port. Returns the scrape targets, for the log."""
+    targets = []
+    for offset, child in enumerate(c for c in children if c.name != "gateway"):
+        child.env["RAGBUS_METRICS_PORT"] = str(base + offset if base else 0)
+        if base:
+            targets.append(f"{child.name} :{base + offset}")
+    return [*targets, f"gateway :{gateway_port}/metrics"]
+
+
 @dataclass
 class Logins:
     """Who each agent is on the embedded servers (its own NATS user, its PostgreSQL role); an external
@@ -121,6 +132,9 @@ async def _up(args: argparse.Namespace, settings: UpSettings) -> None:
             for i in range(args.generators)
         ]
         children.append(_agent("gateway", {**env, **logins.env("gateway")}))
+        for nats_server in (s for s in servers if isinstance(s, NatsServer)):  # JetStream's storage limit
+            children[0].env["RAGBUS_NATS_MONITOR_URL"] = nats_server.monitor_url  # (children[0]: the projector)
+        log.info("Prometheus scrape targets: %s", ", ".join(metrics_ports(children, args.metrics_port, args.port)))
         if not stop.is_set():
             log.info("ragbus is starting: open http://%s:%d (Ctrl-C stops everything)", args.host, args.port)
             await Supervisor(children, servers).run(stop)

@@ -128,10 +128,11 @@ async def stack(nats_server: NatsServer, postgres: EmbeddedPostgres, llama: Llam
                 prepared: None, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory,
                 ) -> AsyncIterator[AgentStack]:
     """The whole system as separate processes against the session's servers, as `ragbus up` runs it (two
-    generators, so load sharing is exercised), tracing to `otlp` (spans sent every 100 ms)."""
+    generators, so load sharing is exercised), tracing to `otlp` (spans sent every 100 ms), each agent with a
+    Prometheus port of its own (`stack.metrics_ports`)."""
     servers = Servers(nats_server, postgres, credentials, llama)
     log_dir = tmp_path_factory.mktemp("logs")
-    stack = AgentStack.for_servers(servers, log_dir, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
+    stack = AgentStack.for_servers(servers, log_dir, metrics=True, RAGBUS_MAX_UPLOAD_BYTES=str(5 * 1024 * 1024),
                                    RAGBUS_MAX_ANSWER_TOKENS="96", RAGBUS_LOG_LEVEL="INFO", RAGBUS_ABANDON_GRACE="5",
                                    RAGBUS_ASSUMED_ANSWER_SECONDS="2", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
                                    OTEL_BSP_SCHEDULE_DELAY="100")

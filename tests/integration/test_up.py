@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def _stop(proc: subprocess.Popen) -> list[psutil.Process]:
 def test_up_serves_stops_cleanly_and_a_second_up_finds_the_data(tmp_path):
     ports = {"P": str(free_port()), "RAGBUS_NATS_PORT": str(free_port()), "RAGBUS_PG_PORT": str(free_port()),
              "RAGBUS_LLM_PORT": str(free_port())}
-    env = {**ports, "RAGBUS_LOG_LEVEL": "INFO"}
+    env = {**ports, "RAGBUS_LOG_LEVEL": "INFO", "RAGBUS_METRICS_PORT": str(free_port())}
     for var in ("RAGBUS_NATS_URL", "RAGBUS_DATABASE_URL", "RAGBUS_LLM_URL"):
         env[var] = ""  # the embedded servers, not anything from the environment
     url = f"http://127.0.0.1:{ports['P']}"
@@ -65,6 +66,7 @@ def test_up_serves_stops_cleanly_and_a_second_up_finds_the_data(tmp_path):
                 break
             time.sleep(0.5)
         assert status == "indexed"
+        _check_scrape_targets(log.read_text())
     finally:
         alive = _stop(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
@@ -80,3 +82,21 @@ def test_up_serves_stops_cleanly_and_a_second_up_finds_the_data(tmp_path):
         assert again["status"] == "indexed" and again["chunks"] >= 1
     finally:
         assert _stop(proc) == []
+
+
+def _check_scrape_targets(log: str) -> None:
+    """Every process `ragbus up` lists as a scrape target serves its metrics there: FastStream's for the
+    agents, the system's gauges for the projector, the gateway's own on its HTTP port."""
+    listed = re.search(r"Prometheus scrape targets: (.*)", log)
+    assert listed, log[-3000:]
+    targets = dict(t.split(" :") for t in listed.group(1).split(", "))
+    assert set(targets) == {"projector", "parser", "embedder", "generator-1", "gateway"}, targets
+    wanted = {"projector": "ragbus_consumer_pending{", "parser": "faststream_received_messages_total{",
+              "embedder": "ragbus_chunks_embedded_total{", "generator-1": "ragbus_llm_breaker_open ",
+              "gateway": "ragbus_uploads_total{"}
+    deadline = time.monotonic() + 30  # the projector's first poll
+    for name, target in targets.items():
+        url = f"http://127.0.0.1:{target}" if "/" in target else f"http://127.0.0.1:{target}/metrics"
+        while wanted[name] not in (text := httpx.get(url, timeout=5).text):
+            assert time.monotonic() < deadline, f"{name} at {url} has no {wanted[name]}:\n{text[-2000:]}"
+            time.sleep(1)
