@@ -216,6 +216,7 @@ def check_overlay(name: str, objs: list[dict], allowed_roles: set[str], settings
                 if args[:1] == ["agent"]:
                     check(args[1] in agents, f"{name}: {cname} agent {args[1]} exists in ragbus.cli")
                     deployed_agents.add(args[1])
+                    check_scrape(name, w, c, args[1], configmaps)
                 else:
                     check(args in (["streams", "declare"], ["k3s-secrets", "--apply-db-roles"]),
                           f"{name}: {cname} runs `ragbus streams declare` or `ragbus k3s-secrets --apply-db-roles`")
@@ -243,6 +244,22 @@ def check_overlay(name: str, objs: list[dict], allowed_roles: set[str], settings
         gateway_config |= {e["name"]: e.get("value") for e in c.get("env", [])}
     check(gateway_config.get("RAGBUS_REQUIRE_API_KEYS") == "true", f"{name}: the gateway requires API keys")
     return by_kind
+
+
+def check_scrape(name: str, w: dict, c: dict, agent: str, configmaps: dict[str, dict]) -> None:
+    """Prometheus finds every agent's pod by its annotations (ops/prometheus/prometheus-k3s.yml), on the port
+    the process serves its metrics on: RAGBUS_METRICS_PORT, or the gateway's HTTP port."""
+    notes = w["spec"]["template"].get("metadata", {}).get("annotations", {})
+    cname = f"{w['metadata']['name']}/{c['name']}"
+    env = {k: v for ef in c.get("envFrom", []) if "configMapRef" in ef
+           for k, v in (configmaps.get(ef["configMapRef"]["name"]) or {}).get("data", {}).items()}
+    env |= {e["name"]: e.get("value") for e in c.get("env", [])}
+    served = env.get("RAGBUS_PORT" if agent == "gateway" else "RAGBUS_METRICS_PORT")
+    check(notes.get("prometheus.io/scrape") == "true" and notes.get("prometheus.io/path") == "/metrics",
+          f"{name}: {cname} pods are annotated for Prometheus (scrape, path /metrics)")
+    check(notes.get("prometheus.io/port") == served and served in {str(p["containerPort"]) for p in c.get("ports", [])},
+          f"{name}: {cname} prometheus.io/port {notes.get('prometheus.io/port')} is the port it serves metrics on "
+          f"({served}), a containerPort")
 
 
 def secret_refs(c: dict) -> tuple[set[str], set[tuple[str, str]]]:

@@ -11,6 +11,8 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet -e ".[test]"
 # the web page's browser test drives Debian's Chromium (Playwright only talks to it, it downloads nothing)
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# the dashboard and alert rules (ops/) are checked by Debian's Prometheus scraping the test stack, and promtool
+command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
 # lint and types first: cheap, and a failure here fails the run
 .venv/bin/ruff check .
 .venv/bin/mypy
