@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     context = sub.add_parser("nats-context", help=nats_context.HELP, description=nats_context.__doc__)
     nats_context.add_arguments(context)
 
+    from ragbus import backup_cli
+
+    backup = sub.add_parser("backup", help=backup_cli.BACKUP_HELP, description=backup_cli.BACKUP_DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    restore = sub.add_parser("restore", help=backup_cli.RESTORE_HELP, description=backup_cli.RESTORE_DESCRIPTION,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    backup_cli.add_arguments(backup, restore)
+
     replay = sub.add_parser("replay", help="rebuild read models from the event log",
                             description="Drops the named projections' tables and rebuilds them by replaying "
                             "the streams. Safe while the projector runs.")
@@ -203,6 +211,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ragbus.k3s_secrets import run_k3s_secrets
 
         return run_k3s_secrets(args)
+    if args.command in ("backup", "restore"):
+        from ragbus import backup_cli
+
+        return backup_cli.run_backup(args) if args.command == "backup" else backup_cli.run_restore(args)
     if args.command == "replay":
         from ragbus.ops import replay_projections
 

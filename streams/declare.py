@@ -50,13 +50,17 @@ async def declare_streams(js: JetStreamContext, initial_model: str = DEFAULT_EMB
             report.append(f"stream {name}: unchanged")
 
     for durable in DURABLES:
+        wanted = durable.config()
         try:
-            await js.consumer_info(durable.stream, durable.name)
+            current = (await js.consumer_info(durable.stream, durable.name)).config
             existed = True
+            # where it starts is fixed at creation (a restored durable starts after its backed-up position)
+            wanted.deliver_policy, wanted.opt_start_seq = current.deliver_policy, current.opt_start_seq
+            wanted.opt_start_time = current.opt_start_time
         except NotFoundError:
             existed = False
         # add_consumer with the same name is create-or-update on nats-server >= 2.10
-        await js.add_consumer(durable.stream, durable.config())
+        await js.add_consumer(durable.stream, wanted)
         report.append(f"consumer {durable.stream}/{durable.name}: {'ensured' if existed else 'created'}")
 
     try:
