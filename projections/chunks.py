@@ -52,7 +52,7 @@ class ChunkIndexProjection:
                                  previous=event.previous)
             case IndexActivated():
                 await conn.execute(
-                    "UPDATE embedding_indexes SET state = 'standby', updated_at = $2 "
+                    "UPDATE embedding_indexes SET state = 'standby', updated_at = greatest(updated_at, $2) "
                     "WHERE state = 'active' AND model <> $1", event.model, event.occurred_at)
                 await _index_row(conn, event.model, "active", event.occurred_at, previous=event.previous)
             case IndexCompared():
@@ -60,7 +60,8 @@ class ChunkIndexProjection:
                                    event.model, {"baseline": event.baseline, "questions": event.questions,
                                                  "figures": event.figures, "at": event.occurred_at.isoformat()})
             case IndexDropped():
-                await conn.execute("UPDATE embedding_indexes SET state = 'dropped', updated_at = $2 WHERE model = $1",
+                await conn.execute("UPDATE embedding_indexes SET state = 'dropped', "
+                                   "updated_at = greatest(updated_at, $2) WHERE model = $1",
                                    event.model, event.occurred_at)
                 await conn.execute(f"DROP TABLE IF EXISTS {vectors_table(event.model)}")
 
@@ -99,6 +100,10 @@ class ChunkIndexProjection:
             await conn.execute(vectors_ddl(table, e.dim))
             await conn.execute("UPDATE embedding_indexes SET dim = $2, fingerprint = nullif($3, '') WHERE model = $1",
                                e.model, e.dim, e.fingerprint)
+        # Vectors change the index too. Every time here is the latest event's (greatest): a replay applies the
+        # INDEXES stream after CHUNKS, and the row must come out the same in either order.
+        await conn.execute("UPDATE embedding_indexes SET updated_at = greatest(updated_at, $2) WHERE model = $1",
+                           e.model, e.occurred_at)
         # the flag comes from the chunk's row (chunks.ready comes first in CHUNKS, on a replay too)
         await conn.executemany(
             f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding, toc) "
@@ -147,10 +152,13 @@ WITH removed AS (
 ), counted AS (
     UPDATE term_stats s SET ndoc = s.ndoc - r.n
     FROM (SELECT lexeme, count(*) AS n FROM removed GROUP BY lexeme) r WHERE s.lexeme = r.lexeme
+    RETURNING s.lexeme, s.ndoc
+), corpus AS (
+    UPDATE term_corpus SET n = n - (SELECT count(*) FROM (SELECT DISTINCT chunk_id FROM removed) r),
+                           total_len = total_len - (SELECT coalesce(sum(len), 0) FROM
+                                                    (SELECT DISTINCT chunk_id, len FROM removed) r)
 )
-UPDATE term_corpus SET n = n - (SELECT count(*) FROM (SELECT DISTINCT chunk_id FROM removed) r),
-                       total_len = total_len - (SELECT coalesce(sum(len), 0) FROM
-                                                (SELECT DISTINCT chunk_id, len FROM removed) r)
+SELECT coalesce(array_agg(lexeme), '{}') FROM counted WHERE ndoc <= 0
 """
 
 
@@ -161,7 +169,9 @@ async def add_terms(conn: asyncpg.Connection, chunk_ids: list[str]) -> None:
 
 async def remove_terms(conn: asyncpg.Connection, upload_id: str) -> None:
     """The postings of an upload's chunks, before the chunks themselves go."""
-    await conn.execute(_REMOVE_TERMS, upload_id)
+    unused = await conn.fetchval(_REMOVE_TERMS, upload_id)
+    # a term no chunk has any more goes: the table is then the same as if the upload had never come
+    await conn.execute("DELETE FROM term_stats WHERE lexeme = ANY($1::text[]) AND ndoc <= 0", unused)
 
 
 async def _tombstoned(conn: asyncpg.Connection, upload_id: str) -> bool:
@@ -184,9 +194,12 @@ async def _index_row(conn: asyncpg.Connection, model: str, state: str, at: objec
                                   ELSE embedding_indexes.fingerprint END,
                source = CASE WHEN EXCLUDED.source <> '' THEN EXCLUDED.source ELSE embedding_indexes.source END,
                previous = coalesce(EXCLUDED.previous, embedding_indexes.previous),
-               started_at = coalesce(embedding_indexes.started_at, EXCLUDED.started_at),
+               -- a replay reads the INDEXES stream after CHUNKS, so the row may come from its first vectors:
+               -- the earliest time is the start, whatever the order (a restart after a drop starts anew)
+               started_at = CASE WHEN embedding_indexes.state = 'dropped' THEN EXCLUDED.started_at
+                                 ELSE least(embedding_indexes.started_at, EXCLUDED.started_at) END,
                activated_at = CASE WHEN EXCLUDED.state = 'active' THEN EXCLUDED.updated_at
                                    ELSE embedding_indexes.activated_at END,
-               updated_at = EXCLUDED.updated_at""",
+               updated_at = greatest(embedding_indexes.updated_at, EXCLUDED.updated_at)""",
         model, vectors_table(model), state, source, previous, at,
     )
