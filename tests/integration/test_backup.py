@@ -156,6 +156,20 @@ async def test_backup_restores_every_message_at_its_sequence_and_refuses_damage(
     await nc.close()
     assert verify(folder).streams == manifest.streams
 
+    # a restore that fails half-way (here: the last stream wants three replicas of a single server) leaves
+    # the server as empty as it found it
+    failing = tmp_path / "failing"
+    shutil.copytree(folder, failing)
+    raw = json.loads((failing / MANIFEST).read_text())
+    raw["streams"][-1]["config"]["num_replicas"] = 3
+    (failing / MANIFEST).write_text(json.dumps(raw))
+    empty = servers("empty")
+    nc = await connect(_admin(empty, credentials), "test-restore-fails")
+    with pytest.raises(Exception, match="replicas"):
+        await restore(nc, failing)
+    assert await nc.jetstream().streams_info() == []
+    await nc.close()
+
 
 # ---- the whole system: wiped and restored from a backup taken while it ran ----------------------------------
 
