@@ -1,21 +1,31 @@
 """Static checks of the k3s manifests, runnable without a cluster: `python k3s/check.py`.
 
-Renders every overlay with `kustomize build` (or `kubectl kustomize`, which embeds kustomize), and the PC
-overlay with the component nats-tls, and checks what a schema validator does not: references between objects,
+Renders every overlay with `kustomize build` (or `kubectl kustomize`, which embeds kustomize), and the overlays
+with the optional components (nats-tls on both, cnpg on the PC's), and checks what a schema validator does not:
+references between objects,
 selectors, named ports, $(VAR) expansion, node roles, the one-image-per-agent contract with `ragbus agent
 NAME`, that every RAGBUS_ variable set is a setting some process reads, and the security of the deployment:
 each workload has its own login Secret and no other, only the Job's db-roles step (and PostgreSQL itself)
 sees the superuser's password, nats.conf includes the users of the Secret ragbus-nats-auth, PostgreSQL
-refuses trust, the overlays require API keys, and the TLS component reaches every NATS client.
+refuses trust, the overlays require API keys, and the TLS component reaches every NATS client. The NATS
+topology: one server on two Pis, a three-member cluster with the PC (replicas, headless Service, routes to every
+member with the route login of the Secret, server names, anti-affinity, PodDisruptionBudget, probes, lame duck),
+every process listing every member, streams declared with as many replicas. The custom resources are validated
+against their operators' CRD schemas (k3s/schemas/: KEDA's ScaledObject, CloudNativePG's Cluster), and checked for
+what ragbus needs of them: KEDA scales the work agents on exactly the durables they pull from (streams/topology.py,
+the agents' require_durables), one worker per queued job, at least one, bounded, with a fallback; the CNPG cluster
+creates the database, the roles and the privileges of ragbus.database.ensure_roles, and who writes reads the primary.
 The Secrets are not in the manifests: they are generated here with ragbus.k3s_secrets (fresh passwords, thrown
 away), so run this with the repository's environment (.venv/bin/python k3s/check.py). Needs PyYAML;
 `nats-server -t` is run on the NATS config (with the generated auth.conf) when it is installed.
-Prints one line per failed check and a closing 'N passed, N failed' line; exits non-zero on a failure.
+Schemas are checked with jsonschema_rs (the test extras). Prints one line per failed check and a closing
+'N passed, N failed' line; exits non-zero on a failure.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -23,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -30,7 +42,12 @@ K3S = Path(__file__).resolve().parent
 REPO = K3S.parent
 sys.path.insert(0, str(REPO))
 OVERLAYS = {"pi-cluster": {"master", "worker"}, "pi-cluster-pc": {"master", "worker", "pc"}}
-TLS_OVERLAY = ("pi-cluster-pc", "nats-tls")  # the PC overlay plus the component, rendered from a temporary folder
+# overlays plus optional components, as an overlay of the user's would add them (rendered from a temporary folder)
+WITH_COMPONENTS = (("pi-cluster", ("nats-tls",)), ("pi-cluster-pc", ("nats-tls",)), ("pi-cluster-pc", ("cnpg",)))
+SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.v1alpha1.json",
+           ("postgresql.cnpg.io/v1", "Cluster"): "postgresql.cnpg.io_clusters.v1.json"}
+KEDA_AGENTS = {"parser", "embedder", "generator"}  # the agents that pull work, scaled on their durables' lag
+NAMESPACE_DOMAIN = "ragbus.svc.cluster.local"
 TLS_SECRET = "ragbus-nats-tls"  # made by hand (openssl or cert-manager, k3s/README.md), only for the component
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 CONFIG = "ragbus-config"
@@ -62,17 +79,18 @@ def render(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-def render_with_component(overlay: str, component: str) -> list[dict]:
-    """`overlay` plus `component`, as an overlay of the user's would add it (kustomize wants relative paths)."""
+def render_with_components(overlay: str, components: tuple[str, ...]) -> list[dict]:
+    """`overlay` plus `components`, as an overlay of the user's would add them (kustomize wants relative paths)."""
     with tempfile.TemporaryDirectory() as tmp:
         rel = lambda p: os.path.relpath(p, tmp)  # noqa: E731
         Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump({
-            "resources": [rel(K3S / "overlays" / overlay)], "components": [rel(K3S / "components" / component)]}))
+            "resources": [rel(K3S / "overlays" / overlay)],
+            "components": [rel(K3S / "components" / c) for c in components]}))
         return render(Path(tmp))
 
 
-def generated_secrets() -> dict[str, dict[str, str]] | None:
-    """The Secrets `ragbus k3s-secrets` prints (name -> stringData), from fresh throwaway credentials."""
+def generated_secrets(cnpg: bool = False) -> dict[str, dict[str, str]] | None:
+    """The Secrets `ragbus k3s-secrets [--cnpg]` prints (name -> stringData), from fresh throwaway credentials."""
     try:
         from ragbus import k3s_secrets
         from ragbus.credentials import Credentials
@@ -80,10 +98,13 @@ def generated_secrets() -> dict[str, dict[str, str]] | None:
         check(False, f"ragbus importable, to generate the Secrets (run with the repository's venv): {exc}")
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        text = k3s_secrets.render(k3s_secrets.manifests(Credentials.ensure(Path(tmp) / "secrets")))
+        text = k3s_secrets.render(k3s_secrets.manifests(Credentials.ensure(Path(tmp) / "secrets"), cnpg))
     docs = [d for d in yaml.safe_load_all(text) if d]  # what `kubectl apply -f` would read
     check(all(d["kind"] == "Secret" and d["metadata"]["namespace"] == "ragbus" for d in docs),
-          "ragbus k3s-secrets: only Secrets, in namespace ragbus")
+          f"ragbus k3s-secrets{' --cnpg' if cnpg else ''}: only Secrets, in namespace ragbus")
+    check(all(d["type"] == "kubernetes.io/basic-auth" for d in docs
+              if set(d["stringData"]) == {"username", "password"}),
+          "ragbus k3s-secrets: the username/password Secrets are of type basic-auth")
     return {d["metadata"]["name"]: d["stringData"] for d in docs}
 
 
@@ -218,8 +239,10 @@ def check_overlay(name: str, objs: list[dict], allowed_roles: set[str], settings
                     deployed_agents.add(args[1])
                     check_scrape(name, w, c, args[1], configmaps)
                 else:
-                    check(args in (["streams", "declare"], ["k3s-secrets", "--apply-db-roles"]),
-                          f"{name}: {cname} runs `ragbus streams declare` or `ragbus k3s-secrets --apply-db-roles`")
+                    check(args in (["streams", "declare"], ["k3s-secrets", "--apply-db-roles"])
+                          or (args[:3] == ["streams", "declare", "--replicas"] and len(args) == 4),
+                          f"{name}: {cname} runs `ragbus streams declare [--replicas N]` or `ragbus k3s-secrets "
+                          f"--apply-db-roles` ({args})")
     check(deployed_agents == agents, f"{name}: one Deployment per agent ({sorted(agents - deployed_agents)} missing)")
     check_logins(name, workloads, secrets)
 
@@ -238,7 +261,17 @@ def check_overlay(name: str, objs: list[dict], allowed_roles: set[str], settings
     check(re.search(r"^\s*sync_interval:", conf, re.M) is not None, f"{name}: nats.conf sets sync_interval")
     check(re.search(r"^\s*max_payload:\s*8MB", conf, re.M) is not None, f"{name}: nats.conf max_payload 8MB")
     check_nats_auth(name, by_kind, secrets)
-    check_postgres_auth(name, by_kind)
+    check_nats_topology(name, by_kind, allowed_roles)
+    check_nats_clients(name, by_kind)
+    if "Cluster" in by_kind:
+        check_cnpg(name, by_kind, allowed_roles, secrets)
+    else:
+        check_postgres_auth(name, by_kind)
+    check_keda(name, by_kind)
+    for o in objs:
+        if (o["apiVersion"], o["kind"]) in SCHEMAS:
+            errors = schema_errors(o)
+            check(not errors, f"{name}: {o['kind']}/{o['metadata']['name']} valid against its CRD schema: {errors[:3]}")
     gateway_config = dict(configmaps[CONFIG]["data"])
     for c in pod_spec(by_kind["Deployment"]["gateway"])["containers"]:
         gateway_config |= {e["name"]: e.get("value") for e in c.get("env", [])}
@@ -307,8 +340,9 @@ def check_nats_auth(name: str, by_kind: dict[str, dict[str, dict]], secrets: dic
     conf = data["nats.conf"]
     check(re.search(rf"^\s*include\s+\"?\.?/?{re.escape(NATS_AUTH_FILE)}\"?\s*$", conf, re.M) is not None,
           f"{name}: nats.conf includes {NATS_AUTH_FILE}")
-    check(re.search(r"^\s*include\s+\"?tls\.conf\"?\s*$", conf, re.M) is not None and "tls.conf" in data,
-          f"{name}: nats.conf includes tls.conf, a key of nats-config")
+    for part in ("tls.conf", "cluster.conf"):
+        check(re.search(rf"^\s*include\s+\"?{re.escape(part)}\"?\s*$", conf, re.M) is not None and part in data,
+              f"{name}: nats.conf includes {part}, a key of nats-config")
     check(not re.search(r"^\s*(authorization|no_auth_user|accounts)\b", conf, re.M),
           f"{name}: nats.conf itself defines no users and no anonymous user")
     sts = pod_spec(by_kind["StatefulSet"]["nats"])
@@ -327,7 +361,8 @@ def check_nats_auth(name: str, by_kind: dict[str, dict[str, dict]], secrets: dic
                 folder |= {i["path"]: (kind, src[kind]["name"], i["key"]) for i in items}
     check(folder.get(os.path.basename(conf_path)) == ("configMap", "nats-config", "nats.conf"),
           f"{name}: nats.conf of nats-config is the server's --config ({conf_path})")
-    check(folder.get("tls.conf") == ("configMap", "nats-config", "tls.conf"), f"{name}: tls.conf next to nats.conf")
+    for part in ("tls.conf", "cluster.conf"):
+        check(folder.get(part) == ("configMap", "nats-config", part), f"{name}: {part} next to nats.conf")
     check(folder.get(NATS_AUTH_FILE) == ("secret", NATS_AUTH_SECRET, NATS_AUTH_FILE),
           f"{name}: Secret {NATS_AUTH_SECRET} mounted as {NATS_AUTH_FILE} next to nats.conf")
     check(NATS_AUTH_FILE in secrets.get(NATS_AUTH_SECRET, {}), f"{name}: ragbus k3s-secrets makes {NATS_AUTH_FILE}")
@@ -341,9 +376,27 @@ def check_nats_auth(name: str, by_kind: dict[str, dict[str, dict]], secrets: dic
         (etc / NATS_AUTH_FILE).write_text(secrets[NATS_AUTH_SECRET][NATS_AUTH_FILE])
         if "tls {" in data.get("tls.conf", ""):
             self_signed(etc / "tls")
-        res = subprocess.run([str(server), "-c", str(etc / "nats.conf"), "-t"], capture_output=True, text=True)
-    check(res.returncode == 0, f"{name}: nats-server -t accepts nats.conf + auth.conf + tls.conf "
-          f"({res.stderr.strip()[:200]})")
+        env = pod_env(by_kind["StatefulSet"]["nats"], sts["containers"][0], secrets)  # the pod's, for $SERVER_NAME
+        res = subprocess.run([str(server), "-c", str(etc / "nats.conf"), "-t"], capture_output=True, text=True,
+                             env={**os.environ, **env})
+    check(res.returncode == 0, f"{name}: nats-server -t accepts nats.conf + auth.conf + tls.conf + cluster.conf, "
+          f"with the pod's environment ({res.stderr.strip()[:200]})")
+
+
+def pod_env(w: dict, c: dict, secrets: dict[str, dict[str, str]], ordinal: int = 0) -> dict[str, str]:
+    """Container `c`'s environment as the kubelet makes it from its `env` (values with $(VAR) expanded, the pod's
+    name for metadata.name, the generated Secrets' values); envFrom is left out."""
+    env: dict[str, str] = {}
+    for e in c.get("env", []):
+        vf = e.get("valueFrom", {})
+        if "fieldRef" in vf:
+            value = {"metadata.name": f"{w['metadata']['name']}-{ordinal}"}.get(vf["fieldRef"]["fieldPath"], "")
+        elif "secretKeyRef" in vf:
+            value = secrets.get(vf["secretKeyRef"]["name"], {}).get(vf["secretKeyRef"]["key"], "")
+        else:
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), e.get("value", ""))
+        env[e["name"]] = value
+    return env
 
 
 def self_signed(folder: Path) -> None:
@@ -371,7 +424,7 @@ def self_signed(folder: Path) -> None:
 
 def check_postgres_auth(name: str, by_kind: dict[str, dict[str, dict]]) -> None:
     """PostgreSQL asks every TCP client for a password (scram-sha-256), and the agents' URLs point at it."""
-    from ragbus.k3s_secrets import DB_ENV, DB_HOST, DB_NAME, DB_PORT, app_roles, role_password_env
+    from ragbus.k3s_secrets import DB_HOST, DB_NAME, DB_PORT
 
     pg = pod_spec(by_kind["StatefulSet"]["postgres"])["containers"][0]
     env = {e["name"]: e.get("value", "") for e in pg.get("env", [])}
@@ -382,6 +435,12 @@ def check_postgres_auth(name: str, by_kind: dict[str, dict[str, dict]]) -> None:
     config = by_kind["ConfigMap"][CONFIG]["data"]
     check((config.get("DB_HOST"), config.get("DB_PORT"), config.get("DB_NAME")) == (DB_HOST, str(DB_PORT), DB_NAME),
           f"{name}: DB_HOST/DB_PORT/DB_NAME are where ragbus k3s-secrets points the agents' database URLs")
+    check_db_roles_step(name, by_kind)
+
+
+def check_db_roles_step(name: str, by_kind: dict[str, dict[str, dict]]) -> None:
+    from ragbus.k3s_secrets import DB_ENV, app_roles, role_password_env
+
     job = pod_spec(by_kind["Job"]["streams-declare"])
     steps = [c for c in job.get("initContainers", []) if c.get("args") == ["k3s-secrets", "--apply-db-roles"]]
     given = {e["name"] for c in steps for e in c.get("env", [])}
@@ -393,7 +452,9 @@ def check_tls(name: str, by_kind: dict[str, dict[str, dict]], base: dict[str, di
     """The component: TLS on in nats.conf, its certificate next to it, and every NATS client on tls:// with
     the CA where RAGBUS_NATS_TLS_CA says; the workloads keep the volumes they had without it."""
     config = by_kind["ConfigMap"][CONFIG]["data"]
-    check(config.get("RAGBUS_NATS_URL", "").startswith("tls://"), f"{name}: RAGBUS_NATS_URL is tls://")
+    urls = config.get("RAGBUS_NATS_URL", "").split(",")
+    check(all(u.strip().startswith("tls://") for u in urls),
+          f"{name}: every server of RAGBUS_NATS_URL is tls:// ({urls})")
     ca = config.get("RAGBUS_NATS_TLS_CA", "")
     check(ca.startswith("/"), f"{name}: RAGBUS_NATS_TLS_CA is a path ({ca!r})")
     tls_conf = by_kind["ConfigMap"]["nats-config"]["data"].get("tls.conf", "")
@@ -416,6 +477,317 @@ def check_tls(name: str, by_kind: dict[str, dict[str, dict]], base: dict[str, di
                     check(os.path.dirname(ca) in mounted, f"{name}: {wname}/{c['name']} has the CA at {ca}")
 
 
+def nats_members(by_kind: dict[str, dict[str, dict]]) -> tuple[int, str, list[str]]:
+    """The NATS StatefulSet's replicas, its governing Service, and its members' DNS names (one server: `nats`)."""
+    sts = by_kind["StatefulSet"]["nats"]
+    n, service = sts["spec"].get("replicas", 1), sts["spec"]["serviceName"]
+    if n == 1:
+        return n, service, ["nats"]
+    return n, service, [f"nats-{i}.{service}.{NAMESPACE_DOMAIN}" for i in range(n)]
+
+
+def conf_value(conf: str, key: str) -> str | None:
+    m = re.search(rf"^\s*{re.escape(key)}\s*[:=]\s*(\S+)", conf, re.M)
+    return m[1] if m else None
+
+
+def seconds(value: str | None) -> int:
+    m = re.fullmatch(r"(\d+)(s|m)?", value or "")
+    return int(m[1]) * (60 if m[2] == "m" else 1) if m else 0
+
+
+def check_nats_topology(name: str, by_kind: dict[str, dict[str, dict]], allowed_roles: set[str]) -> None:
+    """One server, or an odd cluster of at least three, one member per node, that survives losing one: routes to every
+    member (with the route login of the Secret), stable names, a PDB, probes, lame duck; streams declared R<n>."""
+    from ragbus.k3s_secrets import NATS_AUTH_SECRET, NATS_ROUTE_PASSWORD_KEY, NATS_ROUTE_USER
+
+    sts = by_kind["StatefulSet"]["nats"]
+    n, service, members = nats_members(by_kind)
+    spec = pod_spec(sts)
+    c = spec["containers"][0]
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    cluster_conf = by_kind["ConfigMap"]["nats-config"]["data"].get("cluster.conf", "")
+    declare = [x for x in pod_spec(by_kind["Job"]["streams-declare"])["containers"] if x.get("args", [])[:2]
+               == ["streams", "declare"]]
+    args = declare[0]["args"] if declare else []
+    replicas_arg = int(args[args.index("--replicas") + 1]) if "--replicas" in args else 1
+    check(replicas_arg == n, f"{name}: streams declared with as many replicas as NATS servers ({args}, {n} servers)")
+    if n == 1:
+        check(not re.search(r"^\s*cluster\s*\{", cluster_conf, re.M), f"{name}: one server, no cluster block")
+        return
+    check(n >= 3 and n % 2 == 1,
+          f"{name}: a NATS cluster of an odd number, at least 3 ({n}): a quorum survives one loss")
+    check(len(allowed_roles) >= n, f"{name}: {n} members fit on {len(allowed_roles)} nodes, one each")
+    check(sts["spec"].get("podManagementPolicy") == "Parallel", f"{name}: nats members start in parallel")
+    headless = by_kind.get("Service", {}).get(service, {}).get("spec", {})
+    check(headless.get("clusterIP") == "None" and headless.get("publishNotReadyAddresses") is True
+          and matches(headless.get("selector", {}), labels),
+          f"{name}: serviceName {service} is a headless Service of the members, publishing them before they are Ready")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    check({p.get("targetPort") for p in headless.get("ports", [])} >= {"client", "cluster", "monitor"},
+          f"{name}: {service} serves the client, cluster and monitor ports")
+    anti = ((spec.get("affinity") or {}).get("podAntiAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution", [])
+    check(any(t.get("topologyKey") == "kubernetes.io/hostname" and matches(t["labelSelector"].get("matchLabels", {}),
+                                                                          labels) for t in anti),
+          f"{name}: required podAntiAffinity by kubernetes.io/hostname among the members")
+    pdbs = [d["spec"] for d in by_kind.get("PodDisruptionBudget", {}).values()
+            if matches(d["spec"]["selector"].get("matchLabels", {}), labels)]
+    quorum = n // 2 + 1
+    check(len(pdbs) == 1 and (pdbs[0].get("maxUnavailable") == n - quorum or pdbs[0].get("minAvailable") == quorum),
+          f"{name}: one PodDisruptionBudget keeps a quorum of {quorum} ({pdbs})")
+    # cluster.conf: the block, its routes and its authorization
+    block = re.search(r"^([ \t]*)cluster\s*\{(.*?)^\1\}", cluster_conf, re.M | re.S)  # to its own closing brace
+    body = block[2] if block else ""
+    check(block is not None and conf_value(body, "name") is not None, f"{name}: cluster.conf has a named cluster block")
+    check(conf_value(body, "port") == str(ports.get("cluster")),
+          f"{name}: the cluster port is the container's `cluster`")
+    auth = re.search(r"authorization\s*\{(.*?)\}", body, re.S)
+    auth_body = auth[1] if auth else ""
+    password_var = (conf_value(auth_body, "password") or "").lstrip("$")
+    check(conf_value(auth_body, "user") == NATS_ROUTE_USER and bool(password_var),
+          f"{name}: the routes ask for the route user {NATS_ROUTE_USER} and a password from the environment")
+    env_src = {e["name"]: e for e in c.get("env", [])}
+    check(env_src.get(password_var, {}).get("valueFrom", {}).get("secretKeyRef") ==
+          {"name": NATS_AUTH_SECRET, "key": NATS_ROUTE_PASSWORD_KEY},
+          f"{name}: ${password_var} is the key {NATS_ROUTE_PASSWORD_KEY} of the Secret {NATS_AUTH_SECRET}")
+    check(env_src.get("SERVER_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+          and conf_value(by_kind["ConfigMap"]["nats-config"]["data"]["nats.conf"], "server_name") == "$SERVER_NAME",
+          f"{name}: each member's server_name is its pod name")
+    routes_var = (conf_value(body, "routes") or "").lstrip("$")
+    try:
+        routes = [urlsplit(u) for u in json.loads(env_src.get(routes_var, {}).get("value", ""))]
+    except ValueError:
+        routes = []
+    check({f"{u.hostname}:{u.port}" for u in routes} == {f"{m}:{ports.get('cluster')}" for m in members}
+          and len(routes) == n, f"{name}: routes to every member ({[u.hostname for u in routes]})")
+    check(bool(routes) and all(u.scheme == "nats" and u.username == NATS_ROUTE_USER
+                               and u.password == f"$({password_var})" for u in routes),
+          f"{name}: every route logs in as {NATS_ROUTE_USER} with ${password_var}")
+    check(conf_value(body, "no_advertise") == "true", f"{name}: the cluster advertises no pod IPs to clients")
+    # probes: started = caught up (full /healthz, generous), then the server alone (js-server-only)
+    probe = {k: (c.get(k) or {}) for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    for k in ("readinessProbe", "livenessProbe"):
+        check(probe[k].get("httpGet", {}).get("path") == "/healthz?js-server-only=true"
+              and probe[k]["httpGet"].get("port") == "monitor", f"{name}: nats {k} on /healthz?js-server-only=true")
+    startup = probe["startupProbe"]
+    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    check(startup.get("httpGet", {}).get("path", "").startswith("/healthz") and budget >= 600,
+          f"{name}: nats startupProbe on /healthz with at least 10 minutes to recover ({budget} s)")
+    # lame duck: the signal in preStop, the pid file on a volume, and time for it
+    pid_file = conf_value(cluster_conf, "pid_file") or ""
+    stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command", [])
+    check(stop[:1] == ["nats-server"] and f"ldm={pid_file}" in stop and "--signal" in stop,
+          f"{name}: preStop puts the member into lame duck mode ({stop})")
+    mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+    check(os.path.dirname(pid_file) in mounts, f"{name}: the pid file {pid_file} is on a volume")
+    ldm = seconds(conf_value(cluster_conf, "lame_duck_duration")) + seconds(
+        conf_value(cluster_conf, "lame_duck_grace_period"))
+    check(seconds(conf_value(cluster_conf, "lame_duck_duration")) >= 30
+          and spec.get("terminationGracePeriodSeconds", 30) >= ldm + 20,
+          f"{name}: terminationGracePeriodSeconds covers lame duck ({ldm} s) and the store's close")
+
+
+def nats_urls(value: str) -> list[tuple[str, str]]:
+    return [(u.scheme, f"{u.hostname}:{u.port}") for u in map(urlsplit, (v.strip() for v in value.split(",")))]
+
+
+def check_nats_clients(name: str, by_kind: dict[str, dict[str, dict]]) -> None:
+    """Every process that reads ragbus-config dials every NATS server; NATS_TLS_URL names the same servers."""
+    _, _, members = nats_members(by_kind)
+    config = by_kind["ConfigMap"][CONFIG]["data"]
+    client = {p["name"]: p["containerPort"] for p in pod_spec(by_kind["StatefulSet"]["nats"])["containers"][0]["ports"]}
+    want = {f"{m}:{client['client']}" for m in members}
+    tls = nats_urls(config.get("NATS_TLS_URL", ""))
+    check({h for _, h in tls} == want and {sch for sch, _ in tls} == {"tls"},
+          f"{name}: NATS_TLS_URL lists every server, tls:// ({tls})")
+    for kind in WORKLOADS:
+        for wname, w in by_kind.get(kind, {}).items():
+            spec = pod_spec(w)
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                if not any(ef.get("configMapRef", {}).get("name") == CONFIG for ef in c.get("envFrom", [])):
+                    continue
+                env = {**config, **{e["name"]: e.get("value", "") for e in c.get("env", [])}}
+                got = nats_urls(env.get("RAGBUS_NATS_URL", ""))
+                check(sorted(h for _, h in got) == sorted(want) and len({sch for sch, _ in got}) == 1,
+                      f"{name}: {wname}/{c['name']} RAGBUS_NATS_URL lists every NATS server ({got})")
+
+
+def agent_of(w: dict) -> str | None:
+    for c in pod_spec(w)["containers"]:
+        if c.get("command") == ["ragbus"] and c.get("args", [])[:1] == ["agent"]:
+            return c["args"][1]
+    return None
+
+
+def agent_durables() -> dict[str, set[tuple[str, str]]]:
+    """(stream, durable) each work agent pulls from: the workers of its require_durables (agents/<agent>/app.py),
+    and for the embedder the index durable of the default model."""
+    from streams import topology
+
+    out: dict[str, set[tuple[str, str]]] = {}
+    for agent in KEDA_AGENTS:
+        tree = ast.parse((REPO / "agents" / agent / "app.py").read_text())
+        calls = [n for n in ast.walk(tree)
+                 if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "require_durables"]
+        durables = [getattr(topology, a.id) for call in calls for a in call.args[1:] if isinstance(a, ast.Name)]
+        if agent == "embedder":
+            durables.append(topology.index_durable(topology.DEFAULT_EMBEDDING_MODEL))
+        out[agent] = {(d.stream, d.name) for d in durables}
+    return out
+
+
+def check_keda(name: str, by_kind: dict[str, dict[str, dict]]) -> None:
+    """KEDA scales each work agent's Deployment on the lag of exactly the durables it pulls from: one worker per
+    queued job, at least one, at most a number, a fallback when the scaler fails; the replicas are left to it."""
+    scaled = by_kind.get("ScaledObject", {})
+    if not scaled:
+        return
+    n, service, _ = nats_members(by_kind)
+    nats = pod_spec(by_kind["StatefulSet"]["nats"])["containers"][0]
+    monitor = {p["name"]: p["containerPort"] for p in nats["ports"]}
+    endpoint = f"{service}.{NAMESPACE_DOMAIN}:{monitor['monitor']}"
+    check(n > 1 or by_kind["Service"][service]["spec"].get("clusterIP") == "None",
+          f"{name}: KEDA's endpoint {service} is a headless Service (the scaler asks each member for the "
+          "consumer leader)")
+    expected = agent_durables()
+    seen: dict[str, str] = {}
+    for so_name, so in scaled.items():
+        spec = so["spec"]
+        ref = spec["scaleTargetRef"]
+        target = by_kind.get("Deployment", {}).get(ref["name"])
+        agent = agent_of(target) if target and ref.get("kind", "Deployment") == "Deployment" else None
+        check(agent in KEDA_AGENTS, f"{name}: ScaledObject {so_name} scales a work agent's Deployment ({ref})")
+        if agent is None or target is None:
+            continue
+        check(agent not in seen, f"{name}: one ScaledObject for {agent} ({seen.get(agent)}, {so_name})")
+        seen[agent] = so_name
+        check("replicas" not in target["spec"], f"{name}: {ref['name']} leaves its replicas to KEDA (no spec.replicas)")
+        low, high = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
+        check(low >= 1 and "maxReplicaCount" in spec and high >= low,
+              f"{name}: {so_name} scales between at least one and a set maximum ({low}..{spec.get('maxReplicaCount')})")
+        fallback = spec.get("fallback") or {}
+        check(low <= fallback.get("replicas", -1) <= high and fallback.get("failureThreshold", 0) >= 1,
+              f"{name}: {so_name} has a fallback within its bounds ({fallback})")
+        triggers = spec.get("triggers", [])
+        got = set()
+        for t in triggers:
+            meta = t.get("metadata", {})
+            got.add((meta.get("stream"), meta.get("consumer")))
+            check(t.get("type") == "nats-jetstream" and t.get("metricType") == "AverageValue",
+                  f"{name}: {so_name} trigger {t.get('name')}: nats-jetstream, metricType AverageValue")
+            check(meta.get("lagThreshold") == "1" and "activationLagThreshold" in meta,
+                  f"{name}: {so_name} trigger {t.get('name')}: one worker per queued job (lagThreshold 1)")
+            check(meta.get("natsServerMonitoringEndpoint") == endpoint and meta.get("account") == "$G",
+                  f"{name}: {so_name} trigger {t.get('name')} reads {endpoint}, account $G "
+                  f"({meta.get('natsServerMonitoringEndpoint')})")
+        check(got == expected[agent] and len(triggers) == len(got),
+              f"{name}: {so_name} triggers on exactly {agent}'s durables {sorted(expected[agent])} ({sorted(got)})")
+
+
+def ensure_roles_statements() -> list[str]:
+    """The GRANT/REVOKE/ALTER DEFAULT statements of ragbus.database.ensure_roles, {database} filled in."""
+    from ragbus.k3s_secrets import DB_NAME
+
+    tree = ast.parse((REPO / "ragbus/database.py").read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "execute" and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                text = arg.value
+            elif isinstance(arg, ast.JoinedStr):
+                text = "".join(str(v.value) if isinstance(v, ast.Constant) else
+                               "{" + ast.unparse(v.value) + "}" if isinstance(v, ast.FormattedValue) else ""
+                               for v in arg.values)
+            else:
+                continue
+            if re.match(r"(GRANT|REVOKE|ALTER DEFAULT)\b", text):
+                out.append(" ".join(text.replace("{database}", DB_NAME).split()))
+    return out
+
+
+def check_cnpg(name: str, by_kind: dict[str, dict[str, dict]], allowed_roles: set[str],
+               secrets: dict[str, dict[str, str]]) -> None:
+    """The CloudNativePG cluster replaces the postgres pod: two or more instances on distinct nodes, the standard image
+    (pgvector), the database, the roles and ensure_roles' privileges, and every database URL on its Services."""
+    from ragbus.credentials import PG_ROLE_OF
+    from ragbus.k3s_secrets import CNPG_CLUSTER, DB_NAME, DB_PORT, app_roles, db_host, login_secret
+
+    check("postgres" not in by_kind.get("StatefulSet", {}) and "postgres" not in by_kind.get("Service", {}),
+          f"{name}: the postgres pod and Service are gone")
+    check(set(by_kind["Cluster"]) == {CNPG_CLUSTER}, f"{name}: one CNPG Cluster, {CNPG_CLUSTER}")
+    cluster = by_kind["Cluster"].get(CNPG_CLUSTER, {}).get("spec", {})
+    instances = cluster.get("instances", 1)
+    check(instances >= 2, f"{name}: {CNPG_CLUSTER} has a replica ({instances} instances)")
+    check(re.fullmatch(r"ghcr\.io/cloudnative-pg/postgresql:\d+(\.\d+)?(-\d+)?-standard-\w+",
+                       cluster.get("imageName", "")) is not None,
+          f"{name}: {CNPG_CLUSTER} runs CNPG's standard image, which has pgvector ({cluster.get('imageName')})")
+    affinity = cluster.get("affinity", {})
+    roles = node_roles({"nodeSelector": affinity.get("nodeSelector"), "affinity": affinity})
+    check(affinity.get("enablePodAntiAffinity") is True and affinity.get("podAntiAffinityType") == "required"
+          and affinity.get("topologyKey") == "kubernetes.io/hostname" and roles <= allowed_roles
+          and len(roles) >= instances, f"{name}: {CNPG_CLUSTER}'s instances on {instances} distinct nodes of {roles}")
+    initdb = cluster.get("bootstrap", {}).get("initdb", {})
+    owner = PG_ROLE_OF["projector"]
+    check(initdb.get("database") == DB_NAME and initdb.get("owner") == owner
+          and secrets.get(initdb.get("secret", {}).get("name"), {}).get("username") == owner,
+          f"{name}: {CNPG_CLUSTER} creates the database {DB_NAME}, owned by {owner}, with its generated password")
+    managed = {r["name"]: r for r in cluster.get("managed", {}).get("roles", [])}
+    for role in app_roles():
+        r = managed.get(role, {})
+        check(r.get("login") is True and r.get("superuser") is False and r.get("ensure", "present") == "present"
+              and secrets.get(r.get("passwordSecret", {}).get("name"), {}).get("username") == role,
+              f"{name}: {CNPG_CLUSTER} keeps the role {role} (login, no superuser) with its generated password")
+    sql = [" ".join(q.split()) for q in initdb.get("postInitApplicationSQL", [])]
+    check(any(re.match(r"CREATE EXTENSION (IF NOT EXISTS )?vector\b", q) for q in sql),
+          f"{name}: {CNPG_CLUSTER}'s bootstrap creates the extension vector")
+    statements = ensure_roles_statements()
+    missing = [q for q in statements if q not in sql]
+    check(len(statements) >= 5 and not missing, f"{name}: {CNPG_CLUSTER}'s bootstrap grants what ragbus.database.ensure_roles does ({missing})")
+    config = by_kind["ConfigMap"][CONFIG]["data"]
+    superuser = secrets.get(cluster.get("superuserSecret", {}).get("name"), {})
+    check(cluster.get("enableSuperuserAccess") is True and superuser.get("username") == config.get("DB_SUPERUSER")
+          and superuser.get("password") == secrets["ragbus-db"]["password"],
+          f"{name}: the Job's db-roles step can log in as {CNPG_CLUSTER}'s superuser (DB_SUPERUSER, ragbus-db)")
+    check((config.get("DB_HOST"), config.get("DB_PORT"), config.get("DB_NAME")) ==
+          (f"{CNPG_CLUSTER}-rw", str(DB_PORT), DB_NAME), f"{name}: the Job's db-roles step works on the primary")
+    services = {f"{CNPG_CLUSTER}-{s}" for s in ("rw", "r", "ro")}
+    for user, role in PG_ROLE_OF.items():
+        url = urlsplit(secrets.get(login_secret(user), {}).get("RAGBUS_DATABASE_URL", ""))
+        check(url.hostname == db_host(user, cnpg=True) in services and url.username == role,
+              f"{name}: {user}'s database URL is {role} on a {CNPG_CLUSTER} Service ({url.hostname})")
+        if user != "embedder":  # the writers, and the gateway, which shows what the projector has just written
+            check(url.hostname == f"{CNPG_CLUSTER}-rw", f"{name}: {user} reads its own writes on the primary")
+    check_db_roles_step(name, by_kind)
+
+
+def strict(schema: Any) -> Any:
+    """kubectl's strict field validation, in JSON schema: no field a schema does not name (unless it keeps them)."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    keeps_unknown = out.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and not keeps_unknown:
+        out["additionalProperties"] = False
+    return out
+
+
+_validators: dict[str, object] = {}
+
+
+def schema_errors(obj: dict) -> list[str]:
+    import jsonschema_rs
+
+    file = SCHEMAS[(obj["apiVersion"], obj["kind"])]
+    if file not in _validators:
+        _validators[file] = jsonschema_rs.Draft7Validator(strict(json.loads((K3S / "schemas" / file).read_text())))
+    validator = _validators[file]
+    return [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator.iter_errors(obj)]  # type: ignore[attr-defined]
+
+
 def main() -> int:
     for f in sorted(K3S.rglob("*.yaml")):
         try:
@@ -431,17 +803,44 @@ def main() -> int:
         return 1
     for key in (k for data in secrets.values() for k in data if k.startswith("RAGBUS_")):
         check(key in settings, f"ragbus k3s-secrets: {key} is a setting ragbus reads")
+    cnpg_secrets = generated_secrets(cnpg=True) or {}
+    check(secrets.keys() <= cnpg_secrets.keys(), "ragbus k3s-secrets --cnpg: every Secret of the plain form, and more")
     rendered = {}
     for overlay, roles in OVERLAYS.items():
         rendered[overlay] = check_overlay(overlay, render(K3S / "overlays" / overlay), roles, settings, agents,
                                           secrets)
-    overlay, component = TLS_OVERLAY
-    name = f"{overlay}+{component}"
-    by_kind = check_overlay(name, render_with_component(overlay, component), OVERLAYS[overlay], settings, agents,
-                            {**secrets, TLS_SECRET: {"tls.crt": "", "tls.key": "", "ca.crt": ""}})
-    check_tls(name, by_kind, rendered[overlay])
+    for overlay, components in WITH_COMPONENTS:
+        name = "+".join((overlay, *components))
+        given = {**(cnpg_secrets if "cnpg" in components else secrets),
+                 TLS_SECRET: {"tls.crt": "", "tls.key": "", "ca.crt": ""}}
+        by_kind = check_overlay(name, render_with_components(overlay, components), OVERLAYS[overlay], settings,
+                                agents, given)
+        if "nats-tls" in components:
+            check_tls(name, by_kind, rendered[overlay])
+    for data in schema_rejects():
+        check(bool(data[1]), f"the schema check rejects {data[0]}")
     print(f"k3s manifests: {passed} passed, {len(failures)} failed")
     return 1 if failures else 0
+
+
+def schema_rejects() -> list[tuple[str, list[str]]]:
+    """The schema check itself: tampered copies of a valid object must fail it."""
+    so = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "x"},
+          "spec": {"scaleTargetRef": {"name": "x"},
+                   "triggers": [{"type": "nats-jetstream", "metadata": {"stream": "S"}}]}}
+    ok = schema_errors(so)
+    check(not ok, f"a minimal ScaledObject passes the schema check ({ok})")
+    typo = json.loads(json.dumps(so))
+    typo["spec"]["maxReplicas"] = 3
+    wrong_type = json.loads(json.dumps(so))
+    wrong_type["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 1  # must be a string
+    no_triggers = json.loads(json.dumps(so))
+    del no_triggers["spec"]["triggers"]
+    cluster = {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "x"},
+               "spec": {"instances": 2, "storage": {"size": "1Gi"}, "bootstrap": {"initdb": {"databse": "x"}}}}
+    return [("an unknown ScaledObject field", schema_errors(typo)), ("a number for a trigger's metadata",
+            schema_errors(wrong_type)), ("a ScaledObject without triggers", schema_errors(no_triggers)),
+            ("a misspelt Cluster field", schema_errors(cluster))]
 
 
 if __name__ == "__main__":

@@ -3,19 +3,25 @@ passwords or from a credentials folder of its own (`--from DIR`, the format of `
 Nothing here goes into git or into kustomize: the output is applied once with `kubectl apply -f`.
 
 - `ragbus-nats-auth`: `auth.conf`, the `authorization` block nats-server's nats.conf includes: one user per
-  agent plus `admin`, with bcrypt hashes (never the passwords) and the permissions of `streams.access`.
+  agent plus `admin`, with bcrypt hashes (never the passwords) and the permissions of `streams.access`; and
+  `route-password`, what the members of a NATS cluster (k3s/components/nats-cluster) log in to each other with.
 - `ragbus-<agent>-login` for each NATS user: RAGBUS_NATS_USER and RAGBUS_NATS_PASSWORD, and RAGBUS_DATABASE_URL
   with the agent's own PostgreSQL role for the agents that use the database (`ragbus.credentials.PG_ROLE_OF`).
   Each workload mounts only its own (`envFrom: secretRef`); `admin` is the CLI's (the Job, deploy/admin).
 - `ragbus-db`: `password`, the PostgreSQL superuser's (POSTGRES_PASSWORD, applied by the image to an empty
   volume only), and the passwords of the application roles, which the streams-declare Job sets with
   `ragbus k3s-secrets --apply-db-roles` (run in the cluster: `ragbus.database.ensure_roles` as the superuser).
+- with `--cnpg` (the component k3s/components/cnpg: a CloudNativePG cluster instead of the postgres pod): the
+  database URLs name the CNPG cluster's Services (`-rw` for what writes or must read its own writes, `-r` for
+  the embedder's retrieval), and the same passwords once more as the basic-auth Secrets CloudNativePG reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -41,6 +47,19 @@ DB_SECRET = "ragbus-db"
 DB_SUPERUSER_KEY = "password"  # the key the postgres StatefulSet has always read
 # what the Job's db-roles step reads (k3s/base/streams-declare.yaml)
 DB_ENV = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_SUPERUSER", "DB_SUPERUSER_PASSWORD")
+# The NATS cluster's routes (k3s/components/nats-cluster): user and password every member presents to the others
+# and asks of them. A key of ragbus-nats-auth, derived from admin's password (so `--from DIR` keeps it, and
+# rotating admin's rotates it): whoever has admin's password may do anything on the bus anyway.
+NATS_ROUTE_USER = "ragbus-route"
+NATS_ROUTE_PASSWORD_KEY = "route-password"
+# The CloudNativePG cluster of k3s/components/cnpg: its Services are <name>-rw (the primary), -r (any instance)
+CNPG_CLUSTER = "ragbus-pg"
+CNPG_SUPERUSER = "postgres"  # CloudNativePG's superuser; its Secret is CNPG_SUPERUSER_SECRET
+CNPG_SUPERUSER_SECRET = f"{CNPG_CLUSTER}-superuser"
+# Which instances a user's database URL reaches: the projector and the CLI write; the gateway shows what the
+# projector has just written (a document's status, an answer) and so reads the primary too; the embedder's
+# retrieval may lag a replica by a moment (k3s/README.md, "PostgreSQL beyond one pod").
+CNPG_SERVICE_OF = {"projector": "rw", "admin": "rw", "gateway": "rw", "embedder": "r"}
 
 
 def login_secret(user: str) -> str:
@@ -58,6 +77,21 @@ def role_password_env(role: str) -> str:
     return f"DB_PASSWORD_{role.upper()}"
 
 
+def cnpg_role_secret(role: str) -> str:
+    """The basic-auth Secret CloudNativePG reads an application role's password from."""
+    return f"{CNPG_CLUSTER}-{role.replace('_', '-')}"
+
+
+def route_password(credentials: Credentials) -> str:
+    """The NATS routes' password: hex (safe in a URL and as a nats.conf value), derived from admin's."""
+    digest = hmac.new(credentials.nats["admin"].encode(), b"ragbus nats cluster routes", hashlib.sha256)
+    return "route" + digest.hexdigest()[:40]
+
+
+def db_host(user: str, cnpg: bool = False) -> str:
+    return f"{CNPG_CLUSTER}-{CNPG_SERVICE_OF[user]}" if cnpg else DB_HOST
+
+
 def auth_conf(credentials: Credentials) -> str:
     """nats-server's `authorization` block, rendered as `ragbus up` renders it (JSON is valid NATS config)."""
     users = credentials.nats_users()
@@ -65,34 +99,42 @@ def auth_conf(credentials: Credentials) -> str:
             f"authorization: {json.dumps({'users': users}, indent=1)}\n")
 
 
-def login_env(credentials: Credentials, user: str) -> dict[str, str]:
+def login_env(credentials: Credentials, user: str, cnpg: bool = False) -> dict[str, str]:
     """What the workloads of NATS user `user` (an agent, or `admin`) get: its own login, nothing else."""
     from ragbus.credentials import PG_ROLE_OF
 
     env = credentials.agent_env(user)
     if user in PG_ROLE_OF:
-        env["RAGBUS_DATABASE_URL"] = credentials.dsn(f"postgresql://{DB_HOST}:{DB_PORT}/{DB_NAME}", user)
+        env["RAGBUS_DATABASE_URL"] = credentials.dsn(f"postgresql://{db_host(user, cnpg)}:{DB_PORT}/{DB_NAME}", user)
     return env
 
 
-def manifests(credentials: Credentials) -> list[dict[str, Any]]:
+def manifests(credentials: Credentials, cnpg: bool = False) -> list[dict[str, Any]]:
     """Every Secret, as Kubernetes objects (stringData: kubectl encodes it)."""
     from streams.access import ROLES
 
-    def secret(name: str, data: dict[str, str], what: str) -> dict[str, Any]:
+    def secret(name: str, data: dict[str, str], what: str, kind: str = "Opaque") -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "ragbus"},
                              "annotations": {"ragbus/secret": what}},
-                "type": "Opaque", "stringData": data}
+                "type": kind, "stringData": data}
 
-    objs = [secret(NATS_AUTH_SECRET, {NATS_AUTH_FILE: auth_conf(credentials)},
-                   "nats-server users (bcrypt hashes) and permissions; included by nats.conf")]
+    objs = [secret(NATS_AUTH_SECRET, {NATS_AUTH_FILE: auth_conf(credentials),
+                                      NATS_ROUTE_PASSWORD_KEY: route_password(credentials)},
+                   "nats-server users (bcrypt hashes) and permissions, included by nats.conf; the routes' password")]
     for user in ROLES:
-        objs.append(secret(login_secret(user), login_env(credentials, user),
+        objs.append(secret(login_secret(user), login_env(credentials, user, cnpg),
                            f"the login of {'the CLI (admin)' if user == 'admin' else 'agent ' + user}"))
     objs.append(secret(DB_SECRET, {DB_SUPERUSER_KEY: credentials.postgres["postgres"],
                                    **{role: credentials.postgres[role] for role in app_roles()}},
                        "PostgreSQL: the superuser (postgres pod, db-roles step of the Job) and the app roles"))
+    if cnpg:  # the same passwords, in the form CloudNativePG reads (username + password)
+        objs.append(secret(CNPG_SUPERUSER_SECRET, {"username": CNPG_SUPERUSER,
+                                                   "password": credentials.postgres["postgres"]},
+                           "CloudNativePG: the superuser (the db-roles step of the Job)", "kubernetes.io/basic-auth"))
+        for role in app_roles():
+            objs.append(secret(cnpg_role_secret(role), {"username": role, "password": credentials.postgres[role]},
+                               f"CloudNativePG: the role {role}", "kubernetes.io/basic-auth"))
     return objs
 
 
@@ -155,6 +197,7 @@ hashes, with each agent's permissions; included by nats.conf), one ragbus-<agent
 ragbus-admin-login (RAGBUS_NATS_USER, RAGBUS_NATS_PASSWORD and, for the agents that use PostgreSQL, a
 RAGBUS_DATABASE_URL with the agent's own role), and ragbus-db (the PostgreSQL superuser's password and
 the application roles' passwords). Without --from the passwords are fresh and exist only in the output.
+With --cnpg, for a CloudNativePG cluster instead of the postgres pod (k3s/components/cnpg).
 """
 EPILOG = """\
 example (k3s/README.md, step 3):
@@ -173,6 +216,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="from_dir", metavar="DIR",
                         help="take the passwords from DIR/credentials.json (created 0600 if missing, missing "
                         "ones added), so that generating again gives the same passwords")
+    parser.add_argument("--cnpg", action="store_true",
+                        help="for the component k3s/components/cnpg: database URLs on the CloudNativePG cluster "
+                        f"{CNPG_CLUSTER} ({CNPG_CLUSTER}-rw, the embedder {CNPG_CLUSTER}-r), plus the basic-auth "
+                        "Secrets it reads the same passwords from")
     parser.add_argument("--apply-db-roles", action="store_true",
                         help="(in the cluster: the streams-declare Job) instead of printing Secrets: as the "
                         "PostgreSQL superuser, create the vector extension and create or update the application "
@@ -190,11 +237,12 @@ def run_k3s_secrets(args: argparse.Namespace) -> int:
         print(f"{out} exists: it may hold the passwords the cluster uses (use --force to replace it)",
               file=sys.stderr)
         return 1
+    cnpg = args.cnpg
     if args.from_dir:
-        text = render(manifests(Credentials.ensure(Path(args.from_dir).expanduser())))
+        text = render(manifests(Credentials.ensure(Path(args.from_dir).expanduser()), cnpg))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            text = render(manifests(Credentials.ensure(Path(tmp) / "secrets")))
+            text = render(manifests(Credentials.ensure(Path(tmp) / "secrets"), cnpg))
         print("fresh passwords: they exist only in this output (keep it, or use --from DIR)", file=sys.stderr)
     if out is None:
         sys.stdout.write(text)

@@ -230,3 +230,29 @@ async def test_tls_connection_to_a_server_that_requires_it(tmp_path: Path, secre
             await asyncio.wait_for(nats.connect(f"tls://127.0.0.1:{port}", user=login["RAGBUS_NATS_USER"],
                                                 password=login["RAGBUS_NATS_PASSWORD"], allow_reconnect=False,
                                                 max_reconnect_attempts=0, connect_timeout=2), 10)
+
+
+def test_route_password_is_in_the_nats_secret_stable_and_nobody_elses(credentials: Credentials, secrets) -> None:
+    route = secrets["ragbus-nats-auth"][k3s_secrets.NATS_ROUTE_PASSWORD_KEY]
+    assert route == k3s_secrets.route_password(credentials) == k3s_secrets.route_password(credentials)
+    assert route.isalnum() and route[0].isalpha() and len(route) >= 40  # safe in a URL and as a nats.conf value
+    assert route not in secrets["ragbus-nats-auth"]["auth.conf"]
+    assert route not in (*credentials.nats.values(), *credentials.postgres.values())
+    assert not [s for name, s in secrets.items() if name != "ragbus-nats-auth" and route in "\n".join(s.values())]
+
+
+def test_cnpg_points_the_urls_at_the_cluster_and_adds_its_secrets(credentials: Credentials, secrets) -> None:
+    docs = [d for d in yaml.safe_load_all(k3s_secrets.render(k3s_secrets.manifests(credentials, cnpg=True))) if d]
+    cnpg = {d["metadata"]["name"]: d for d in docs}
+    assert set(cnpg) == set(secrets) | {"ragbus-pg-superuser", "ragbus-pg-ragbus-projector", "ragbus-pg-ragbus-reader"}
+    for role, name in (("postgres", "ragbus-pg-superuser"), ("ragbus_projector", "ragbus-pg-ragbus-projector"),
+                       ("ragbus_reader", "ragbus-pg-ragbus-reader")):
+        assert cnpg[name]["type"] == "kubernetes.io/basic-auth"
+        assert cnpg[name]["stringData"] == {"username": role, "password": credentials.postgres[role]}
+    hosts = {"projector": "ragbus-pg-rw", "gateway": "ragbus-pg-rw", "admin": "ragbus-pg-rw", "embedder": "ragbus-pg-r"}
+    for user, host in hosts.items():
+        role = PG_ROLE_OF[user]
+        assert cnpg[f"ragbus-{user}-login"]["stringData"]["RAGBUS_DATABASE_URL"] == (
+            f"postgresql://{role}:{credentials.postgres[role]}@{host}:5432/ragbus")
+    unchanged = {n for n in secrets if n.endswith("-login") and n[len("ragbus-"):-len("-login")] not in hosts}
+    assert unchanged and all(cnpg[n]["stringData"] == secrets[n] for n in unchanged | {"ragbus-db"})
