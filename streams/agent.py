@@ -35,7 +35,9 @@ def make_broker(settings: BusSettings, name: str) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         graceful_timeout=30.0,  # SIGTERM: stop fetching, finish the messages in hand
-        middlewares=(*tracing_middlewares(name), *metrics_middlewares(name)),
+        # FastStream's Prometheus middleware only where something can scrape it: a process without
+        # RAGBUS_METRICS_PORT serves no metrics (the gateway, with /metrics on its HTTP port, has its own broker)
+        middlewares=(*tracing_middlewares(name), *(metrics_middlewares(name) if settings.metrics_port else ())),
         **broker_logging(),
         **broker_options(settings),
     )

@@ -76,6 +76,7 @@ def agent_of(broker_name: str) -> str:
 def metrics_middlewares(broker_name: str) -> tuple[PrometheusMiddleware[Any, Any], ...]:
     """FastStream's Prometheus middleware for a broker, on the process's default registry (what
     RAGBUS_METRICS_PORT and the gateway's /metrics serve). Metrics are named faststream_*, with
-    app_name = the agent and handler / destination = the event type."""
+    app_name = the agent and handler / destination = the event type. `streams.agent.make_broker` installs it
+    only in a process with a metrics port (nothing could scrape the others); the gateway always does."""
     return (PrometheusMiddleware(settings_provider_factory=_provider, registry=REGISTRY,
                                  app_name=agent_of(broker_name)),)

@@ -1,10 +1,12 @@
-"""Every agent's broker (streams.agent.make_broker) counts its messages with FastStream's Prometheus middleware,
-labelled by agent and event type, never by the doc_id or query_id a subject ends in (FastStream's in-memory
-test broker runs the middlewares; the broker's log lines need a real server: tests/integration/test_broker_logs.py)."""
+"""Every agent's broker (streams.agent.make_broker) counts its messages with FastStream's Prometheus middleware
+when the process serves metrics (RAGBUS_METRICS_PORT), labelled by agent and event type, never by the doc_id or
+query_id a subject ends in (FastStream's in-memory test broker runs the middlewares; the broker's log lines need a
+real server: tests/integration/test_broker_logs.py)."""
 
 from __future__ import annotations
 
 from faststream.nats import TestNatsBroker
+from faststream.prometheus.middleware import PrometheusMiddleware
 from prometheus_client import REGISTRY
 
 from streams.agent import make_broker
@@ -13,7 +15,7 @@ from streams.settings import BusSettings
 
 
 async def _handle_one(broker_name: str, subject: str) -> list[str]:
-    broker = make_broker(BusSettings(), broker_name)
+    broker = make_broker(BusSettings(metrics_port=9464), broker_name)  # (make_broker starts no server)
     seen: list[str] = []
 
     @broker.subscriber("chunks.ready.*")
@@ -42,6 +44,14 @@ async def test_messages_are_counted_by_agent_and_event_type() -> None:
     handlers = {s.labels.get("handler") for m in REGISTRY.collect() if m.name.startswith("faststream_")
                 for s in m.samples}
     assert not {h for h in handlers if h and "doc-" in h}, handlers
+
+
+def test_no_middleware_without_a_metrics_port() -> None:
+    """Nothing can scrape a process without RAGBUS_METRICS_PORT, so its broker does not count."""
+    assert not [m for m in make_broker(BusSettings(), "ragbus-parser").middlewares
+                if isinstance(m, PrometheusMiddleware)]
+    assert [m for m in make_broker(BusSettings(metrics_port=9464), "ragbus-parser").middlewares
+            if isinstance(m, PrometheusMiddleware)]
 
 
 def test_event_types_and_agents() -> None:
