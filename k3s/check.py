@@ -744,7 +744,8 @@ def check_cnpg(name: str, by_kind: dict[str, dict[str, dict]], allowed_roles: se
           f"{name}: {CNPG_CLUSTER}'s bootstrap creates the extension vector")
     statements = ensure_roles_statements()
     missing = [q for q in statements if q not in sql]
-    check(len(statements) >= 5 and not missing, f"{name}: {CNPG_CLUSTER}'s bootstrap grants what ragbus.database.ensure_roles does ({missing})")
+    check(len(statements) >= 5 and not missing,
+          f"{name}: {CNPG_CLUSTER}'s bootstrap grants what ragbus.database.ensure_roles does ({missing})")
     config = by_kind["ConfigMap"][CONFIG]["data"]
     superuser = secrets.get(cluster.get("superuserSecret", {}).get("name"), {})
     check(cluster.get("enableSuperuserAccess") is True and superuser.get("username") == config.get("DB_SUPERUSER")
