@@ -24,15 +24,18 @@ class AnswersProjection:
             case AnswerCompleted():
                 inserted = await conn.fetchval(
                     """INSERT INTO answers (query_id, session_id, question, status, answer, citations, timings,
-                                            model, generator, tokens, created_at, owner)
-                       VALUES ($1, $2, $3, 'done', $4, $5, $6, $7, $8, $9, $10, $11)
+                                            model, generator, tokens, created_at, owner, attribution)
+                       VALUES ($1, $2, $3, 'done', $4, $5, $6, $7, $8, $9, $10, $11, $12)
                        ON CONFLICT (query_id) DO UPDATE SET status = 'done', answer = EXCLUDED.answer,
                            error = NULL, citations = EXCLUDED.citations, timings = EXCLUDED.timings,
-                           model = EXCLUDED.model, generator = EXCLUDED.generator, tokens = EXCLUDED.tokens
+                           model = EXCLUDED.model, generator = EXCLUDED.generator, tokens = EXCLUDED.tokens,
+                           attribution = EXCLUDED.attribution
                        RETURNING (xmax = 0)""",
                     event.query_id, event.session_id, event.question, event.answer,
                     [c.model_dump() for c in event.citations], event.timings,
                     event.model, event.generator, event.tokens, event.occurred_at, event.owner,
+                    event.model_dump(mode="json", include={"sentences", "supported", "answer_mode", "truncated",
+                                                           "notices"}),
                 )
                 if inserted:
                     await self._turn(conn, event.session_id, event.question, event.occurred_at, event.owner)

@@ -138,6 +138,8 @@ CREATE TABLE IF NOT EXISTS answers (
     answer     text,
     error      text,
     citations  jsonb NOT NULL DEFAULT '[]',
+    -- what supports each sentence and what the user was told: sentences, supported, answer_mode, truncated, notices
+    attribution jsonb NOT NULL DEFAULT '{}',
     timings    jsonb NOT NULL DEFAULT '{}',
     model      text,
     generator  text,
@@ -162,7 +164,7 @@ CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at D
 
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model).
-VERSIONS = {"documents": 2, "chunks": 3, "answers": 3}
+VERSIONS = {"documents": 2, "chunks": 3, "answers": 4}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (

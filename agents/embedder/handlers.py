@@ -112,6 +112,6 @@ async def retrieve(asked: QueryAsked, query: str, timings: dict[str, float], ind
         asked, event_id=f"context.built:{asked.query_id}",
         standalone_question=query if query != asked.question else None, history=asked.history,
         generate=asked.generate, passages=[Passage(**p) for p in passages], embedding_model=model.name,
-        candidates=trace or [],
+        candidates=trace or [], answer_mode=asked.answer_mode,
         timings={**timings, "embed_ms": (embedded - started) * 1000, "search_ms": (searched - embedded) * 1000},
     ))

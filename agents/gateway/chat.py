@@ -49,6 +49,9 @@ class AskRequest(RequestModel):
     filters: Filters = Field(default_factory=Filters)
     threshold: number(ge=-1.0, le=1.0) | None = Field(None, description="minimum cosine similarity of passages")
     session_id: Text | None = Field(None, max_length=200, description="conversation id: earlier turns are used")
+    answer_mode: Literal["generative", "extractive", "auto"] | None = Field(
+        None, description="generative: the LLM answers; extractive: the sources' own best sentences, cited, no "
+        "LLM; auto: generative unless most of its sentences are unsupported. Default: RAGBUS_ANSWER_MODE")
 
 
 class ResumeRequest(RequestModel):
@@ -62,7 +65,21 @@ class CitationOut(BaseModel):
     name: str
     page: int | None = None
     text: str
-    score: float
+    score: float = Field(..., description="with `sentence`: how well the passage supports that sentence")
+    sentence: int | None = Field(None, description="the answer sentence (index into `sentences`) it supports")
+
+
+class SentenceOut(BaseModel):
+    i: int
+    start: int
+    end: int
+    text: str
+    supported: bool
+    score: float = Field(..., description="the best passage's support score (also when below the threshold)")
+    best: int | None = None
+    citations: list[int] = Field(default_factory=list, description="the n of the passages that support it")
+    markers: list[int] = Field(default_factory=list, description="the [n] markers the model wrote in it")
+    corrected: bool = False
 
 
 class AskResponse(BaseModel):
@@ -70,6 +87,13 @@ class AskResponse(BaseModel):
     session_id: str | None = None
     answer: str
     citations: list[CitationOut]
+    sentences: list[SentenceOut] = Field(default_factory=list, description="each sentence and its support")
+    supported: bool | None = Field(None, description="some sentence is supported; null: not attributed")
+    answer_mode: str = "generative"
+    requested_mode: str | None = None
+    generated_answer: str | None = Field(None, description="auto chose extractive: the generated text it replaced")
+    truncated: bool = False
+    notices: list[str] = Field(default_factory=list)
     timings: dict[str, float]
     model: str | None = None
     embedding_model: str | None = Field(None, description="the embedding index the sources came from")
@@ -83,7 +107,11 @@ def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str,
             "answer": event["answer"], "citations": event["citations"], "sources": event.get("sources", []),
             "timings": timings, "model": event.get("model"), "embedding_model": event.get("embedding_model"),
             "generator": event.get("generator"),
-            "stopped": event.get("stopped", False)}
+            "stopped": event.get("stopped", False),
+            "sentences": event.get("sentences", []), "supported": event.get("supported"),
+            "answer_mode": event.get("answer_mode", "generative"), "requested_mode": event.get("requested_mode"),
+            "generated_answer": event.get("generated_answer"), "truncated": event.get("truncated", False),
+            "notices": event.get("notices", [])}
 
 
 def error_frame(query_id: str, message: str) -> dict[str, Any]:
@@ -192,7 +220,7 @@ async def answer_frames(bus: Bus, answers: AnswerView, ask: AskRequest, settings
             question=ask.question.strip(), top_k=ask.top_k or settings.default_top_k,
             filters=ask.filters.model_dump(exclude_defaults=True), threshold=ask.threshold,
             session_id=ask.session_id, history=await history_for(answers, ask.session_id, settings.history_turns),
-            owner=caller.owner,
+            owner=caller.owner, answer_mode=ask.answer_mode,
         ))
         yield {"type": "accepted", "query_id": query_id, "session_id": ask.session_id}
         async for frame in relay(bus, queue, query_id, 0, started + settings.ask_timeout, started):

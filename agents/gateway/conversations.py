@@ -91,6 +91,8 @@ class Turn(BaseModel):
     answer: str | None = None
     error: str | None = None
     citations: list[dict[str, Any]] = []
+    # sentences (each with supported, score, citations), supported, answer_mode, truncated, notices
+    attribution: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     model: str | None = None
     rating: str | None = None

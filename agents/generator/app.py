@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from faststream import ContextRepo, FastStream
 from prometheus_client import Gauge
 
+from agents.generator.attribution import AttributionConfig, Attributor
 from agents.generator.handlers import router
 from agents.generator.llm import ChatClient, CircuitBreaker
 from agents.generator.settings import GeneratorSettings
@@ -22,6 +23,15 @@ from streams.topology import CONDENSER, GENERATOR
 
 BREAKER_OPEN = Gauge("ragbus_llm_breaker_open",
                      "1 while the LLM circuit breaker is open or half-open (no call succeeded since it opened)")
+
+
+def load_attributor(settings: GeneratorSettings) -> Attributor:
+    """The embedding model that matches answer sentences to passages. The catalogue and loaders live with the
+    embedder (the one place models are built from the packaged MiniLM); the generator uses them as a library."""
+    from agents.embedder.models import load_model
+
+    model = load_model(settings.attribution_model, settings.models_dir, settings.attribution_threads)
+    return Attributor(model.encode, AttributionConfig(threshold=settings.attribution_threshold))
 
 
 def create_app(settings: GeneratorSettings) -> FastStream:
@@ -38,6 +48,7 @@ def create_app(settings: GeneratorSettings) -> FastStream:
         context.set_global("settings", settings)
         context.set_global("llm", llm)
         context.set_global("tokens", await asyncio.to_thread(TokenCounter, settings.llm_tokenizer))
+        context.set_global("attributor", await asyncio.to_thread(load_attributor, settings))
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,14 +19,18 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
 
+from agents.generator.attribution import Attribution, Attributor, Evidence
 from agents.generator.llm import ChatClient, LLMError, LLMUnavailable
 from agents.generator.service import (
+    NO_SUPPORT,
     NO_TEXT,
     NOT_COVERED,
+    auto_notice,
     build_prompt,
-    citations_for,
+    citing_grammar,
     clean_standalone,
     condense_messages,
+    cut_notice,
     sources_for,
 )
 from agents.generator.settings import GeneratorSettings
@@ -35,8 +40,10 @@ from streams.delivery import PoisonMessage, Workers
 from streams.events import (
     AnswerCompleted,
     AnswerFailed,
+    AnswerMode,
     AnswerTokenGenerated,
     ContextBuilt,
+    Passage,
     QueryAsked,
     QueryCancelled,
     QueryCondensed,
@@ -50,6 +57,7 @@ worker = Workers(router, "generator")
 LLM = Annotated[ChatClient, Context("llm")]
 Tokens = Annotated[TokenCounter, Context("tokens")]
 Settings = Annotated[GeneratorSettings, Context("settings")]
+Attribution_ = Annotated[Attributor, Context("attributor")]
 
 # tokens/s is the counter's rate; the queue wait is from context.built (retrieval done) to a generator taking it
 GENERATED_TOKENS = Counter("ragbus_generated_tokens_total", "Answer tokens streamed from the LLM", ["model"])
@@ -100,13 +108,13 @@ async def on_query_asked(event: QueryAsked, llm: LLM, settings: Settings) -> Non
         title="generate answers",
         description="Streams a grounded answer as answer.token.<query_id> events, then answer.done.<query_id>.")
 async def on_context_built(event: ContextBuilt, broker: NatsBroker, llm: LLM, tokens: Tokens,
-                           settings: Settings) -> None:
+                           settings: Settings, attributor: Attribution_) -> None:
     if not event.generate:
         return  # retrieval only (POST /search)
     QUEUE_WAIT.observe(max((datetime.now(UTC) - event.occurred_at).total_seconds(), 0.0))
     try:
         async with cancellation(broker, event.query_id) as stopped:
-            await answer(event, stopped, broker, llm, tokens, settings)
+            await answer(event, stopped, broker, llm, tokens, settings, attributor)
     except LLMUnavailable as exc:
         raise PoisonMessage(str(exc)) from exc  # fail this question now: the user sees an error at once
 
@@ -131,16 +139,28 @@ async def cancellation(broker: NatsBroker, query_id: str) -> AsyncIterator[async
 
 
 async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker, llm: ChatClient,
-                 tokens: TokenCounter, settings: GeneratorSettings) -> None:
+                 tokens: TokenCounter, settings: GeneratorSettings, attributor: Attributor) -> None:
     started = time.perf_counter()
+    mode = event.answer_mode or settings.answer_mode
     pieces: list[str] = []
+    finish: list[str] = []
     first_token_at: float | None = None
     passages, prompt_tokens = event.passages, 0
-    if passages and not stopped.is_set():
+    evidence = None
+    extracted_text = ""
+    if passages and not stopped.is_set() and mode == "extractive":
+        # the passages' own sentences that answer the question best, cited; the LLM is not called
+        evidence = await attributor.evidence(passages)
+        extracted_text = (await attributor.extract(event.standalone_question or event.question, evidence)).answer
+        first_token_at = time.perf_counter()
+        await publish_token(token(event, 0, extracted_text or NO_TEXT))
+        pieces.append(extracted_text or NO_TEXT)
+    elif passages and not stopped.is_set():
         prompt = build_prompt(event.question, passages, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
         passages, prompt_tokens = prompt.passages, prompt.tokens
-        stream = llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature)
+        grammar = citing_grammar([p.n for p in passages]) if settings.constrained_citing else None
+        stream = llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature, grammar, finish)
         # closing the stream closes the HTTP request: the LLM server stops generating for a stopped answer
         async with contextlib.aclosing(stream):
             async for piece in stream:
@@ -165,9 +185,18 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     text = "".join(pieces).strip()
     finished = time.perf_counter()
     streaming = max(finished - (first_token_at or started), 1e-6)
+    truncated = bool(finish) and finish[-1] == "length" and not stopped.is_set()
+    decided = await decide(event, text, passages, mode, stopped.is_set(), attributor, evidence)
+    notices = [cut_notice(settings.max_answer_tokens)] if truncated and decided.mode == "generative" else []
+    if decided.attribution.sentences and not decided.attribution.supported:
+        notices.append(NO_SUPPORT)
+    notices += decided.notices
     await publish_done(AnswerCompleted.caused_by(
-        event, event_id=f"answer.done:{event.query_id}", answer=text,
-        citations=citations_for(text, passages) if passages and text != NO_TEXT else [],
+        event, event_id=f"answer.done:{event.query_id}", answer=decided.text,
+        citations=decided.attribution.citations, sentences=decided.attribution.sentences,
+        supported=bool(decided.attribution.supported) if decided.attribution.sentences else None,
+        answer_mode=decided.mode, requested_mode=mode if mode == "auto" else None,
+        generated_answer=text if decided.text != text else None, truncated=truncated, notices=notices,
         sources=sources_for(passages),
         timings={
             **event.timings,
@@ -175,12 +204,44 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
             "generate_ms": (finished - started) * 1000,
             "tokens_per_s": len(pieces) / streaming,
             "prompt_tokens": prompt_tokens,
+            "attribution_ms": decided.ms,
         },
-        model=settings.llm_model if passages else "none", embedding_model=event.embedding_model,
-        generator=settings.generator_id, tokens=len(pieces),
+        model=settings.llm_model if passages and decided.mode == "generative" else "none",
+        embedding_model=event.embedding_model, generator=settings.generator_id, tokens=len(pieces),
         stopped=stopped.is_set(),
     ))
-    log.info("answered %s with %d tokens in %.1fs", event.query_id, len(pieces), finished - started)
+    log.info("answered %s (%s) with %d tokens in %.1fs, %d of %d sentences supported", event.query_id,
+             decided.mode, len(pieces), finished - started, decided.attribution.supported,
+             len(decided.attribution.sentences))
+
+
+@dataclass
+class Decided:
+    text: str
+    mode: AnswerMode
+    attribution: Attribution
+    notices: list[str]
+    ms: float
+
+
+async def decide(event: ContextBuilt, text: str, passages: list[Passage], mode: AnswerMode, stopped: bool,
+                 attributor: Attributor, evidence: Evidence | None) -> Decided:
+    """Attribute the answer's sentences to the passages; in auto mode, fall back to the extractive answer when
+    most of the generated one is unsupported. Depends only on context.built and the text: a replay agrees."""
+    started = time.perf_counter()
+    if not passages or text in (NO_TEXT, NOT_COVERED):
+        return Decided(text, "extractive" if mode == "extractive" else "generative", Attribution([], []), [], 0.0)
+    evidence = evidence or await attributor.evidence(passages)
+    attribution = await attributor.attribute(text, evidence)
+    chosen: AnswerMode = "extractive" if mode == "extractive" else "generative"
+    notices: list[str] = []
+    if mode == "auto" and not stopped and attribution.supported_share <= attributor.config.auto_supported_share:
+        extracted = await attributor.extract(event.standalone_question or event.question, evidence)
+        if extracted.answer:
+            notices.append(auto_notice(attribution.supported, len(attribution.sentences)))
+            text, chosen = extracted.answer, "extractive"
+            attribution = await attributor.attribute(text, evidence)
+    return Decided(text, chosen, attribution, notices, (time.perf_counter() - started) * 1000)
 
 
 def token(event: ContextBuilt, seq: int, text: str) -> AnswerTokenGenerated:

@@ -79,18 +79,21 @@ class ChatClient:
     async def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> str:
         return "".join([piece async for piece in self.stream(messages, max_tokens, temperature)])
 
-    async def stream(self, messages: list[dict[str, str]], max_tokens: int,
-                     temperature: float = 0.0) -> AsyncIterator[str]:
+    async def stream(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
+                     grammar: str | None = None, finish: list[str] | None = None) -> AsyncIterator[str]:
         """Yield content pieces as the server streams them. Retries only before the first piece: once text
-        has reached the user, a retry would repeat it."""
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature, "seed": 42, "stream": True}
+        has reached the user, a retry would repeat it. `grammar`: a GBNF grammar the output must follow
+        (llama.cpp's server); `finish` receives the server's finish_reason ("stop", "length")."""
+        body: dict = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                      "temperature": temperature, "seed": 42, "stream": True}
+        if grammar:
+            body["grammar"] = grammar
         attempt = 0
         while True:
             self.breaker.check()
             started = False
             try:
-                async for piece in self._stream_once(body):
+                async for piece in self._stream_once(body, finish):
                     if not started:
                         started = True
                         self.breaker.success()
@@ -110,7 +113,7 @@ class ChatClient:
                 log.warning("LLM call failed (%s); retry %d in %.1fs", exc, attempt, delay)
                 await asyncio.sleep(delay)
 
-    async def _stream_once(self, body: dict) -> AsyncIterator[str]:
+    async def _stream_once(self, body: dict, finish: list[str] | None) -> AsyncIterator[str]:
         try:
             async with self.http.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -127,6 +130,8 @@ class ChatClient:
                     if "error" in payload:  # some servers report failures inside the event stream
                         raise LLMError(f"LLM server error: {payload['error']}", transient=True)
                     choices = payload.get("choices") or [{}]
+                    if choices[0].get("finish_reason") and finish is not None:
+                        finish.append(choices[0]["finish_reason"])
                     piece = (choices[0].get("delta") or {}).get("content")
                     if piece:
                         yield piece

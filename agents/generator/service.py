@@ -116,3 +116,24 @@ def citations_for(answer: str, passages: list[Passage]) -> list[Citation]:
 
 def sources_for(passages: list[Passage]) -> list[Citation]:
     return [_citation(p) for p in passages]
+
+
+def citing_grammar(numbers: list[int]) -> str:
+    """A llama.cpp GBNF grammar: the answer is sentences that each end with one source marker, [n] for a
+    source the prompt showed (constrained citing, RAGBUS_CONSTRAINED_CITING)."""
+    choices = " | ".join(f'"{n}"' for n in numbers) or '"1"'
+    return ('root ::= sentence (" " sentence)*\n'
+            'sentence ::= [^\\[\\]\\n.!?] [^\\[\\]\\n.!?]* [.!?] " [" source "]"\n'
+            f"source ::= {choices}\n")
+
+
+def cut_notice(limit: int) -> str:
+    return f"The answer was cut off at the {limit}-token limit."
+
+
+NO_SUPPORT = "No sentence of this answer is supported by the sources: check them before relying on it."
+
+
+def auto_notice(supported: int, total: int) -> str:
+    return (f"Showing the sources' own sentences instead of a generated answer: only {supported} of its "
+            f"{total} sentences were supported by the sources.")

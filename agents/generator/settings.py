@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from pydantic import Field
 
+from streams.events import AnswerMode
 from streams.settings import BusSettings
 
 
@@ -18,7 +20,7 @@ class GeneratorSettings(BusSettings):
     llm_api_key: str = ""
     llm_timeout: float = 120.0
     llm_retries: int = 2  # transient errors before the first token are retried with backoff
-    max_answer_tokens: int = 256
+    max_answer_tokens: int = 384  # bench/attribution.py: how often answers are cut at this limit
     temperature: float = 0.0  # deterministic: a redelivered question streams the same tokens again
     llm_context_tokens: int = 2048  # the server's context window (n_ctx): prompt + answer must fit
     llm_tokenizer: str = ""  # the model's GGUF, for exact token counts (vocab only); empty: estimate
@@ -26,3 +28,11 @@ class GeneratorSettings(BusSettings):
     breaker_cooldown: float = 15.0  # seconds the circuit stays open before one trial call
     condense_tokens: int = 64  # follow-up rewriting answers are short
     generator_id: str = Field(default_factory=_default_id)
+    answer_mode: AnswerMode = "generative"  # a question's own answer_mode overrides it
+    # the model that matches answer sentences to passages (agents/generator/attribution.py): the packaged
+    # MiniLM as ONNX int8 (~120 MB, no torch in the generator), built into models_dir on first start
+    attribution_model: str = "all-MiniLM-L6-v2-onnx-int8"
+    models_dir: Path = Path("~/.ragbus/models").expanduser()
+    attribution_threads: int = 1  # the LLM server needs the other cores
+    attribution_threshold: float = 0.5  # tuned with bench/attribution.py
+    constrained_citing: bool = False  # a llama.cpp grammar that makes every sentence end in [n]: see bench

@@ -224,7 +224,7 @@ function finishTurn(turn, msg) {
   renderFinished(turn, {
     answer: typeof msg.answer === "string" ? msg.answer : turn.streamed,
     citations: msg.citations, sources: msg.sources, timings: msg.timings, model: msg.model,
-    generator: msg.generator,
+    generator: msg.generator, attribution: msg,
   });
   if (stick) scrollToBottom();
   announce(`Answer: ${msg.answer || ""}`);
@@ -333,12 +333,24 @@ function resumeAfterReload(messages) {
 
 /* ---------- rendering a finished answer ---------- */
 
-function renderFinished(turn, { answer, citations, sources, timings, model, generator, rating }) {
+function renderFinished(turn, { answer, citations, sources, timings, model, generator, rating, attribution }) {
   citations = Array.isArray(citations) ? citations : [];
   sources = Array.isArray(sources) ? sources : [];
+  const sentences = Array.isArray(attribution?.sentences) ? attribution.sentences : [];
   turn.li.dataset.state = "done";
+  turn.li.dataset.answerMode = attribution?.answer_mode || "generative";
   turn.answer.hidden = false;
-  turn.answer.replaceChildren(...renderAnswer(answer || "(no answer)", citations));
+  turn.answer.replaceChildren(...(sentences.length
+    ? renderAttributed(answer || "", sentences, citations)
+    : renderAnswer(answer || "(no answer)", citations)));
+  const notices = Array.isArray(attribution?.notices) ? attribution.notices : [];
+  if (notices.length) {
+    turn.bubble.insertBefore(el("div", { class: "notices" },
+      notices.map((text) => el("p", { class: "notice" }, text))), turn.meta);
+  }
+  // one entry per passage (an attributed answer has one citation per sentence it supports)
+  citations = citations.filter((c, i) => citations.findIndex((d) => d.n === c.n) === i)
+    .map((c) => sources.find((s) => s.n === c.n) || c);
   const extra = sources.filter((s) => !citations.some((c) => c.n === s.n));
   if (citations.length) turn.bubble.insertBefore(renderSources(citations, "Sources"), turn.meta);
   if (extra.length) turn.bubble.insertBefore(renderMoreSources(extra), turn.meta);
@@ -357,6 +369,30 @@ function renderAnswer(text, citations) {
     if (!ns.every((n) => byN.has(n))) continue;
     out.push(text.slice(last, match.index), ...ns.map((n) => citeChip(byN.get(n))));
     last = match.index + match[0].length;
+  }
+  out.push(text.slice(last));
+  return out;
+}
+
+/** An attributed answer: each sentence as its own span, the model's [n] markers replaced by chips of the
+ *  passages that support it; a sentence no passage supports gets a subtle mark and says so on hover. */
+function renderAttributed(text, sentences, citations) {
+  const out = [];
+  let last = 0;
+  for (const s of sentences) {
+    out.push(text.slice(last, s.start));
+    last = s.end;
+    const plain = (s.text || "").replace(CITE_RE, "").replace(/\s+([.!?,;:])/g, "$1").trim();
+    const span = el("span", { class: s.supported ? "sentence" : "sentence unsupported" }, plain);
+    if (s.supported) {
+      const chips = (s.citations || []).map((n) => citations.find((c) => c.n === n && c.sentence === s.i)
+        || citations.find((c) => c.n === n)).filter(Boolean);
+      out.push(span, ...chips.map((c) => citeChip(c)));
+    } else {
+      span.title = `Not supported by the sources (best match ${fmtScore(s.score) || s.score})`;
+      span.setAttribute("aria-description", "not supported by the sources");
+      out.push(span);
+    }
   }
   out.push(text.slice(last));
   return out;
@@ -565,7 +601,7 @@ function renderStored(m) {
     return;
   }
   renderFinished(turn, { answer: m.answer || "", citations: m.citations, timings: m.timings, model: m.model,
-    rating: m.rating });
+    rating: m.rating, attribution: m.attribution });
 }
 
 /* ---------- composer ---------- */

@@ -1,0 +1,271 @@
+"""Which passage supports which sentence of an answer, decided after generation; and extractive answers.
+
+Pure functions of the passages (context.built), the text and an embedding function, so a replay of the log
+decides the same: no broker, no LLM. Support of sentence s by passage p is
+
+    support = DENSE_WEIGHT × max cosine(s, any sentence of p) + LEXICAL_WEIGHT × share of s's content words in p
+
+(thresholds and weights tuned on bench/eval with bench/attribution.py). A sentence is supported when its best
+passage reaches `threshold`; it cites that passage (and any other within `margin` of it). The model's own [n]
+markers are kept when that passage supports the sentence about as well as the best one, and replaced by the
+best one otherwise. Scores are rounded to 4 decimals so that a replay on another run compares equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from streams.events import AnswerSentence, Citation, Passage
+
+T = TypeVar("T")
+Encode = Callable[[list[str]], np.ndarray]  # texts -> float32 rows, L2-normalised (cosine = dot product)
+
+MARKER = re.compile(r"\s*\[(\d{1,3})\]")
+# a sentence ends at . ! ? (with closing quotes/brackets and the model's [n] markers after it) before
+# whitespace, or at a line break; abbreviations are not ends
+_END = re.compile(r"[.!?]+[\"')\]]*(?:\s*\[\d{1,3}\])*(?=\s|$)|\n")
+_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "cf", "mr", "mrs", "dr", "no", "fig", "approx", "resp"}
+_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between
+both but by can cannot could did do does doing done down during each either else even ever every few for from
+further get gets got had has have having he her here hers him his how however i if in into is it its itself just
+let like may me might more most much must my neither no nor not now of off on once one only or other our out over
+own per same she should so some such than that the their them then there these they this those through thus to
+too under until up upon us use used uses using very via was we were what when where whether which while who whom
+why will with within without would yes yet you your
+""".split())
+MAX_SENTENCE_WORDS = 60  # a passage "sentence" longer than this (man pages: few full stops) is cut in windows
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    threshold: float = 0.5  # support at or above this: the sentence is supported
+    dense_weight: float = 0.6
+    lexical_weight: float = 0.4
+    margin: float = 0.05  # other passages within this of the best are cited too; a model's marker is kept
+    max_citations: int = 2  # per sentence
+    min_words: int = 1  # sentences with fewer content words than this ("[2]", "Yes.") join the one before
+    extractive_sentences: int = 3  # an extractive answer has at most this many sentences ...
+    extractive_margin: float = 0.15  # ... each within this of the best one's score for the question
+    auto_supported_share: float = 0.5  # auto keeps a generated answer when more than this share is supported
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
+class Evidence:
+    """The passages cut into sentences, embedded once per answer (attribution and extraction share them)."""
+
+    passages: list[Passage]
+    spans: list[tuple[int, Span]]  # (passage n, sentence)
+    vectors: np.ndarray  # one row per span
+    words: dict[int, set[str]]  # content words (stemmed) of each passage
+    encode_ms: float = 0.0
+
+
+@dataclass
+class Attribution:
+    sentences: list[AnswerSentence]
+    citations: list[Citation]
+    ms: float = 0.0  # time spent here, embedding included
+
+    @property
+    def supported(self) -> int:
+        return sum(s.supported for s in self.sentences)
+
+    @property
+    def supported_share(self) -> float:
+        return self.supported / len(self.sentences) if self.sentences else 0.0
+
+
+@dataclass
+class Extract:
+    answer: str
+    picked: list[tuple[int, str, float]] = field(default_factory=list)  # (n, sentence, score for the question)
+
+
+def split_sentences(text: str, min_words: int = 1) -> list[Span]:
+    """Sentences with their offsets; a trailing [n] stays with the sentence it follows; fragments with fewer
+    than `min_words` content words (a lone "[2]", "Yes.") join the sentence before them."""
+    spans: list[Span] = []
+    start = 0
+    for m in _END.finditer(text):
+        end = m.end()
+        word = re.search(r"([\w.]+)\.$", text[start:m.start() + 1]) if m.group().startswith(".") else None
+        if word and word.group(1).lower() in _ABBREVIATIONS:
+            continue
+        _add_span(spans, text, start, end, min_words)
+        start = end
+    _add_span(spans, text, start, len(text), min_words)
+    return spans
+
+
+def _add_span(spans: list[Span], text: str, start: int, end: int, min_words: int) -> None:
+    piece = text[start:end]
+    lead = len(piece) - len(piece.lstrip())
+    start, piece = start + lead, piece.strip()
+    if not piece:
+        return
+    if spans and len(content_words(MARKER.sub("", piece))) < min_words:
+        last = spans[-1]
+        spans[-1] = Span(last.start, start + len(piece), text[last.start:start + len(piece)])
+        return
+    spans.append(Span(start, start + len(piece), piece))
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> list[str]:
+    return [_stem(w.split("'")[0].split("’")[0]) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def markers(text: str) -> list[int]:
+    return list(dict.fromkeys(int(n) for n in MARKER.findall(text)))
+
+
+def _windows(span: Span) -> list[Span]:
+    words = span.text.split()
+    if len(words) <= MAX_SENTENCE_WORDS:
+        return [span]
+    step = MAX_SENTENCE_WORDS // 2
+    return [Span(span.start, span.end, " ".join(words[i:i + MAX_SENTENCE_WORDS]))
+            for i in range(0, len(words) - step, step)]
+
+
+def gather_evidence(passages: Sequence[Passage], encode: Encode) -> Evidence:
+    started = time.perf_counter()
+    spans = [(p.n, w) for p in passages for s in split_sentences(p.text, min_words=1) for w in _windows(s)]
+    vectors = encode([s.text for _, s in spans]) if spans else np.zeros((0, 1), dtype=np.float32)
+    words = {p.n: set(content_words(p.text)) for p in passages}
+    return Evidence(list(passages), spans, vectors, words, (time.perf_counter() - started) * 1000)
+
+
+def _support(vectors: np.ndarray, words: list[list[str]], evidence: Evidence,
+             config: AttributionConfig) -> np.ndarray:
+    """(sentences, passages) support scores, passages in evidence order."""
+    ns = [p.n for p in evidence.passages]
+    dense = np.zeros((len(words), len(ns)), dtype=np.float64)
+    if len(evidence.spans):
+        sims = vectors @ evidence.vectors.T
+        owner = np.asarray([ns.index(n) for n, _ in evidence.spans])
+        for j in range(len(ns)):
+            cols = sims[:, owner == j]
+            if cols.shape[1]:
+                dense[:, j] = cols.max(axis=1)
+    lexical = np.asarray([[len(set(w) & evidence.words[n]) / len(set(w)) if w else 0.0 for n in ns]
+                          for w in words], dtype=np.float64).reshape(len(words), len(ns))
+    return np.round(config.dense_weight * np.clip(dense, 0.0, 1.0) + config.lexical_weight * lexical, 4)
+
+
+def attribute(answer: str, evidence: Evidence, encode: Encode,
+              config: AttributionConfig = AttributionConfig()) -> Attribution:
+    """Every sentence of `answer` with its best passage and whether that passage supports it."""
+    started = time.perf_counter()
+    spans = split_sentences(answer, config.min_words)
+    if not spans or not evidence.passages:
+        return Attribution([], [], (time.perf_counter() - started) * 1000)
+    plain = [MARKER.sub("", s.text).strip() for s in spans]
+    scores = _support(encode(plain), [content_words(t) for t in plain], evidence, config)
+    by_n = {p.n: p for p in evidence.passages}
+    column = {p.n: j for j, p in enumerate(evidence.passages)}
+    sentences: list[AnswerSentence] = []
+    citations: list[Citation] = []
+    for i, span in enumerate(spans):
+        row = scores[i]
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))  # ties: the better-ranked passage
+        best = order[0]
+        best_score = float(row[best])
+        written = [n for n in markers(span.text) if n in by_n]
+        supported = best_score >= config.threshold
+        cited: list[int] = []
+        corrected = False
+        if supported:
+            near = [evidence.passages[j].n for j in order if row[j] >= best_score - config.margin]
+            kept = [n for n in written if row[column[n]] >= config.threshold and n in near]
+            corrected = bool(written) and len(kept) < len(written)
+            cited = list(dict.fromkeys([*kept, *near]))[: max(config.max_citations, len(kept))]
+        sentences.append(AnswerSentence(i=i, start=span.start, end=span.end, text=span.text, supported=supported,
+                                        score=best_score, best=evidence.passages[best].n, citations=cited,
+                                        markers=written, corrected=corrected))
+        for n in cited:
+            p = by_n[n]
+            citations.append(Citation(n=n, chunk_id=p.chunk_id, doc_id=p.doc_id, name=p.name, page=p.page,
+                                      text=p.text, score=float(row[column[n]]), sentence=i))
+    return Attribution(sentences, citations, (time.perf_counter() - started) * 1000 + evidence.encode_ms)
+
+
+def extract(question: str, evidence: Evidence, encode: Encode,
+            config: AttributionConfig = AttributionConfig()) -> Extract:
+    """The passage sentences that best answer `question`, each followed by its [n], in reading order."""
+    if not evidence.spans:
+        return Extract("")
+    q_vector = encode([question])[0]
+    q_words = set(content_words(question))
+    scored: list[tuple[float, int, int]] = []
+    seen: set[str] = set()
+    for k, (n, span) in enumerate(evidence.spans):
+        key = span.text.strip().lower()
+        if key in seen or len(content_words(span.text)) < 3:
+            continue
+        seen.add(key)
+        lexical = len(q_words & set(content_words(span.text))) / len(q_words) if q_words else 0.0
+        value = round(config.dense_weight * float(evidence.vectors[k] @ q_vector) + config.lexical_weight * lexical, 4)
+        scored.append((value, k, n))
+    if not scored:
+        return Extract("")
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    top = scored[0][0]
+    chosen = sorted([t for t in scored if t[0] >= top - config.extractive_margin][: config.extractive_sentences],
+                    key=lambda t: t[1])  # reading order: passage by passage, sentence by sentence
+    picked = [(n, _sentence_text(evidence.spans[k][1].text), value) for value, k, n in chosen]
+    return Extract(" ".join(f"{text} [{n}]" for n, text, _ in picked), picked)
+
+
+def _sentence_text(text: str) -> str:
+    text = " ".join(MARKER.sub("", text).split())
+    return text if text[-1:] in ".!?:" else text + "."
+
+
+def cited_passages(attribution: Attribution) -> list[int]:
+    """The distinct passages an attributed answer cites, in order of first use."""
+    return list(dict.fromkeys(c.n for c in attribution.citations))
+
+
+class Attributor:
+    """The generator's embedding model for attribution, called off the event loop, one call at a time."""
+
+    def __init__(self, encode: Encode, config: AttributionConfig = AttributionConfig()) -> None:
+        self.encode = encode
+        self.config = config
+        self._lock = asyncio.Lock()
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    async def evidence(self, passages: Sequence[Passage]) -> Evidence:
+        return await self._run(gather_evidence, passages, self.encode)
+
+    async def attribute(self, answer: str, evidence: Evidence) -> Attribution:
+        return await self._run(attribute, answer, evidence, self.encode, self.config)
+
+    async def extract(self, question: str, evidence: Evidence) -> Extract:
+        return await self._run(extract, question, evidence, self.encode, self.config)
