@@ -356,6 +356,10 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
             "retrieval_embed": timing("embed_ms"), "retrieval_search": timing("search_ms"),
             "generator_ttft": timing("ttft_ms"),
         },
+        # the generator's sentence attribution after the last token (timings.attribution_ms of answer.done)
+        "attribution_ms": {**stat([p.system.timings["attribution_ms"] for p in pairs
+                                   if "attribution_ms" in p.system.timings]),
+                           "generate_p50": timing("generate_ms")},
         "tokens": {"system_mean": float(np.mean([p.system.tokens for p in pairs])) if pairs else None,
                    "direct_mean": float(np.mean([p.direct.tokens for p in pairs])) if pairs else None,
                    "prompt_mean": float(np.mean([p.prompt_tokens for p in pairs])) if pairs else None},
@@ -419,6 +423,10 @@ def report(result: dict[str, Any], console: Console) -> None:
                   f"{fmt(b['retrieval_embed'])} ms and hybrid search {fmt(b['retrieval_search'])} ms; the rest is "
                   f"gateway, NATS hops, durable pull fetches and the token relay. Generator's own TTFT p50 "
                   f"{fmt(b['generator_ttft'])} ms (build_prompt + LLM).")
+    a = result.get("attribution_ms") or {}
+    if a.get("p50") is not None:
+        console.print(f"sentence attribution after the last token (generator, per answer): p50 {fmt(a['p50'])} ms, "
+                      f"p90 {fmt(a['p90'])} ms, against a whole generation of {fmt(a['generate_p50'])} ms (p50)")
     console.print(f"tokens per answer (mean): system {fmt(tk['system_mean'], '.0f')}, direct "
                   f"{fmt(tk['direct_mean'], '.0f')}; prompt tokens (mean) {fmt(tk['prompt_mean'], '.0f')}")
     console.print(f"checks: rebuilt prompt has the generator's token count in {c['same_prompt_tokens']}/{c['pairs']}, "

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -301,6 +302,10 @@ async def _until(predicate, timeout: float = SLOW / 1000, what: str = "condition
     raise AssertionError(f"timed out waiting for {what}")
 
 
+ANSWER_WITHOUT_CHIPS = """(e) => [...e.childNodes].filter((n) => !(n.classList && n.classList.contains("chip")))
+  .map((n) => n.textContent).join("")"""
+
+
 async def test_dropped_stream_resumes_without_gaps_or_repeats_and_stop_frees_the_composer(stack, client, browser,
                                                                                          tmp_path):
     from playwright.async_api import expect
@@ -347,7 +352,9 @@ async def test_dropped_stream_resumes_without_gaps_or_repeats_and_stop_frees_the
         second["page"].send(second["held"])
         answer = page.locator("#log .msg.assistant").last
         await expect(answer).to_have_attribute("data-state", "done")
-        await expect(answer.locator(".answer")).to_have_text(done["answer"])
+        # the done frame's text, drawn sentence by sentence with citation chips instead of [n] markers
+        shown = await answer.locator(".answer").evaluate(ANSWER_WITHOUT_CHIPS)
+        assert " ".join(shown.split()) == " ".join(re.sub(r"\s*\[\d+\]", "", done["answer"]).split())
         await expect(answer.locator(".rate.up")).to_be_visible()
         await pages.shot(page, "resumed")
 
@@ -372,3 +379,51 @@ async def test_dropped_stream_resumes_without_gaps_or_repeats_and_stop_frees_the
         assert await stopped.locator(".answer").inner_text() == frozen
         assert len(tap.connections) == 3  # Stop moved the next question to a fresh socket
         assert not pages.errors, pages.errors
+
+
+async def test_answer_sentences_show_their_sources_and_unsupported_ones_are_marked(stack, client, browser, tmp_path):
+    """The page draws what answer.done says: one span per sentence, the citation chips after each supported
+    one, a marked sentence (with its best score on hover) for each unsupported one, and the notices; the same
+    again when the conversation is reopened from the answers read model."""
+    from playwright.async_api import expect
+
+    body = await upload(client, NAME, GLASSWORKS)
+    assert (await wait_for_status(client, body["doc_id"]))["status"] == "indexed"
+    async with pages_for(browser, stack, tmp_path) as pages:
+        page = await pages.open("desktop-attribution")
+        await _open_chat(page)
+        await page.fill("#question", "What does Perpetua Vane make at the Tamsin Reach glassworks, and when does it "
+                                     "close?")
+        await page.press("#question", "Enter")
+        answer = page.locator("#log .msg.assistant").last
+        await expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+        query_id = await answer.get_attribute("data-query-id")
+        session_id = await page.evaluate("sessionStorage.getItem('ragbus.session_id')")
+        stored = None
+        deadline = time.monotonic() + 60
+        while stored is None and time.monotonic() < deadline:
+            got = await client.get(f"/sessions/{session_id}")
+            if got.status_code == 200:
+                stored = next((m for m in got.json()["messages"] if m["query_id"] == query_id), None)
+            await asyncio.sleep(0.2)
+        assert stored is not None
+        sentences = stored["attribution"]["sentences"]
+        assert sentences, stored
+
+        async def check(view: Any) -> None:
+            spans = view.locator(".answer .sentence")
+            await expect(spans).to_have_count(len(sentences))
+            await expect(view.locator(".answer .sentence.unsupported")).to_have_count(
+                sum(not s["supported"] for s in sentences))
+            await expect(view.locator(".answer .chip")).to_have_count(sum(len(s["citations"]) for s in sentences))
+            for k, s in enumerate(sentences):
+                if not s["supported"]:
+                    assert "Not supported by the sources" in (await spans.nth(k).get_attribute("title") or "")
+            await expect(view.locator(".notice")).to_have_count(len(stored["attribution"]["notices"]))
+
+        await check(answer)
+        await pages.shot(page, "desktop-attribution")
+        again = await pages.open("desktop-attribution-reopened")
+        await _open_chat(again)
+        await again.locator(f'#session-list .session[data-session-id="{session_id}"]').click()
+        await check(again.locator(f'#log .msg.assistant[data-query-id="{query_id}"]'))
