@@ -39,9 +39,9 @@ from streams.topology import (
     CHUNKS,
     DEADLETTER,
     DOCUMENTS,
-    DOCUMENTS_BUCKET,
     INDEXES,
     KEYS,
+    OBJECTS,
     QUERIES,
     STREAMS,
     TOKENS,
@@ -49,7 +49,6 @@ from streams.topology import (
 
 log = logging.getLogger(__name__)
 
-OBJECTS = f"OBJ_{DOCUMENTS_BUCKET}"  # the stream behind the Object Store bucket
 # downstream first; a stream added to the topology and missing here is backed up before the documents
 ORDER = (DEADLETTER, TOKENS, ANSWERS, QUERIES, CHUNKS, INDEXES, KEYS)
 UPSTREAM = (DOCUMENTS, OBJECTS)

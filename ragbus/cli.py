@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     streams = sub.add_parser("streams", help="manage JetStream streams")
     streams_sub = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")
-    streams_sub.add_parser("declare", help="create or update every stream, consumer and bucket (idempotent)")
+    declare = streams_sub.add_parser(
+        "declare", help="create or update every stream, consumer and bucket (idempotent)",
+        description="Creates what is missing and updates what changed; messages are kept. With --replicas, "
+        "every stream and the document bucket move to that many copies on a JetStream cluster (3 on three "
+        "nodes: one may be lost), up or down, while the system runs; without it existing streams keep theirs.")
+    declare.add_argument("--replicas", type=int, choices=(1, 2, 3, 4, 5), default=None,
+                         help="copies of every stream (default: new streams 1, existing ones unchanged)")
 
     agent = sub.add_parser("agent", help="run one agent in the foreground (what each k3s pod runs)")
     agent.add_argument("name", choices=AGENTS)
@@ -165,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "streams":
         from ragbus.ops import declare
 
-        return asyncio.run(declare())
+        return asyncio.run(declare(args.replicas))
     if args.command == "agent":
         return run_agent(args.name)
     if args.command == "ingest":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from nats.js.api import StreamInfo
 from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
@@ -20,16 +21,16 @@ from streams.connect import connect
 from streams.declare import declare_streams
 from streams.indexes import read_index_state
 from streams.settings import BusSettings
-from streams.topology import DURABLES, STREAMS, index_durable
+from streams.topology import DURABLES, OBJECTS, STREAMS, index_durable
 
 console = Console()
 
 
-async def declare() -> int:
+async def declare(replicas: int | None = None) -> int:
     settings = admin_login(BusSettings())
     nc = await connect(settings, "ragbus-declare")
     try:
-        for line in await declare_streams(nc.jetstream(), *initial_index()):
+        for line in await declare_streams(nc.jetstream(), *initial_index(), replicas=replicas):
             console.print(line)
     finally:
         await nc.close()
@@ -43,18 +44,24 @@ async def status() -> int:
     tails: dict[str, int] = {}
     try:
         streams = Table(title="Streams")
-        for col in ("stream", "subjects", "messages", "bytes", "last seq"):
+        for col in ("stream", "subjects", "messages", "bytes", "last seq", "copies"):
             streams.add_column(col)
-        for name in STREAMS:
+        missing_peers: set[str] = set()
+        for name in (*STREAMS, OBJECTS):
             try:
                 info = await js.stream_info(name)
             except NotFoundError:
-                streams.add_row(name, "-", "[red]missing: run `ragbus streams declare`[/red]", "", "")
+                streams.add_row(name, "-", "[red]missing: run `ragbus streams declare`[/red]", "", "", "")
                 continue
             tails[name] = info.state.last_seq
+            copies, lost = _copies(info)
+            missing_peers |= lost
             streams.add_row(name, ", ".join(info.config.subjects or []), str(info.state.messages),
-                            _size(info.state.bytes), str(info.state.last_seq))
+                            _size(info.state.bytes), str(info.state.last_seq), copies)
         console.print(streams)
+        if missing_peers:
+            console.print(f"[yellow]cluster degraded: {', '.join(sorted(missing_peers))} offline[/yellow] "
+                          "(each stream works while most of its copies are; bring the server back)")
 
         consumers = Table(title="Work queues (durable pull consumers)")
         for col in ("consumer", "pending", "in flight", "redelivered", "waiting pulls"):
@@ -95,6 +102,30 @@ async def status() -> int:
     finally:
         await pool.close()
     return 0
+
+
+SILENT_PEER = 5.0  # seconds without a word from a stream's copy: its server is gone (the server's own
+# `offline` flag comes much later); healthy peers answer the leader's heartbeats every second or so
+
+
+def _copies(info: StreamInfo) -> tuple[str, set[str]]:
+    """'R3: n1 (leader), n2, n3 offline' and the peers that are offline; 'R1' on a single server."""
+    replicas = info.config.num_replicas or 1
+    cluster = info.cluster
+    if cluster is None or replicas == 1:
+        return f"R{replicas}", set()
+    peers = [f"{cluster.leader} (leader)" if cluster.leader else "[red]no leader[/red]"]
+    lost: set[str] = set() if cluster.leader else {"the leader"}
+    for peer in cluster.replicas or []:
+        silent = (peer.active or 0) / 1e9  # nanoseconds since the leader last heard from it
+        if peer.offline or silent > SILENT_PEER:
+            peers.append(f"[red]{peer.name} offline[/red]" + (f" ({silent:.0f} s)" if not peer.offline else ""))
+            lost.add(str(peer.name))
+        elif not peer.current:  # briefly behind is normal under load
+            peers.append(f"[yellow]{peer.name} catching up[/yellow]")
+        else:
+            peers.append(str(peer.name))
+    return f"R{replicas}: " + ", ".join(peers), lost
 
 
 async def dead_letters(action: str, seqs: list[int]) -> int:

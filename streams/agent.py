@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def make_broker(settings: BusSettings, name: str) -> NatsBroker:
     return NatsBroker(
-        settings.nats_url,
+        settings.servers,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -45,4 +45,4 @@ def broker_options(settings: BusSettings) -> dict[str, Any]:
 
 
 async def connect(settings: BusSettings, name: str, **options: Any) -> NATS:
-    return await nats.connect(settings.nats_url, name=name, **connect_options(settings), **options)
+    return await nats.connect(servers=settings.servers, name=name, **connect_options(settings), **options)

@@ -9,8 +9,13 @@ middleware adds it, `publish` injects it); dedup and `decode_event` look only at
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, cast
 
+import nats.errors
+import nats.js.errors
 from faststream.nats import JStream, NatsBroker, NatsRouter
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -24,6 +29,9 @@ HEADER_SCHEMA = "Ragbus-Schema-Version"
 HEADER_CORRELATION = "Ragbus-Correlation-Id"
 HEADER_CAUSATION = "Ragbus-Causation-Id"
 MSG_ID = "Nats-Msg-Id"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def headers_for(event: Event) -> dict[str, str]:
@@ -42,10 +50,36 @@ def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 
+# What a publish meets while a JetStream cluster elects a new stream leader (or the client reconnects to
+# another server): no ack in time, nobody answering the stream's subject, "JetStream not available". The
+# message may or may not be stored; sending it again is safe because its Nats-Msg-Id makes the stream drop
+# a second copy, so a publish retries for this long before the caller sees the error.
+RETRY_FOR = 30.0
+TRANSIENT: tuple[type[BaseException], ...] = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                                               nats.js.errors.NoStreamResponseError,
+                                               nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
+
+
+async def with_retries(send: Callable[[], Awaitable[T]], what: str) -> T:
+    deadline = asyncio.get_running_loop().time() + RETRY_FOR
+    delay = 0.1
+    while True:
+        try:
+            return await send()
+        except TRANSIENT as e:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("publishing %s: %s; again in %.1f s (same Nats-Msg-Id: no duplicate)",
+                        what, type(e).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 async def publish(js: JetStreamContext, event: Event, timeout: float = 10.0) -> PubAck:
     """Publish and wait for the stream's ack. `ack.duplicate` is True when the server dropped a copy."""
     headers = inject({**headers_for(event), "content-type": "application/json"})  # traceparent, when traced
-    return await js.publish(event.subject(), encode(event), timeout=timeout, headers=headers)
+    return await with_retries(lambda: js.publish(event.subject(), encode(event), timeout=timeout, headers=headers),
+                              event.event_id)
 
 
 class EventPublisher:
@@ -69,7 +103,9 @@ class EventPublisher:
     async def __call__(self, event: Event) -> PubAck | None:
         if not isinstance(event, self.cls):
             raise TypeError(f"{type(event).__name__} is not {self.cls.__name__}")
-        ack = await self.publisher.publish(  # type: ignore[func-returns-value]  # a PubAck when stream is set
-            event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id
-        )
-        return cast("PubAck | None", ack)
+        async def send() -> PubAck | None:
+            ack = await self.publisher.publish(  # type: ignore[func-returns-value]  # a PubAck when stream is set
+                event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id)
+            return cast("PubAck | None", ack)
+
+        return await with_retries(send, event.event_id)

@@ -37,6 +37,7 @@ from streams.events import (
 )
 
 DOCUMENTS_BUCKET = "documents"
+OBJECTS = f"OBJ_{DOCUMENTS_BUCKET}"  # the stream behind the Object Store bucket
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 24 * HOUR

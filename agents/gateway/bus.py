@@ -35,7 +35,7 @@ from streams.events import (
 )
 from streams.logs import broker_logging
 from streams.metrics import metrics_middlewares
-from streams.publish import EventPublisher
+from streams.publish import EventPublisher, with_retries
 from streams.settings import BusSettings
 from streams.topology import ANSWERS, DOCUMENTS, DOCUMENTS_BUCKET, PROJECTION_UPDATED, QUERIES, TOKENS
 from streams.tracing import tracing_middlewares
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def gateway_broker(settings: BusSettings) -> tuple[NatsBroker, dict[type[Event], EventPublisher]]:
-    broker = NatsBroker(settings.nats_url, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1,
+    broker = NatsBroker(settings.servers, name="ragbus-gateway", max_reconnect_attempts=-1, reconnect_time_wait=1,
                         middlewares=(*tracing_middlewares("ragbus-gateway"), *metrics_middlewares("ragbus-gateway")),
                         **broker_logging(), **broker_options(settings))
     publishers = {
@@ -92,12 +92,15 @@ class Bus:
 
     async def store_bytes(self, name: str, data: bytes) -> None:
         """Content-addressed: bytes already stored under their sha256 are never written again (rewriting an
-        object replaces its chunks, which would break a parser reading it at that moment)."""
-        try:
-            await self.documents.get_info(name)
-            return
-        except ObjectNotFoundError:
-            await self.documents.put(name, data)
+        object replaces its chunks, which would break a parser reading it at that moment). Retried through a
+        stream leader change like any publish: a put cut off before its metadata left only unnamed chunks."""
+        async def store() -> None:
+            try:
+                await self.documents.get_info(name)
+            except ObjectNotFoundError:
+                await self.documents.put(name, data)
+
+        await with_retries(store, f"document bytes {name[:12]}")
 
     async def publish(self, event: Event) -> PubAck:
         ack = await self.publishers[type(event)](event)

@@ -15,15 +15,36 @@ import sysconfig
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ragbus.private_files import write_private
 
 from .ports import ManagedServer, free_port
 
 NATS_SERVER_ENV = "RAGBUS_NATS_SERVER_BIN"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster block of one member: its route port, and routes to every member (itself included, as
+    nats-server expects of a static list), authenticated by a route user of their own."""
+
+    name: str
+    ports: dict[str, int]  # server name -> its route port
+    user: str
+    password: str
+    host: str = "127.0.0.1"
+
+    def config_text(self, server_name: str) -> str:
+        secret = quote(self.password, safe="")
+        routes = [f"nats-route://{self.user}:{secret}@{self.host}:{port}" for port in self.ports.values()]
+        block = {"name": self.name, "listen": f"{self.host}:{self.ports[server_name]}",
+                 "authorization": {"user": self.user, "password": self.password}, "routes": routes}
+        return f"cluster: {json.dumps(block, indent=1)}"
 
 
 def find_nats_server() -> Path:
@@ -75,6 +96,7 @@ class NatsServer(ManagedServer):
         binary: Path | None = None,
         log_path: Path | None = None,
         users: list[dict[str, Any]] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         super().__init__(log_path or self.data_dir / "nats-server.log")
@@ -90,6 +112,7 @@ class NatsServer(ManagedServer):
         self.config_path = self.data_dir / "nats-server.conf"
         # `authorization.users` (user, bcrypt password, permissions): with users, nobody gets in without one
         self.users = users
+        self.cluster = cluster
 
     @property
     def url(self) -> str:
@@ -117,6 +140,8 @@ class NatsServer(ManagedServer):
         lines.append("}")
         if self.users:
             lines.append(f"authorization: {json.dumps({'users': self.users}, indent=1)}")
+        if self.cluster is not None:
+            lines.append(self.cluster.config_text(self.server_name))
         return "\n".join(lines) + "\n"
 
     def _prepare(self) -> None:

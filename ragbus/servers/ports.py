@@ -169,6 +169,13 @@ class ManagedServer:
         self.started_in = time.monotonic() - t0
         return self
 
+    def kill(self) -> None:
+        """SIGKILL, no warning (a node lost), then the same clean-up as `stop`; `start` brings it back."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(10)
+        self.stop()
+
     def _acquire_lock(self) -> int | None:
         path = self._lock_path()
         if path is None:
