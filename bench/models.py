@@ -1,4 +1,4 @@
-"""Embedding model benchmark: every catalogue model (agents/embedder/models.py) against torch MiniLM, same run.
+"""Embedding model benchmark: every catalogue model (agents/models.py) against torch MiniLM, same run.
 
     .venv/bin/python bench/models.py                    # the catalogue, built fresh into a temporary folder
     .venv/bin/python bench/models.py --onnx-variants    # also every ONNX quantisation recipe (fp32, int8, ...)
@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agents.embedder import models as catalogue
+from agents import models as catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 QUALITY = ROOT / "tests" / "quality"
@@ -302,7 +302,7 @@ def report(result: dict[str, Any], console: Console) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/models.py",
-        description="Build, load and compare the embedding models of agents/embedder/models.py (and any "
+        description="Build, load and compare the embedding models of agents/models.py (and any "
         "sentence-transformers / ONNX / model2vec folder given by path) against torch all-MiniLM-L6-v2 in "
         "the same run: build time, load time, RSS, texts/s, queries/s, cosine agreement, retrieval quality.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -41,7 +41,7 @@ sys.path[:0] = [str(EVAL.parent.parent), str(EVAL)]
 
 import score as evaluation  # noqa: E402  (bench/eval/score.py)
 
-from agents.embedder import models as catalogue  # noqa: E402
+from agents import models as catalogue  # noqa: E402
 from projections.views import IndexView, create_pool  # noqa: E402
 from ragbus.stack import AgentStack, Servers  # noqa: E402
 from streams.connect import connect  # noqa: E402

@@ -11,8 +11,8 @@ console = Console()
 
 
 def run_models(action: str, names: list[str]) -> int:
-    from agents.embedder.models import CATALOG, ensure_built, is_built
     from agents.embedder.settings import EmbedderSettings
+    from agents.models import CATALOG, ensure_built, is_built
 
     models_dir = EmbedderSettings().models_dir
     if action == "build":

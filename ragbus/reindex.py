@@ -114,7 +114,7 @@ async def _newest_candidate(view: IndexView) -> str:
 
 
 async def _start(js: JetStreamContext, view: IndexView, args: argparse.Namespace) -> int:
-    from agents.embedder.models import CATALOG
+    from agents.models import CATALOG
 
     spec = CATALOG.get(args.model)
     if spec is None and not args.source:

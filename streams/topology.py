@@ -56,7 +56,7 @@ KEYS = "KEYS"
 # later switch is an index.activated event in the log.
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 # The models every embedder can load or build from the packaged MiniLM, by name and dimension (their
-# builders are agents/embedder/models.py; a test keeps the two in step). Any other model is a folder.
+# builders are agents/models.py; a test keeps the two in step). Any other model is a folder.
 EMBEDDING_MODELS: dict[str, int] = {
     DEFAULT_EMBEDDING_MODEL: 384,
     "all-MiniLM-L6-v2-onnx-int8": 384,

@@ -76,7 +76,7 @@ def llama() -> Iterator[LlamaServer]:
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every catalogue embedding model built once for the session from the packaged MiniLM, with the network
     cut: any download attempt fails the build. The session's embedders load them from here."""
-    from agents.embedder import models
+    from agents import models
 
     folder = tmp_path_factory.mktemp("models")
 

@@ -1,6 +1,6 @@
 """An index's embedding model as the handlers use it, without any broker: easy to test, easy to benchmark.
 
-The models themselves (catalogue, building, loaders) are in `agents.embedder.models`.
+The models themselves (catalogue, building, loaders) are in `agents.models`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.embedder.models import EmbeddingModel, load_model
+from agents.models import EmbeddingModel, load_model
 
 log = logging.getLogger(__name__)
 

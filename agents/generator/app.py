@@ -28,7 +28,7 @@ BREAKER_OPEN = Gauge("ragbus_llm_breaker_open",
 def load_attributor(settings: GeneratorSettings) -> Attributor:
     """The embedding model that matches answer sentences to passages. The catalogue and loaders live with the
     embedder (the one place models are built from the packaged MiniLM); the generator uses them as a library."""
-    from agents.embedder.models import load_model
+    from agents.models import load_model
 
     model = load_model(settings.attribution_model, settings.models_dir, settings.attribution_threads)
     return Attributor(model.encode, AttributionConfig(threshold=settings.attribution_threshold))

@@ -120,7 +120,7 @@ def test_empty_answer_or_no_passages_attribute_nothing() -> None:
 def test_the_packaged_model_gives_the_same_attribution_twice(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The real embedding model (MiniLM through sentence-transformers, shipped in its wheel): a replay of the
     same context and text decides the same, to the rounded score."""
-    from agents.embedder.models import MINILM, load_model
+    from agents.models import MINILM, load_model
 
     model = load_model(MINILM, tmp_path_factory.mktemp("models"), threads=1)
     answer = "Debian comes from the names Debra and Ian. Git stash keeps your changes for later."

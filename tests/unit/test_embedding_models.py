@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.embedder import models as M
+from agents import models as M
 
 ROOT = Path(__file__).resolve().parents[2]
 QUALITY = ROOT / "tests" / "quality"
@@ -127,7 +127,7 @@ def test_a_failed_build_leaves_nothing_and_a_killed_ones_scratch_is_cleared(
 
 def heavy_modules_after_loading(name: str, models_dir: Path, **env: str) -> tuple[list[str], str]:
     """In a fresh interpreter: load and use a model; which of torch & co. got imported, and its fingerprint."""
-    code = ("import sys; from pathlib import Path; from agents.embedder.models import load_model; "
+    code = ("import sys; from pathlib import Path; from agents.models import load_model; "
             f"m = load_model({name!r}, Path({str(models_dir)!r})); m.encode(['hello']); "
             "print(sorted(k for k in ('torch', 'sentence_transformers', 'transformers') if k in sys.modules)); "
             "print(m.fingerprint)")

@@ -247,7 +247,7 @@ class Embeddings:
         self.encoded = 0
 
     def _fingerprint(self) -> str:
-        from agents.embedder import models
+        from agents import models
 
         if self.name == models.MINILM:
             return models.fingerprint(models.packaged_model_path())
@@ -258,7 +258,7 @@ class Embeddings:
     @property
     def model(self) -> Any:
         if self._model is None:
-            from agents.embedder.models import load_model
+            from agents.models import load_model
 
             self._model = load_model(self.name, self.models_dir, self.threads)
         return self._model
@@ -927,7 +927,7 @@ async def latency(state: State, variant: str, rounds: int, models_dir: Path) -> 
             t2 = time.perf_counter()
             times["today_search_ms"].append(1000 * (t1 - t0))
             times["proposed_search_ms"].append(1000 * (t2 - t1))
-    from agents.embedder.models import MINILM, MINILM_ONNX, load_model
+    from agents.models import MINILM, MINILM_ONNX, load_model
 
     for name in (MINILM_ONNX, MINILM):
         model = load_model(name, models_dir, 2)

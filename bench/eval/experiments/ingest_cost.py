@@ -23,7 +23,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["all-MiniLM-L6-v2-onnx-int8", "all-MiniLM-L6-v2"])
     ap.add_argument("--models-dir", type=Path, default=harness.CACHE / "models")
     args = ap.parse_args()
-    from agents.embedder.models import load_model
+    from agents.models import load_model
 
     t0 = time.perf_counter()
     today = harness.load_corpus(harness.QSETS["eval"][0])

@@ -123,7 +123,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from agents.embedder.models import packaged_model_path
+    from agents.models import packaged_model_path
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -9,7 +9,7 @@ Three backends, each returning float32 (n, dim) L2-normalised rows (cosine = dot
 
 Building (ONNX export, distillation) needs torch + transformers, which the project has; loading an ONNX or
 model2vec model imports neither (ensure_built builds in a child process). Nothing is ever downloaded: the hub is
-switched off before any HF import. Ahead of time: python -m agents.embedder.models --models-dir DIR [NAME ...]
+switched off before any HF import. Ahead of time: python -m agents.models --models-dir DIR [NAME ...]
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ def _build_in_child(name: str, models_dir: Path) -> None:
     log.info("building embedding model %s into %s in a child process", name, models_dir)
     root = str(Path(__file__).resolve().parents[2])  # so the child imports this very package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "agents.embedder.models", "--models-dir", str(models_dir), name],
+    done = subprocess.run([sys.executable, "-m", "agents.models", "--models-dir", str(models_dir), name],
                           capture_output=True, text=True, env=env, timeout=1800, check=False)
     if done.returncode != 0 or not _is_current(models_dir / name):
         raise RuntimeError(f"building embedding model {name} failed (exit {done.returncode}):\n"
@@ -532,10 +532,10 @@ def load_model(name_or_path: str, models_dir: Path, threads: int = 0) -> Embeddi
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build catalogue models ahead of time (an image build, CI), in this process: python -m agents.embedder.models"""
+    """Build catalogue models ahead of time (an image build, CI), in this process: python -m agents.models"""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m agents.embedder.models", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m agents.models", description=main.__doc__)
     parser.add_argument("--models-dir", type=Path, required=True, help="where the models are built")
     parser.add_argument("names", nargs="*", default=[n for n, s in CATALOG.items() if s.build],
                         help="catalogue models to build (default: every one that needs building)")
