@@ -290,8 +290,12 @@ async def test_wiped_system_restored_from_a_backup_has_identical_read_models_and
             added = await upload(client, "new.txt", b"Attribution. You must keep the copyright notices intact.")
             assert (await wait_for_status(client, added["doc_id"]))["status"] == "indexed"
             answer = await client.post("/ask", json={"question": "do I need to keep copyright notices?"})
-            assert answer.status_code == 200, answer.text
-            assert any(c["name"] == "new.txt" for c in answer.json()["citations"]), answer.json()
+            assert answer.status_code == 200 and answer.json()["answer"], answer.text
+            # the passage sentences themselves, cited: the new document is found in the restored index
+            quoted = await client.post("/ask", json={"question": "do I need to keep copyright notices?",
+                                                     "answer_mode": "extractive"})
+            assert quoted.status_code == 200, quoted.text
+            assert any(c["name"] == "new.txt" for c in quoted.json()["citations"]), quoted.json()
     finally:
         stack.stop_all()
         restored.stop()

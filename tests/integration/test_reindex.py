@@ -213,8 +213,13 @@ async def test_the_gate_refuses_an_incomplete_index_and_compare_reports_on_logge
     assert js_events[-1].baseline == NEW and js_events[-1].questions >= len(QUESTIONS)
     assert figures[NEW]["judged"] >= 4 and 0.0 <= figures[THIRD]["overlap"] <= 1.0
     assert figures[NEW]["hit_rate"] > 0  # the passages it cited itself, for questions rated up
-    forced = await rclient.post(f"/admin/indexes/{THIRD}/activate")  # complete now: the gate lets it through
-    assert forced.status_code == 200 and forced.json()["passed"], forced.text
+    activated = await rclient.post(f"/admin/indexes/{THIRD}/activate")  # complete now: only quality may stop it
+    if activated.status_code == 409:  # the distilled model may answer a judged question worse, and the gate says so
+        assert "hit rate" in activated.json()["detail"] and "no vector" not in activated.json()["detail"]
+        activated = await rclient.post(f"/admin/indexes/{THIRD}/activate", params={"force": "true"})
+        assert activated.status_code == 200 and activated.json()["forced"], activated.text
+    else:
+        assert activated.status_code == 200 and activated.json()["passed"], activated.text
     await answered_by(rclient, THIRD)
     back = await rclient.post("/admin/indexes/rollback")
     assert back.status_code == 200 and back.json()["model"] == NEW
