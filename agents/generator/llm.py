@@ -80,7 +80,8 @@ class ChatClient:
         return "".join([piece async for piece in self.stream(messages, max_tokens, temperature)])
 
     async def stream(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
-                     grammar: str | None = None, finish: list[str] | None = None) -> AsyncIterator[str]:
+                     grammar: str | None = None, finish: list[str] | None = None, *,
+                     repeat_penalty: float = 1.0) -> AsyncIterator[str]:
         """Yield content pieces as the server streams them. Retries only before the first piece: once text
         has reached the user, a retry would repeat it. `grammar`: a GBNF grammar the output must follow
         (llama.cpp's server); `finish` receives the server's finish_reason ("stop", "length")."""
@@ -88,6 +89,8 @@ class ChatClient:
                       "temperature": temperature, "seed": 42, "stream": True}
         if grammar:
             body["grammar"] = grammar
+        if repeat_penalty != 1.0:  # llama.cpp's: tokens already in the context get less likely
+            body["repeat_penalty"] = repeat_penalty
         attempt = 0
         while True:
             self.breaker.check()
