@@ -8,6 +8,7 @@ here too (`declare_index`, also what `ragbus reindex` calls when it starts an in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.js import JetStreamContext
@@ -39,6 +40,7 @@ async def declare_streams(js: JetStreamContext, initial_model: str = DEFAULT_EMB
     cluster: 3) moves every stream and the bucket to that many copies, up or down, keeping the messages;
     without it new streams get one and existing ones keep theirs."""
     report: list[str] = []
+    raised: list[str] = []  # streams given more copies: their consumers may follow only once the cluster agrees
     for name, config in STREAMS.items():
         try:
             info = await js.stream_info(name)
@@ -50,11 +52,15 @@ async def declare_streams(js: JetStreamContext, initial_model: str = DEFAULT_EMB
         wanted = config.evolve(num_replicas=replicas or current)
         if _differs(info.config, config) or wanted.num_replicas != current:
             await js.update_stream(wanted)
+            if (wanted.num_replicas or 1) > current:
+                raised.append(name)
             report.append(f"stream {name}: updated" + (f" (R{current} -> R{replicas})"
                                                        if wanted.num_replicas != current else ""))
         else:
             report.append(f"stream {name}: unchanged")
 
+    if replicas:
+        await _until_copies(js, raised, replicas)
     for durable in DURABLES:
         consumer = durable.config()
         try:
@@ -165,6 +171,21 @@ async def _retire_legacy_durable(js: JetStreamContext, report: list[str]) -> int
         pass
     report.append(f"consumer {CHUNKS}/{LEGACY_EMBEDDER_CHUNKS}: retired (the first index goes on from #{start})")
     return start
+
+
+async def _until_copies(js: JetStreamContext, names: list[str], replicas: int, timeout: float = 60.0) -> None:
+    """Until the cluster has placed every copy of these streams: before that it refuses a consumer with as
+    many copies ("exceeds parent stream"), the change being asynchronous."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for name in names:
+        while True:
+            info = await js.stream_info(name)
+            peers = (info.cluster.replicas if info.cluster else None) or []
+            if info.config.num_replicas == replicas and len(peers) >= replicas - 1:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"stream {name}: {replicas} copies not placed after {timeout:.0f} s")
+            await asyncio.sleep(0.2)
 
 
 def _differs(current: object, wanted: object) -> bool:

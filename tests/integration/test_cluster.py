@@ -78,7 +78,7 @@ async def _answers_per_question(js, query_ids: list[str]) -> dict[str, int]:
 
 
 async def test_declare_replicas_3_moves_a_running_single_replica_system_without_loss(cluster_stack):
-    _, stack, servers = cluster_stack
+    cluster, stack, servers = cluster_stack
     nc = await connect(servers.settings(), "test-cluster")
     js = nc.jetstream()
     async with httpx.AsyncClient(base_url=stack.url, timeout=120.0) as client:
@@ -108,6 +108,16 @@ async def test_declare_replicas_3_moves_a_running_single_replica_system_without_
             assert (await client.get(f"/documents/{d['doc_id']}")).json()["status"] == "indexed"
         late = await upload(client, *_doc(99))
         assert (await wait_for_status(client, late["doc_id"]))["status"] == "indexed"
+        # and down again, and back up (the tests below need three copies), keeping every message
+        for copies in (1, 3):
+            moved = _cli(stack, "streams", "declare", "--replicas", str(copies))
+            assert moved.returncode == 0, moved.stderr
+            for name in before:
+                info = await js.stream_info(name)
+                assert info.config.num_replicas == copies, name
+                assert info.state.messages >= before[name].messages, name
+        assert (await client.get(f"/documents/{late['doc_id']}")).json()["status"] == "indexed"
+    await asyncio.to_thread(cluster.wait_healthy)  # the new copies caught up before anyone is killed
     await nc.close()
 
 
