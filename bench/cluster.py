@@ -53,20 +53,17 @@ import httpx
 import psutil
 from corpus import CorpusDoc, build_corpus, describe
 from ingest import progress_bar, upload_all, wait_until_done
+from observability import fmt, mean, questions_for, ratio
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from projections.schema import migrate  # noqa: E402
-from projections.views import create_pool  # noqa: E402
 from ragbus.credentials import Credentials  # noqa: E402
-from ragbus.database import ensure_roles  # noqa: E402
 from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsCluster  # noqa: E402
-from ragbus.stack import AgentStack, Servers  # noqa: E402
+from ragbus.stack import AgentStack, Servers, prepare  # noqa: E402
 from streams.connect import connect  # noqa: E402
-from streams.declare import declare_streams  # noqa: E402
 from streams.settings import BusSettings  # noqa: E402
 from streams.topology import (  # noqa: E402
     ANSWERS,
@@ -114,12 +111,6 @@ class Run:
         return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
 
 
-def questions_for(docs: list[CorpusDoc], n: int, prefix: str = "What does the documentation say about") -> list[str]:
-    """One question per document title (`012-the-with-statement.md` -> about "the with statement")."""
-    titles = [d.name[4:].rsplit(".", 1)[0].replace("-", " ") for d in docs]
-    return [f"{prefix} {titles[i % len(titles)]}?" for i in range(n)]
-
-
 async def start_servers(mode: str, workdir: Path, args: argparse.Namespace) -> tuple[Servers, NatsCluster | None]:
     llama_options = {"n_ctx": args.context_tokens, "n_threads": args.llm_threads}
     if mode == "r1":
@@ -135,18 +126,7 @@ async def start_servers(mode: str, workdir: Path, args: argparse.Namespace) -> t
         for server in (cluster, postgres, llama):
             await asyncio.to_thread(server.start)
         # what `ragbus up` prepares, with every stream, the bucket and every durable at three copies from the start
-        await ensure_roles(postgres.dsn, credentials)
-        nc = await connect(servers.settings(), "bench-cluster-prepare")
-        try:
-            await declare_streams(nc.jetstream(), replicas=3)
-        finally:
-            await nc.close()
-        pool = await create_pool(credentials.dsn(postgres.host_dsn, "projector"))
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-        finally:
-            await pool.close()
+        await prepare(cluster, postgres, credentials, replicas=3)
     except BaseException:
         servers.stop()
         raise
@@ -417,14 +397,6 @@ def order(rounds: int) -> list[str]:
     return [m for r in range(rounds) for m in (MODES if r % 2 == 0 else MODES[::-1])]
 
 
-def mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
 def paired(a: list[Run], b: list[Run]) -> float | None:
     """Median over the same question in runs of two modes (the i-th run of each) of a's latency / b's."""
     values = [x / y for ra, rb in zip(a, b, strict=False)
@@ -469,10 +441,6 @@ def summarize(args: argparse.Namespace, docs: list[CorpusDoc], runs: list[Run]) 
                   "load1_at_end": r.load1, "leader_loss": r.probe}
                  for r in runs],
     }
-
-
-def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
-    return "n/a" if value is None else format(value, spec) + suffix
 
 
 def report(result: dict[str, Any], console: Console) -> None:

@@ -155,10 +155,10 @@ def stack_cpu_s(servers: Servers, agents: AgentStack) -> float:
     return total
 
 
-def questions_for(docs: list[CorpusDoc], n: int) -> list[str]:
+def questions_for(docs: list[CorpusDoc], n: int, prefix: str = "What does the documentation say about") -> list[str]:
     """One question per document title (`012-the-with-statement.md` -> about "the with statement")."""
     titles = [d.name[4:].rsplit(".", 1)[0].replace("-", " ") for d in docs]
-    return [f"What does the documentation say about {titles[i % len(titles)]}?" for i in range(n)]
+    return [f"{prefix} {titles[i % len(titles)]}?" for i in range(n)]
 
 
 async def one_run(mode: str, index: int, args: argparse.Namespace, docs: list[CorpusDoc], questions: list[str],
@@ -291,8 +291,8 @@ def summarize(args: argparse.Namespace, docs: list[CorpusDoc], runs: list[Run]) 
     }
 
 
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    return "n/a" if value is None else format(value, spec)
+def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "n/a" if value is None else format(value, spec) + suffix
 
 
 def report(result: dict[str, Any], console: Console) -> None:

@@ -30,7 +30,7 @@ from projections.schema import migrate
 from projections.views import create_pool
 from ragbus.credentials import Credentials
 from ragbus.database import ensure_roles
-from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsServer, free_port
+from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsCluster, NatsServer, free_port
 from streams.connect import connect
 from streams.declare import declare_streams
 from streams.settings import BusSettings
@@ -39,12 +39,14 @@ from streams.topology import Durable
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def prepare(nats: NatsServer, postgres: EmbeddedPostgres, credentials: Credentials) -> None:
-    """What `ragbus up` does before the agents start: the database roles, the topology, the read models."""
+async def prepare(nats: NatsServer | NatsCluster, postgres: EmbeddedPostgres, credentials: Credentials,
+                  replicas: int | None = None) -> None:
+    """What `ragbus up` does before the agents start: the database roles, the topology (with `replicas`
+    copies of everything, on a cluster), the read models."""
     await ensure_roles(postgres.dsn, credentials)
     nc = await connect(BusSettings(nats_url=nats.url, **_nats_login(credentials, "admin")), "ragbus-prepare")
     try:
-        await declare_streams(nc.jetstream())
+        await declare_streams(nc.jetstream(), replicas=replicas)
     finally:
         await nc.close()
     pool = await create_pool(credentials.dsn(postgres.host_dsn, "projector"))

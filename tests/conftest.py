@@ -7,6 +7,7 @@ database says so. `stack` runs the real agents as separate processes, exactly as
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -89,6 +90,16 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for name in models.CATALOG:
             models.ensure_built(name, folder, isolated=False)  # in this process, so that the patch applies
     return folder
+
+
+@pytest.fixture
+def restore_logging():
+    """For tests that call configure_logging: the root logger's handlers and level as they were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

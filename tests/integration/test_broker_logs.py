@@ -5,7 +5,6 @@ real nats-server (FastStream's in-memory test broker writes no such lines at all
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 
 import pytest
@@ -17,15 +16,6 @@ from streams.logs import configure_logging
 from streams.settings import BusSettings
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 async def _handle_one(nats_server: NatsServer, credentials: Credentials) -> None:

@@ -12,15 +12,6 @@ import pytest
 from streams.logs import configure_logging, correlated
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_json_lines_carry_the_correlation_id_also_in_tasks_started_inside(restore_logging, capsys) -> None:
     configure_logging("INFO", "json")
     log = logging.getLogger("ragbus.test")
