@@ -3,7 +3,8 @@
 For each question: the real retrieval (HybridSearch over the eval corpus, as POST /search, via the eval
 harness), the generator's own prompt (build_prompt) streamed from SmolLM2 through the real llama.cpp server
 (ragbus.servers.LlamaServer), once plain and once with constrained citing (the GBNF grammar), then the
-generator's own `decide` (attribution, extractive, auto) with the generator's attribution model. Reports:
+generator's own `decide` (attribution, extractive, auto) with the generator's attribution model. Like the
+generator, generation stops when the model loops (RepetitionGuard); "unguarded" shows the same without. Reports:
 
 - sentences attributed to the right passage: a sentence that copies a run of >= COPY_RUN words from exactly
   one passage has that passage as its known source (the copy is the ground truth, independent of the scores);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +54,7 @@ from agents.generator.attribution import (  # noqa: E402
     gather_evidence,
 )
 from agents.generator.handlers import decide  # noqa: E402
+from agents.generator.repetition import RepetitionGuard  # noqa: E402
 from agents.generator.service import build_prompt, citations_for, citing_grammar  # noqa: E402
 from streams.events import ContextBuilt, Passage  # noqa: E402
 
@@ -138,6 +141,8 @@ async def retrieve(questions: list[dict[str, Any]], models_dir: Path) -> tuple[l
 # The "penalized" variant's llama.cpp repeat_penalty (1.0: off): does it stop runaway answers? Measured on 40
 # questions: no, 1.3 cut 23/40 answers at 384 tokens against 9/40 without it, so the generator does not use it.
 PENALIZED = 1.3
+UNGUARDED = {"unguarded", "penalized"}  # generated without the generator's RepetitionGuard
+CACHE_NAMES = {"unguarded": "generative"}
 
 
 async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]], variants: list[str],
@@ -150,8 +155,11 @@ async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]
     tokens = TokenCounter(str(find_smollm2_gguf()))
     prompts = [build_prompt(q["question"], ps, [], tokens, 2048, max_tokens) for q, ps in zip(questions, passages,
                                                                                               strict=True)]
-    keys = {v: [hashlib.sha1(json.dumps([v, max_tokens, p.messages]).encode()).hexdigest() for p in prompts]
-            for v in variants}
+    # "unguarded" is the plain prompt without the generator's loop stop: its answers are cached under the name
+    # "generative" had before the guard (RepetitionGuard) existed, so they are not generated again
+    names = {v: CACHE_NAMES.get(v) or (v if v in UNGUARDED else f"{v}+guard") for v in variants}
+    keys = {v: [hashlib.sha1(json.dumps([names[v], max_tokens, p.messages]).encode()).hexdigest()
+                for p in prompts] for v in variants}
     todo = [(v, i) for v in variants for i in range(len(questions)) if keys[v][i] not in cache and passages[i]]
     if todo:
         server = LlamaServer(n_ctx=2048)
@@ -163,10 +171,19 @@ async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]
                 grammar = citing_grammar([p.n for p in prompts[i].passages]) if v == "constrained" else None
                 penalty = PENALIZED if v == "penalized" else 1.0
                 finish: list[str] = []
+                guard = RepetitionGuard()
                 started = time.perf_counter()
-                pieces = [piece async for piece in llm.stream(prompts[i].messages, max_tokens, 0.0, grammar, finish,
-                                                              repeat_penalty=penalty)]
-                cache[keys[v][i]] = {"text": "".join(pieces).strip(), "tokens": len(pieces),
+                pieces: list[str] = []
+                # as the generator streams: a loop stops the LLM, the answer keeps what came before it
+                stream = llm.stream(prompts[i].messages, max_tokens, 0.0, grammar, finish, repeat_penalty=penalty)
+                async with contextlib.aclosing(stream):
+                    async for piece in stream:
+                        pieces.append(piece)
+                        if v not in UNGUARDED and guard.feed(piece):
+                            finish.append("repetition")
+                            break
+                cache[keys[v][i]] = {"text": guard.kept() if guard.looping else "".join(pieces).strip(),
+                                     "streamed": "".join(pieces).strip(), "tokens": len(pieces),
                                      "finish": finish[-1] if finish else "", "s": time.perf_counter() - started}
                 err.print(f"[dim]{k + 1}/{len(todo)} {v} {questions[i]['id']}: {len(pieces)} tokens, "
                           f"{cache[keys[v][i]]['finish']}[/]")
@@ -217,12 +234,16 @@ async def evaluate(questions: list[dict[str, Any]], passages: list[list[Passage]
         stats: dict[str, Any] = {"sentences": 0, "labelled": 0, "labelled_right": 0, "labelled_cited": 0,
                                  "unsupported": 0, "top_gold": 0, "fallback_gold": 0, "with_markers": 0,
                                  "marker_gold": 0, "corrected": 0, "markers": 0, "cut": 0, "over_256": 0,
-                                 "no_support": 0, "ms": [], "facts": {}, "auto_extractive": 0}
+                                 "no_support": 0, "ms": [], "facts": {}, "auto_extractive": 0,
+                                 "repeating": 0, "tokens": [], "seconds": []}
         facts: dict[str, list[tuple[bool, bool]]] = {"generative": [], "extractive": [], "auto": []}
         for i, q in enumerate(questions):
             ps, gen = passages[i], generated[i]
             text = gen["text"]
             stats["cut"] += gen["finish"] == "length"
+            stats["repeating"] += gen["finish"] == "repetition"
+            stats["tokens"].append(gen["tokens"])
+            stats["seconds"].append(gen["s"])
             stats["over_256"] += gen["tokens"] >= 256
             event = ContextBuilt(event_id=f"bench:{i}", query_id=f"bench-{i}", question=q["question"], passages=ps,
                                  embedding_model="bench")
@@ -259,6 +280,8 @@ async def evaluate(questions: list[dict[str, Any]], passages: list[list[Passage]
                              "passages": ps, "evidence": evidence})
         stats["facts"] = {m: {"exact": sum(e for e, _ in f) / n, "words70": sum(w for _, w in f) / n}
                           for m, f in facts.items()}
+        stats["tokens"] = statistics.mean(stats["tokens"])
+        stats["seconds"] = statistics.mean(stats["seconds"])
         ms = stats.pop("ms")
         stats["attribution_ms"] = {"mean": statistics.mean(ms), "p50": statistics.median(ms),
                                    "p95": sorted(ms)[int(0.95 * (len(ms) - 1))]}
@@ -300,7 +323,10 @@ def report(result: dict[str, Any], console: Console) -> None:
     row("answers with no supported sentence", lambda s: share(s["no_support"], n))
     row("answers with \\[n] markers", lambda s: share(s["with_markers"], n))
     row("sentences with a marker corrected", lambda s: share(s["corrected"], s["markers"]))
+    row("answers stopped: the model repeating itself", lambda s: share(s["repeating"], n))
     row("answers cut at max_tokens", lambda s: share(s["cut"], n))
+    row("tokens generated per answer, mean", lambda s: f"{s['tokens']:.0f}")
+    row("generation s per answer, mean", lambda s: f"{s['seconds']:.2f}")
     row("answers of >= 256 tokens", lambda s: share(s["over_256"], n))
     row("attribution ms/answer mean | p50 | p95",
         lambda s: " | ".join(f"{s['attribution_ms'][k]:.0f}" for k in ("mean", "p50", "p95")))
@@ -311,8 +337,8 @@ def report(result: dict[str, Any], console: Console) -> None:
     facts.add_column("", justify="right")
     for v, s in result["variants"].items():
         f = s["facts"]
-        label = {"generative": "generative", "constrained": "generative, constrained citing"}.get(
-            v, f"generative, repeat penalty {PENALIZED}")
+        label = {"generative": "generative", "constrained": "generative, constrained citing",
+                 "unguarded": "generative, no loop stop"}.get(v, f"generative, repeat penalty {PENALIZED}")
         facts.add_row(label, f"{f['generative']['exact']:.3f} | {f['generative']['words70']:.3f}")
         facts.add_row(f"auto (on {label})", f"{f['auto']['exact']:.3f} | {f['auto']['words70']:.3f}")
     f = next(iter(result["variants"].values()))["facts"]["extractive"]
@@ -333,9 +359,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--questions", type=int, default=60, help="questions of bench/eval, spread over the set")
     parser.add_argument("--max-tokens", type=int, default=384, help="max answer tokens (RAGBUS_MAX_ANSWER_TOKENS)")
-    parser.add_argument("--variants", default="generative,constrained",
-                        help="generation variants: generative (plain prompt), constrained (citing grammar), "
-                        "penalized (plain prompt, llama.cpp repeat_penalty)")
+    parser.add_argument("--variants", default="generative,unguarded,constrained",
+                        help="generation variants: generative (plain prompt, stopped when it loops, as the "
+                        "generator does), unguarded (the same without the loop stop), constrained (citing "
+                        "grammar, loop stop), penalized (plain prompt, llama.cpp repeat_penalty, no loop stop)")
     parser.add_argument("--threshold", type=float, default=None, help="attribution threshold (default: the setting)")
     parser.add_argument("--dense-weight", type=float, default=None, help="weight of the embedding similarity")
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("RAGBUS_MODELS_DIR",

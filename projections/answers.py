@@ -35,7 +35,7 @@ class AnswersProjection:
                     [c.model_dump() for c in event.citations], event.timings,
                     event.model, event.generator, event.tokens, event.occurred_at, event.owner,
                     event.model_dump(mode="json", include={"sentences", "supported", "answer_mode", "truncated",
-                                                           "notices"}),
+                                                           "repeating", "notices"}),
                 )
                 if inserted:
                     await self._turn(conn, event.session_id, event.question, event.occurred_at, event.owner)

@@ -138,7 +138,8 @@ CREATE TABLE IF NOT EXISTS answers (
     answer     text,
     error      text,
     citations  jsonb NOT NULL DEFAULT '[]',
-    -- what supports each sentence and what the user was told: sentences, supported, answer_mode, truncated, notices
+    -- what supports each sentence and what the user was told:
+    -- sentences, supported, answer_mode, truncated, repeating, notices
     attribution jsonb NOT NULL DEFAULT '{}',
     timings    jsonb NOT NULL DEFAULT '{}',
     model      text,

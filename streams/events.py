@@ -356,8 +356,9 @@ class AnswerCompleted(QueryEvent):
     supported: bool | None = None  # at least one sentence is supported; None: not attributed
     answer_mode: AnswerMode = "generative"  # how `answer` was made (auto resolves to one of the two)
     requested_mode: AnswerMode | None = None  # what was asked for (or configured), when it was auto
-    generated_answer: str | None = None  # auto chose the extractive answer: the LLM's text it replaced
+    generated_answer: str | None = None  # the LLM's text as streamed, when `answer` differs (auto, a trimmed loop)
     truncated: bool = False  # the LLM stopped at the token limit (finish_reason "length")
+    repeating: bool = False  # the LLM began looping: stopped there, `answer` ends where the repetition began
     notices: list[str] = Field(default_factory=list)  # said to the user: cut off, unsupported, why auto chose
 
 

@@ -91,8 +91,10 @@ class AskResponse(BaseModel):
     supported: bool | None = Field(None, description="some sentence is supported; null: not attributed")
     answer_mode: str = "generative"
     requested_mode: str | None = None
-    generated_answer: str | None = Field(None, description="auto chose extractive: the generated text it replaced")
-    truncated: bool = False
+    generated_answer: str | None = Field(None, description="the generated text as streamed, when the answer "
+                                         "differs from it (auto chose extractive, or a loop was trimmed)")
+    truncated: bool = Field(False, description="the model stopped at the answer token limit")
+    repeating: bool = Field(False, description="the model began repeating itself: stopped, the loop trimmed")
     notices: list[str] = Field(default_factory=list)
     timings: dict[str, float]
     model: str | None = None
@@ -111,7 +113,7 @@ def done_frame(event: dict[str, Any], started: float | None = None) -> dict[str,
             "sentences": event.get("sentences", []), "supported": event.get("supported"),
             "answer_mode": event.get("answer_mode", "generative"), "requested_mode": event.get("requested_mode"),
             "generated_answer": event.get("generated_answer"), "truncated": event.get("truncated", False),
-            "notices": event.get("notices", [])}
+            "repeating": event.get("repeating", False), "notices": event.get("notices", [])}
 
 
 def error_frame(query_id: str, message: str) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class Turn(BaseModel):
     answer: str | None = None
     error: str | None = None
     citations: list[dict[str, Any]] = []
-    # sentences (each with supported, score, citations), supported, answer_mode, truncated, notices
+    # sentences (each with supported, score, citations), supported, answer_mode, truncated, repeating, notices
     attribution: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     model: str | None = None

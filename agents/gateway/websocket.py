@@ -3,7 +3,7 @@
 Client frames: {"type": "ask", "question", "session_id"?, "top_k"?, "filters"?, "threshold"?, "answer_mode"?},
 {"type": "resume", "query_id", "after_seq"} and {"type": "cancel", "query_id"} (at any time).
 Server frames: accepted, token {query_id, seq, text}, then done {answer, citations, sources, timings, model,
-embedding_model, stopped, sentences, supported, answer_mode, truncated, notices, ...} or error {message};
+embedding_model, stopped, sentences, supported, answer_mode, truncated, repeating, notices, ...} or error {message};
 busy {message, retry_after} when admission refuses; status
 {state: ok | reconnecting, message} when NATS, the database or the LLM goes away or comes back.
 Where keys are required, a socket without a valid one (header or the page's cookie) gets one error frame

@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from agents.generator.attribution import Attribution, Attributor, Evidence
 from agents.generator.llm import ChatClient, LLMError, LLMUnavailable
+from agents.generator.repetition import RepetitionGuard
 from agents.generator.service import (
     NO_SUPPORT,
     NO_TEXT,
@@ -31,6 +32,7 @@ from agents.generator.service import (
     clean_standalone,
     condense_messages,
     cut_notice,
+    repetition_notice,
     sources_for,
 )
 from agents.generator.settings import GeneratorSettings
@@ -148,6 +150,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     passages, prompt_tokens = event.passages, 0
     evidence = None
     extracted_text = ""
+    guard = RepetitionGuard()
     if passages and not stopped.is_set() and mode == "extractive":
         # the passages' own sentences that answer the question best, cited; the LLM is not called
         evidence = await attributor.evidence(passages)
@@ -170,6 +173,8 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
                 await publish_token(token(event, len(pieces), piece))
                 pieces.append(piece)
                 GENERATED_TOKENS.labels(settings.llm_model).inc()
+                if guard.feed(piece):
+                    break  # a loop runs to any limit: stop the LLM here, the answer keeps what came before
         if not pieces and not stopped.is_set():
             # A completion with no text is an answer (a degenerate question, a model with nothing to add), not
             # a failure to retry: the user is told so.
@@ -182,12 +187,15 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
         await publish_token(token(event, 0, NOT_COVERED))
         pieces.append(NOT_COVERED)
     await broker.connection.flush()  # every token is on the server before the done event that closes the stream
-    text = "".join(pieces).strip()
+    streamed = "".join(pieces).strip()
+    text = guard.kept() if guard.looping else streamed
     finished = time.perf_counter()
     streaming = max(finished - (first_token_at or started), 1e-6)
-    truncated = bool(finish) and finish[-1] == "length" and not stopped.is_set()
+    truncated = bool(finish) and finish[-1] == "length" and not stopped.is_set() and not guard.looping
     decided = await decide(event, text, passages, mode, stopped.is_set(), attributor, evidence)
     notices = [cut_notice(settings.max_answer_tokens)] if truncated and decided.mode == "generative" else []
+    if guard.looping and decided.mode == "generative":
+        notices.append(repetition_notice())
     if decided.attribution.sentences and not decided.attribution.supported:
         notices.append(NO_SUPPORT)
     notices += decided.notices
@@ -196,7 +204,8 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
         citations=decided.attribution.citations, sentences=decided.attribution.sentences,
         supported=bool(decided.attribution.supported) if decided.attribution.sentences else None,
         answer_mode=decided.mode, requested_mode=mode if mode == "auto" else None,
-        generated_answer=text if decided.text != text else None, truncated=truncated, notices=notices,
+        generated_answer=streamed if decided.text != streamed else None, truncated=truncated,
+        repeating=guard.looping, notices=notices,
         sources=sources_for(passages),
         timings={
             **event.timings,

@@ -131,6 +131,10 @@ def cut_notice(limit: int) -> str:
     return f"The answer was cut off at the {limit}-token limit."
 
 
+def repetition_notice() -> str:
+    return "The model began repeating itself: the answer stops where the repetition began."
+
+
 NO_SUPPORT = "No sentence of this answer is supported by the sources: check them before relying on it."
 
 

@@ -427,3 +427,12 @@ async def test_answer_sentences_show_their_sources_and_unsupported_ones_are_mark
         await _open_chat(again)
         await again.locator(f'#session-list .session[data-session-id="{session_id}"]').click()
         await check(again.locator(f'#log .msg.assistant[data-query-id="{query_id}"]'))
+        # the answer mode under the composer goes with the next question and is remembered on reload
+        await again.select_option("#answer-mode", "extractive")
+        await again.fill("#question", "When does the Tamsin Reach glassworks close?")
+        await again.press("#question", "Enter")
+        quoted = again.locator("#log .msg.assistant").last
+        await expect(quoted).to_have_attribute("data-state", "done", timeout=SLOW)
+        await expect(quoted).to_have_attribute("data-answer-mode", "extractive")
+        await again.reload()
+        await expect(again.locator("#answer-mode")).to_have_value("extractive")

@@ -7,8 +7,8 @@
 //   util.js       DOM and formatting helpers
 
 import {
-  ask, autoGrow, connect, currentSession, newConversation, openConversation, reconnectNow, stopTurn,
-  storedSession, updateComposer,
+  ask, autoGrow, connect, currentSession, newConversation, openConversation, reconnectNow, setupAnswerMode,
+  stopTurn, storedSession, updateComposer,
 } from "./chat.js";
 import { setupAuth, signedIn } from "./auth.js";
 import { listen, refreshDocs, setupUploads } from "./documents.js";
@@ -102,6 +102,7 @@ async function openSession(id) {
 /* ---------- wiring ---------- */
 
 function bindEvents() {
+  setupAnswerMode();
   ui.form.addEventListener("submit", (e) => { e.preventDefault(); ask(ui.input.value); });
   ui.input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); ask(ui.input.value); }

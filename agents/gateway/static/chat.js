@@ -11,12 +11,13 @@ import {
 
 const SESSION_KEY = "ragbus.session_id";
 const INFLIGHT_KEY = "ragbus.inflight"; // the answer streaming when the tab was closed or reloaded
+const MODE_KEY = "ragbus.answer_mode"; // generative | extractive | auto; empty: the generator's setting
 const UNAUTHORIZED = 4401; // the close code of a socket refused for want of a valid API key
 const CITE_RE = /\[(\d+(?:\s*,\s*\d+)*)\]/g; // [1]  [2, 3]
 
 const ui = {
   log: $("#log"), scroller: $("#scroller"), empty: $("#empty"),
-  form: $("#composer"), input: $("#question"), send: $("#send"), stop: $("#stop"),
+  form: $("#composer"), input: $("#question"), send: $("#send"), stop: $("#stop"), mode: $("#answer-mode"),
   conn: $("#conn"), connText: $("#conn-text"), connDetail: $("#conn-detail"), retry: $("#conn-retry"),
   drawer: $("#passage"), drawerN: $("#passage-n"), drawerTitle: $("#passage-title"),
   drawerMeta: $("#passage-meta"), drawerText: $("#passage-text"),
@@ -164,12 +165,23 @@ function waitForFirstToken(turn) {
   turn.waiting = setInterval(tick, 1000);
 }
 
+/** The answer mode select under the composer: remembered across visits, sent with each question. */
+export function setupAnswerMode() {
+  if (!ui.mode) return;
+  try { ui.mode.value = localStorage.getItem(MODE_KEY) || ""; } catch { /* storage disabled */ }
+  ui.mode.addEventListener("change", () => {
+    try { localStorage.setItem(MODE_KEY, ui.mode.value); } catch { /* this page only */ }
+  });
+}
+
 export function ask(question) {
   question = question.trim();
   if (!isOnline() || chat.active || !question) return false;
   const turn = addTurn(question);
   turn.sessionId = currentSession();
-  conn.ws.send(JSON.stringify({ type: "ask", question, session_id: turn.sessionId }));
+  const frame = { type: "ask", question, session_id: turn.sessionId };
+  if (ui.mode?.value) frame.answer_mode = ui.mode.value;
+  conn.ws.send(JSON.stringify(frame));
   conn.ws.pending.push(turn);
   chat.active = turn;
   if (ui.input.value.trim() === question) {
