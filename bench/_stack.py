@@ -9,7 +9,7 @@ Everything lives in one work directory (server data and one log file per process
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -23,6 +23,7 @@ class BenchStack:
     workdir: Path
     parsers: int = 1
     embedders: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # RAGBUS_* settings for every agent
     servers: Servers | None = None
     agents: AgentStack | None = None
 
@@ -38,7 +39,8 @@ class BenchStack:
 
     async def start(self, timeout: float = 240.0) -> None:
         self.servers = await Servers.start(self.workdir)
-        self.agents = AgentStack.for_servers(self.servers, self.workdir / "logs", RAGBUS_LOG_LEVEL="WARNING")
+        self.agents = AgentStack.for_servers(self.servers, self.workdir / "logs", RAGBUS_LOG_LEVEL="WARNING",
+                                              **self.env)
         self.agents.start("projector")
         for i in range(1, self.parsers + 1):
             self.agents.start(f"parser-{i}", "parser")

@@ -141,26 +141,37 @@ async def retrieve(questions: list[dict[str, Any]], models_dir: Path) -> tuple[l
 # The "penalized" variant's llama.cpp repeat_penalty (1.0: off): does it stop runaway answers? Measured on 40
 # questions: no, 1.3 cut 23/40 answers at 384 tokens against 9/40 without it, so the generator does not use it.
 PENALIZED = 1.3
+FOCUS_TOKENS = 320
 UNGUARDED = {"unguarded", "penalized"}  # generated without the generator's RepetitionGuard
 CACHE_NAMES = {"unguarded": "generative"}
 
 
 async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]], variants: list[str],
-                   max_tokens: int, cache: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+                   max_tokens: int, cache: dict[str, Any], attributor: Attributor,
+                   source_tokens: int) -> dict[str, list[dict[str, Any]]]:
     from agents.generator.llm import ChatClient
     from agents.generator.tokens import TokenCounter
     from ragbus.servers import LlamaServer
     from ragbus.servers.llm import find_smollm2_gguf
 
     tokens = TokenCounter(str(find_smollm2_gguf()))
-    prompts = [build_prompt(q["question"], ps, [], tokens, 2048, max_tokens) for q, ps in zip(questions, passages,
-                                                                                              strict=True)]
+    prompts: dict[str, list[Any]] = {}
+    for v in variants:
+        prompts[v] = []
+        for q, ps in zip(questions, passages, strict=True):
+            if v == "focused" and ps:  # as the generator does with RAGBUS_PROMPT_SOURCE_TOKENS
+                ps = await attributor.focus(q["question"], await attributor.evidence(ps), tokens.count,
+                                            source_tokens)
+            prompts[v].append(build_prompt(q["question"], ps, [], tokens, 2048, max_tokens))
     # "unguarded" is the plain prompt without the generator's loop stop: its answers are cached under the name
     # "generative" had before the guard (RepetitionGuard) existed, so they are not generated again
     names = {v: CACHE_NAMES.get(v) or (v if v in UNGUARDED else f"{v}+guard") for v in variants}
+    names["focused"] = f"focused:{source_tokens}+guard"
     keys = {v: [hashlib.sha1(json.dumps([names[v], max_tokens, p.messages]).encode()).hexdigest()
-                for p in prompts] for v in variants}
-    todo = [(v, i) for v in variants for i in range(len(questions)) if keys[v][i] not in cache and passages[i]]
+                for p in prompts[v]] for v in variants}
+    # answers cached before time to first token was recorded are generated again where it is compared
+    todo = [(v, i) for v in variants for i in range(len(questions)) if passages[i] and (
+        keys[v][i] not in cache or (v not in UNGUARDED and "ttft" not in cache[keys[v][i]]))]
     if todo:
         server = LlamaServer(n_ctx=2048)
         with err.status("starting llama.cpp (SmolLM2-135M)..."):
@@ -168,23 +179,27 @@ async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]
         llm = ChatClient(server.url, server.model, timeout=300.0)
         try:
             for k, (v, i) in enumerate(todo):
-                grammar = citing_grammar([p.n for p in prompts[i].passages]) if v == "constrained" else None
+                prompt = prompts[v][i]
+                grammar = citing_grammar([p.n for p in prompt.passages]) if v == "constrained" else None
                 penalty = PENALIZED if v == "penalized" else 1.0
                 finish: list[str] = []
                 guard = RepetitionGuard()
                 started = time.perf_counter()
                 pieces: list[str] = []
                 # as the generator streams: a loop stops the LLM, the answer keeps what came before it
-                stream = llm.stream(prompts[i].messages, max_tokens, 0.0, grammar, finish, repeat_penalty=penalty)
+                stream = llm.stream(prompt.messages, max_tokens, 0.0, grammar, finish, repeat_penalty=penalty)
+                ttft = None
                 async with contextlib.aclosing(stream):
                     async for piece in stream:
+                        ttft = ttft or time.perf_counter() - started
                         pieces.append(piece)
                         if v not in UNGUARDED and guard.feed(piece):
                             finish.append("repetition")
                             break
                 cache[keys[v][i]] = {"text": guard.kept() if guard.looping else "".join(pieces).strip(),
                                      "streamed": "".join(pieces).strip(), "tokens": len(pieces),
-                                     "finish": finish[-1] if finish else "", "s": time.perf_counter() - started}
+                                     "finish": finish[-1] if finish else "", "s": time.perf_counter() - started,
+                                     "ttft": ttft, "prompt_tokens": prompt.tokens}
                 err.print(f"[dim]{k + 1}/{len(todo)} {v} {questions[i]['id']}: {len(pieces)} tokens, "
                           f"{cache[keys[v][i]]['finish']}[/]")
         finally:
@@ -235,7 +250,7 @@ async def evaluate(questions: list[dict[str, Any]], passages: list[list[Passage]
                                  "unsupported": 0, "top_gold": 0, "fallback_gold": 0, "with_markers": 0,
                                  "marker_gold": 0, "corrected": 0, "markers": 0, "cut": 0, "over_256": 0,
                                  "no_support": 0, "ms": [], "facts": {}, "auto_extractive": 0,
-                                 "repeating": 0, "tokens": [], "seconds": []}
+                                 "repeating": 0, "tokens": [], "seconds": [], "ttft": [], "prompt_tokens": []}
         facts: dict[str, list[tuple[bool, bool]]] = {"generative": [], "extractive": [], "auto": []}
         for i, q in enumerate(questions):
             ps, gen = passages[i], generated[i]
@@ -244,6 +259,9 @@ async def evaluate(questions: list[dict[str, Any]], passages: list[list[Passage]
             stats["repeating"] += gen["finish"] == "repetition"
             stats["tokens"].append(gen["tokens"])
             stats["seconds"].append(gen["s"])
+            if gen.get("ttft") is not None:
+                stats["ttft"].append(gen["ttft"])
+                stats["prompt_tokens"].append(gen["prompt_tokens"])
             stats["over_256"] += gen["tokens"] >= 256
             event = ContextBuilt(event_id=f"bench:{i}", query_id=f"bench-{i}", question=q["question"], passages=ps,
                                  embedding_model="bench")
@@ -282,6 +300,9 @@ async def evaluate(questions: list[dict[str, Any]], passages: list[list[Passage]
                           for m, f in facts.items()}
         stats["tokens"] = statistics.mean(stats["tokens"])
         stats["seconds"] = statistics.mean(stats["seconds"])
+        ttft, prompt = stats.pop("ttft"), stats.pop("prompt_tokens")
+        stats["ttft_s"] = {"p50": statistics.median(ttft), "mean": statistics.mean(ttft)} if ttft else None
+        stats["prompt_tokens"] = statistics.mean(prompt) if prompt else None
         ms = stats.pop("ms")
         stats["attribution_ms"] = {"mean": statistics.mean(ms), "p50": statistics.median(ms),
                                    "p95": sorted(ms)[int(0.95 * (len(ms) - 1))]}
@@ -327,6 +348,9 @@ def report(result: dict[str, Any], console: Console) -> None:
     row("answers cut at max_tokens", lambda s: share(s["cut"], n))
     row("tokens generated per answer, mean", lambda s: f"{s['tokens']:.0f}")
     row("generation s per answer, mean", lambda s: f"{s['seconds']:.2f}")
+    row("prompt tokens, mean", lambda s: f"{s['prompt_tokens']:.0f}" if s["prompt_tokens"] else "n/a")
+    row("first token s (llama.cpp direct), p50 | mean",
+        lambda s: f"{s['ttft_s']['p50']:.2f} | {s['ttft_s']['mean']:.2f}" if s["ttft_s"] else "n/a")
     row("answers of >= 256 tokens", lambda s: share(s["over_256"], n))
     row("attribution ms/answer mean | p50 | p95",
         lambda s: " | ".join(f"{s['attribution_ms'][k]:.0f}" for k in ("mean", "p50", "p95")))
@@ -338,7 +362,9 @@ def report(result: dict[str, Any], console: Console) -> None:
     for v, s in result["variants"].items():
         f = s["facts"]
         label = {"generative": "generative", "constrained": "generative, constrained citing",
-                 "unguarded": "generative, no loop stop"}.get(v, f"generative, repeat penalty {PENALIZED}")
+                 "unguarded": "generative, no loop stop",
+                 "focused": f"generative, sources cut to {result['source_tokens']} tokens"}.get(
+            v, f"generative, repeat penalty {PENALIZED}")
         facts.add_row(label, f"{f['generative']['exact']:.3f} | {f['generative']['words70']:.3f}")
         facts.add_row(f"auto (on {label})", f"{f['auto']['exact']:.3f} | {f['auto']['words70']:.3f}")
     f = next(iter(result["variants"].values()))["facts"]["extractive"]
@@ -362,7 +388,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", default="generative,unguarded,constrained",
                         help="generation variants: generative (plain prompt, stopped when it loops, as the "
                         "generator does), unguarded (the same without the loop stop), constrained (citing "
-                        "grammar, loop stop), penalized (plain prompt, llama.cpp repeat_penalty, no loop stop)")
+                        "grammar, loop stop), penalized (plain prompt, llama.cpp repeat_penalty, no loop stop), "
+                        "focused (generative with the passages cut to --source-tokens)")
+    parser.add_argument("--source-tokens", type=int, default=FOCUS_TOKENS,
+                        help="the focused variant's RAGBUS_PROMPT_SOURCE_TOKENS: passages cut to their sentences "
+                        "that answer the question, to this many tokens")
     parser.add_argument("--threshold", type=float, default=None, help="attribution threshold (default: the setting)")
     parser.add_argument("--dense-weight", type=float, default=None, help="weight of the embedding similarity")
     parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("RAGBUS_MODELS_DIR",
@@ -380,12 +410,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with err.status("parsing, embedding and loading the eval corpus (real HybridSearch)..."):
         passages, db = await retrieve(questions, args.models_dir)
     await db.stop()
-    cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
-    try:
-        answers = await generate(questions, passages, args.variants.split(","), args.max_tokens, cache)
-    finally:
-        args.cache.parent.mkdir(parents=True, exist_ok=True)
-        args.cache.write_text(json.dumps(cache))
     settings = GeneratorSettings(models_dir=args.models_dir)
     attributor = load_attributor(settings)
     config = attributor.config
@@ -395,10 +419,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         config = replace(config, dense_weight=args.dense_weight, lexical_weight=1 - args.dense_weight)
     attributor.config = config
     attributor.encode([q["question"] for q in questions[:4]])  # warm up
+    cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
+    try:
+        answers = await generate(questions, passages, args.variants.split(","), args.max_tokens, cache, attributor,
+                                 args.source_tokens)
+    finally:
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        args.cache.write_text(json.dumps(cache))
     encode = CachedEncode(attributor.encode)
     result = await evaluate(questions, passages, answers, attributor, encode, args.max_tokens)
     result.update(date=time.strftime("%Y-%m-%d %H:%M"), attribution_model=settings.attribution_model,
-                  threshold=config.threshold, dense_weight=config.dense_weight)
+                  threshold=config.threshold, dense_weight=config.dense_weight, source_tokens=args.source_tokens)
     return result
 
 

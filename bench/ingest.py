@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +37,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-MODEL = "all-MiniLM-L6-v2"
+from streams.topology import DEFAULT_EMBEDDING_MODEL
+
+MODEL = DEFAULT_EMBEDDING_MODEL  # the index the bus builds on a fresh system, and the in-process baseline's model
+# The peer: LangChain's packages in a folder of their own (langchain-huggingface pins an older huggingface_hub
+# than ragbus uses), installed from the package index on first use, without their dependencies (the rest is
+# ragbus's own venv: torch, sentence-transformers, pypdf, python-docx, bs4).
+PEER_DIR = Path("~/.cache/ragbus-bench/langchain").expanduser()
+PEER_PACKAGES = ("langchain-postgres", "langchain-huggingface", "langchain-text-splitters", "langchain-core",
+                 "langchain-protocol", "langsmith", "jsonpatch", "jsonpointer", "tenacity", "SQLAlchemy", "psycopg",
+                 "psycopg-binary", "psycopg-pool", "orjson", "uuid_utils", "xxhash", "zstandard", "requests-toolbelt",
+                 "distro")
 EMBED_BATCH = 32  # the embedder agent's default batch (and the parser's chunks per chunks.ready event)
 BASELINE_SLICE = 512  # texts per encode call in the baseline: batches well, still shows progress
 NOISY_CORES = 0.25  # other processes' average load above which the figures are flagged as noisy
@@ -242,7 +253,7 @@ def embed_baselines(run: BusRun, with_bus_batches: bool) -> dict[str, Baseline]:
 
     transformers_logging.disable_progress_bar()  # its tqdm bar would garble rich's progress display
     with err.status(f"loading {MODEL} in-process ..."):
-        embedder = Embedder.load(MODEL, "", EmbedderSettings().models_dir)  # torch, batches of 32
+        embedder = Embedder.load(MODEL, "", EmbedderSettings().models_dir)  # the index model of the bus run
         embedder.embed(run.texts[:EMBED_BATCH] or ["warm-up"])
     plans = {"embed": list(slices(run.texts, BASELINE_SLICE))}
     if with_bus_batches:
@@ -256,6 +267,35 @@ def embed_baselines(run: BusRun, with_bus_batches: bool) -> dict[str, Baseline]:
             other = other_cores(machine_busy_s() - busy, own_cpu_s() - ours, seconds)
             results[key] = Baseline(len(run.texts), seconds, other_cores=other)
     return results
+
+
+def peer_baseline(docs: list[CorpusDoc], workdir: Path) -> dict[str, Any]:
+    """The same documents through a plain LangChain + PGVector pipeline (bench/peer_langchain.py), on a PostgreSQL
+    of its own; the ragbus stack is down, so the peer has the machine to itself."""
+    from agents.models import packaged_model_path
+    from ragbus.servers import EmbeddedPostgres
+
+    env = {**os.environ, "PYTHONPATH": str(PEER_DIR), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    probe = [sys.executable, "-c", "import langchain_postgres, langchain_huggingface, langchain_text_splitters"]
+    if subprocess.run(probe, env=env, capture_output=True).returncode:
+        with err.status(f"installing LangChain for the peer baseline into {PEER_DIR} ..."):
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PEER_DIR),
+                            *PEER_PACKAGES], check=True)
+    folder = workdir / "peer-docs"
+    folder.mkdir(parents=True)
+    for i, doc in enumerate(docs):
+        (folder / f"{i:04d}-{doc.name}").write_bytes(doc.data)
+    postgres = EmbeddedPostgres(workdir / "peer-postgres", password="peer")
+    try:
+        with err.status("starting a PostgreSQL for the peer ..."):
+            postgres.start()
+        dsn = postgres.dsn.replace("postgresql://postgres@", "postgresql+psycopg://postgres:peer@")
+        with err.status(f"LangChain + PGVector: {len(docs)} documents (load, split 1000/200, embed, store) ..."):
+            out = subprocess.run([sys.executable, str(Path(__file__).parent / "peer_langchain.py"), str(folder), dsn,
+                                  str(packaged_model_path())], env=env, check=True, capture_output=True, text=True)
+    finally:
+        postgres.stop()
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _timed_embed(embedder: Any, batches: list[list[str]], progress: Progress, task: TaskID) -> float:
@@ -291,12 +331,13 @@ def _cpuinfo() -> list[str]:
 
 
 def results(args: argparse.Namespace, docs: list[CorpusDoc], run: BusRun, parse: Baseline,
-            embeds: dict[str, Baseline]) -> dict[str, Any]:
+            embeds: dict[str, Baseline], peer: dict[str, Any] | None) -> dict[str, Any]:
     embed = embeds["embed"]
     serial_s = parse.seconds + embed.seconds
     cpu_total = sum(run.cpu_s.values())
     out: dict[str, Any] = {
         "machine": machine(),
+        "embedding_in_flight": args.in_flight or "the setting",
         "corpus": {
             "source": describe(docs),
             "docs": len(docs),
@@ -319,6 +360,9 @@ def results(args: argparse.Namespace, docs: list[CorpusDoc], run: BusRun, parse:
     if "embed_bus_batches" in embeds:
         b = embeds["embed_bus_batches"].chunks_per_s
         out["ratio_bus_vs_embed_bus_batches"] = run.chunks_per_s / b if b else 0.0
+    if peer is not None:  # time per corpus, not chunks/s: the two cut different chunks
+        out["peer"] = peer
+        out["ratio_peer_time_vs_bus_time"] = peer["seconds"] / run.indexed_s if run.indexed_s else 0.0
     return out
 
 
@@ -349,6 +393,13 @@ def rows(r: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     pe = ip["parse_then_embed"]
     yield ("in-process parse then embed", f"{pe['chunks_per_s']:.1f}",
            f"{pe['seconds']:.1f} s one after the other; bus / this = {r['ratio_bus_vs_parse_then_embed']:.2f}x")
+    if "peer" in r:
+        peer = r["peer"]
+        yield ("[bold]LangChain + PGVector: corpus indexed", f"[bold]{peer['seconds']:.1f} s",
+               f"{peer['chunks']} chunks (1000/200 characters), load+split {peer['load_split_s']:.1f} s, "
+               f"embed+store {peer['embed_store_s']:.1f} s (torch MiniLM)")
+        yield ("[bold]ragbus faster than LangChain", f"[bold]{r['ratio_peer_time_vs_bus_time']:.2f}x",
+               f"its time / ragbus's {bus['indexed_s']:.1f} s through the bus, same documents")
     cpu = ", ".join(f"{k} {v:.0f}" for k, v in sorted(bus["cpu_s"].items(), key=lambda kv: -kv[1]))
     load = f"during the bus run {bus['other_cores']:.2f} cores, during in-process embed {emb['other_cores']:.2f}"
     busy = max(bus["other_cores"], emb["other_cores"]) > NOISY_CORES
@@ -381,11 +432,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parsers", type=int, default=1, help="parser replicas (default: %(default)s)")
     p.add_argument("--embedders", type=int, default=1, help="embedder replicas (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=8, help="uploads in flight (default: %(default)s)")
+    p.add_argument("--in-flight", type=int, default=None,
+                   help="chunks.ready batches each embedder holds (RAGBUS_EMBEDDING_IN_FLIGHT; 1: one at a time, "
+                   "as before it was pipelined; default: the setting)")
     p.add_argument("--seed", type=int, default=42, help="corpus order and format mix (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds to wait for every document to be indexed (default: %(default)s)")
     p.add_argument("--bus-batches", action="store_true",
                    help="also embed in-process in the bus's batches (per document, 32 per event)")
+    p.add_argument("--no-peer", dest="peer", action="store_false",
+                   help="skip the peer baseline (a plain LangChain + PGVector pipeline on the same documents)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, NATS and PostgreSQL data)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = p.parse_args(argv)
@@ -405,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         docs = build_corpus(args.docs, args.seed)
     err.print(f"corpus: {describe(docs)}")
     workdir = Path(tempfile.mkdtemp(prefix="ragbus-bench-"))
-    stack = BenchStack(workdir, args.parsers, args.embedders)
+    env = {"RAGBUS_EMBEDDING_IN_FLIGHT": str(args.in_flight)} if args.in_flight else {}
+    stack = BenchStack(workdir, args.parsers, args.embedders, env)
     keep = args.keep
     try:
         run = asyncio.run(run_bus(stack, docs, args))
@@ -421,7 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     # The stack is down: the baselines have the machine to themselves, as the bus had.
     parse = parse_baseline(docs)
     embeds = embed_baselines(run, args.bus_batches)
-    r = results(args, docs, run, parse, embeds)
+    peer = None
+    if args.peer:
+        peer_dir = Path(tempfile.mkdtemp(prefix="ragbus-bench-peer-"))
+        try:
+            peer = peer_baseline(docs, peer_dir)
+        finally:
+            shutil.rmtree(peer_dir, ignore_errors=True)
+    r = results(args, docs, run, parse, embeds, peer)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

@@ -29,7 +29,8 @@ def create_app(settings: EmbedderSettings) -> FastStream:
     def load(index: Index) -> Embedder:
         return Embedder.load(index.model, index.source, settings.models_dir, settings.embedding_threads)
 
-    indexes = IndexRegistry(load, publish_embedded, worker.dead_letters, embedding_failed)
+    indexes = IndexRegistry(load, publish_embedded, worker.dead_letters, embedding_failed,
+                            in_flight=settings.embedding_in_flight)
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:

@@ -38,12 +38,12 @@ OnFailed = Callable[[DocumentChunked, str], Awaitable[None]]
 
 class IndexRegistry:
     def __init__(self, load: Load, publish: Publish, dead_letter: Callable[[DeadLettered], Awaitable[object]],
-                 on_failed: OnFailed, fetch: int = 1) -> None:
+                 on_failed: OnFailed, in_flight: int = 3) -> None:
         self.load = load
         self.publish = publish
         self.dead_letter = dead_letter
         self.on_failed = on_failed  # a batch the *active* index failed on for good: the document's failure
-        self.fetch = fetch
+        self.in_flight = max(1, in_flight)  # chunks.ready messages held per index: see _pull
         self.state = IndexState()
         self.embedders: dict[str, Embedder] = {}
         self.workers: dict[str, asyncio.Task[None]] = {}
@@ -138,17 +138,31 @@ class IndexRegistry:
                 await asyncio.sleep(5.0)
 
     async def _pull(self, durable: Durable, embedder: Embedder, generation: int) -> None:
+        """Keep up to `in_flight` batches in hand, each settled on its own: the model (one call at a time, its
+        lock) embeds the next batch while the last one is encoded, published and acked and more are fetched,
+        so it never waits on the bus. Every batch in hand is kept alive (in_progress) from the moment it
+        arrives, so waiting its turn never runs into ack_wait."""
         assert self._nc is not None
         sub = await self._nc.jetstream().pull_subscribe_bind(durable.name, stream=CHUNKS)
+        busy: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping:
-                try:
-                    msgs = await sub.fetch(batch=self.fetch, timeout=5.0)
-                except TimeoutError:
+                if len(busy) >= self.in_flight:
+                    await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+                    busy = _unfinished(busy)
                     continue
+                try:
+                    # with batches in hand, a short fetch: a finished one frees a slot to refill
+                    msgs = await sub.fetch(batch=self.in_flight - len(busy), timeout=0.5 if busy else 5.0)
+                except TimeoutError:
+                    msgs = []
                 for msg in msgs:
-                    await self._settle(JetStreamDelivery(msg), durable, embedder, generation)
+                    busy.add(asyncio.create_task(self._settle(JetStreamDelivery(msg), durable, embedder,
+                                                              generation)))
+                busy = _unfinished(busy)
         finally:
+            if busy:  # the batches in hand are finished and settled, also when stopping
+                await asyncio.gather(*busy, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -192,3 +206,13 @@ class IndexRegistry:
             for task in pending:
                 task.cancel()
         self.workers.clear()
+
+
+def _unfinished(tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+    """The tasks still running; a finished one that raised re-raises here, so the worker's retry sees it
+    (the other batches in hand are settled by _pull's finally)."""
+    for task in tasks:
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            raise error
+    return {t for t in tasks if not t.done()}

@@ -13,6 +13,7 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     models_dir: Path = Path("~/.ragbus/models").expanduser()  # where models built from the packaged MiniLM live
     embedding_threads: int = 0  # per model; 0: the library's default (every core)
+    embedding_in_flight: int = 3  # chunks.ready batches held per index, so the model never waits on the bus
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion

@@ -212,13 +212,27 @@ def attribute(answer: str, evidence: Evidence, encode: Encode,
     return Attribution(sentences, citations, (time.perf_counter() - started) * 1000 + evidence.encode_ms)
 
 
+def question_scores(question: str, evidence: Evidence, encode: Encode,
+                    config: AttributionConfig = AttributionConfig()) -> list[float]:
+    """How well each evidence sentence answers `question`: dense × cosine + lexical × share of its words."""
+    if not evidence.spans:
+        return []
+    q_vector = encode([question])[0]
+    q_words = set(content_words(question))
+    scores = []
+    for k, (_, span) in enumerate(evidence.spans):
+        lexical = len(q_words & set(content_words(span.text))) / len(q_words) if q_words else 0.0
+        scores.append(round(config.dense_weight * float(evidence.vectors[k] @ q_vector)
+                            + config.lexical_weight * lexical, 4))
+    return scores
+
+
 def extract(question: str, evidence: Evidence, encode: Encode,
             config: AttributionConfig = AttributionConfig()) -> Extract:
     """The passage sentences that best answer `question`, each followed by its [n], in reading order."""
     if not evidence.spans:
         return Extract("")
-    q_vector = encode([question])[0]
-    q_words = set(content_words(question))
+    scores = question_scores(question, evidence, encode, config)
     scored: list[tuple[float, int, int]] = []
     seen: set[str] = set()
     for k, (n, span) in enumerate(evidence.spans):
@@ -226,9 +240,7 @@ def extract(question: str, evidence: Evidence, encode: Encode,
         if key in seen or len(content_words(span.text)) < 3:
             continue
         seen.add(key)
-        lexical = len(q_words & set(content_words(span.text))) / len(q_words) if q_words else 0.0
-        value = round(config.dense_weight * float(evidence.vectors[k] @ q_vector) + config.lexical_weight * lexical, 4)
-        scored.append((value, k, n))
+        scored.append((scores[k], k, n))
     if not scored:
         return Extract("")
     scored.sort(key=lambda t: (-t[0], t[1]))
@@ -269,3 +281,9 @@ class Attributor:
 
     async def extract(self, question: str, evidence: Evidence) -> Extract:
         return await self._run(extract, question, evidence, self.encode, self.config)
+
+    async def focus(self, question: str, evidence: Evidence, count: Callable[[str], int],
+                    budget: int) -> list[Passage]:
+        from agents.generator.focus import focus  # focus builds on this module's sentences and scores
+
+        return await self._run(focus, question, evidence, self.encode, count, budget, self.config)

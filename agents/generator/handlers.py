@@ -159,9 +159,19 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
         await publish_token(token(event, 0, extracted_text or NO_TEXT))
         pieces.append(extracted_text or NO_TEXT)
     elif passages and not stopped.is_set():
-        prompt = build_prompt(event.question, passages, event.history, tokens,
+        shown = passages
+        if settings.prompt_source_tokens > 0:  # the sentences that answer the question; attribution reuses them
+            evidence = await attributor.evidence(passages)
+            shown = await attributor.focus(event.standalone_question or event.question, evidence, tokens.count,
+                                           settings.prompt_source_tokens)
+        prompt = build_prompt(event.question, shown, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
-        passages, prompt_tokens = prompt.passages, prompt.tokens
+        prompt_tokens = prompt.tokens
+        if evidence is None or len(prompt.passages) < len(passages):
+            # the sources are what the model was shown (a passage cut to fit the window, as it was cut)
+            passages, evidence = prompt.passages, None
+        # else every passage was shown by its best sentences: the sources are the whole passages, and the
+        # attribution reuses their sentences
         grammar = citing_grammar([p.n for p in passages]) if settings.constrained_citing else None
         stream = llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature, grammar, finish)
         # closing the stream closes the HTTP request: the LLM server stops generating for a stopped answer

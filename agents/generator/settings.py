@@ -20,6 +20,9 @@ class GeneratorSettings(BusSettings):
     llm_api_key: str = ""
     llm_timeout: float = 120.0
     llm_retries: int = 2  # transient errors before the first token are retried with backoff
+    # the sources in the prompt are cut to the sentences that best answer the question, to this many tokens
+    # (agents/generator/focus.py; 0: whole passages); fewer prompt tokens, an earlier first token
+    prompt_source_tokens: int = 0
     max_answer_tokens: int = 384  # bench/attribution.py: how often answers are cut at this limit
     temperature: float = 0.0  # deterministic: a redelivered question streams the same tokens again
     llm_context_tokens: int = 2048  # the server's context window (n_ctx): prompt + answer must fit

@@ -1,0 +1,90 @@
+"""Prompt sources cut to the sentences that answer the question (agents/generator/focus.py), with a
+deterministic bag-of-words stand-in for the embedding model; the last test drives the generator's answer step
+with a scripted LLM stream (a fake LLM: it checks what the handler sends and publishes, not the model)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from agents.generator.attribution import gather_evidence
+from agents.generator.focus import GAP, focus
+from streams.events import Passage
+from tests.unit.test_attribution import bag_of_words
+from tests.unit.test_repetition import ScriptedLLM
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+HARBOUR = Passage(n=1, chunk_id="h#0", doc_id="h", name="harbour.md", score=0.8, text=(
+    "The harbour wall was finished in 1903. It is 410 metres long. "
+    "Fishing boats pay a mooring fee of nine crowns a night. The fee is collected by the harbourmaster. "
+    "The harbour light shows a steady green light."))
+FESTIVAL = Passage(n=2, chunk_id="f#0", doc_id="f", name="festival.md", score=0.5, text=(
+    "The Lantern Festival is held in March. Lanterns are floated on the river. Stalls sell roasted chestnuts."))
+QUESTION = "How much is the mooring fee for fishing boats, and who collects the fee?"
+
+
+def test_sources_keep_the_sentences_that_answer_in_reading_order_within_the_budget():
+    evidence = gather_evidence([HARBOUR, FESTIVAL], bag_of_words)
+    harbour, festival = focus(QUESTION, evidence, bag_of_words, words, budget=30)
+    assert harbour.text == (f"{GAP} Fishing boats pay a mooring fee of nine crowns a night. The fee is collected "
+                            f"by the harbourmaster. {GAP}")
+    # every source keeps its best sentence, even one that hardly answers: the prompt still shows all sources
+    assert festival.text.count(".") == 1 and festival.text != FESTIVAL.text
+    assert sum(words(p.text.replace(GAP, "")) for p in (harbour, festival)) <= 30
+    assert (harbour.n, harbour.chunk_id, harbour.score) == (HARBOUR.n, HARBOUR.chunk_id, HARBOUR.score)
+
+
+def test_a_budget_that_holds_everything_or_zero_leaves_the_passages_as_they_are():
+    evidence = gather_evidence([HARBOUR, FESTIVAL], bag_of_words)
+    assert focus(QUESTION, evidence, bag_of_words, words, budget=1000) == [HARBOUR, FESTIVAL]
+    assert focus(QUESTION, evidence, bag_of_words, words, budget=0) == [HARBOUR, FESTIVAL]
+    tiny = focus(QUESTION, evidence, bag_of_words, words, budget=1)
+    assert [p.text.count(".") for p in tiny] == [1, 1]  # the best sentence of each, nothing more
+
+
+def test_focus_is_deterministic():
+    evidence = gather_evidence([HARBOUR, FESTIVAL], bag_of_words)
+    assert focus(QUESTION, evidence, bag_of_words, words, 20) == focus(QUESTION, evidence, bag_of_words, words, 20)
+
+
+async def test_the_generator_prompts_with_the_focused_sources_and_cites_the_whole_passages(monkeypatch):
+    from agents.generator import handlers
+    from agents.generator.attribution import Attributor
+    from agents.generator.settings import GeneratorSettings
+    from agents.generator.tokens import TokenCounter
+    from streams.events import ContextBuilt
+
+    published: list = []
+
+    async def on_done(event):
+        published.append(event)
+
+    async def ignore(*_):
+        pass
+
+    monkeypatch.setattr(handlers, "publish_token", ignore)
+    monkeypatch.setattr(handlers, "publish_done", on_done)
+    broker = SimpleNamespace(connection=SimpleNamespace(flush=ignore))
+    event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, passages=[HARBOUR, FESTIVAL],
+                         embedding_model="m")
+    prompts = {}
+    for budget in (0, 24):
+        llm = ScriptedLLM("Boats pay nine crowns a night [1]. The harbourmaster collects it.")
+        sent: list = []
+        original = llm.stream
+        llm.stream = lambda messages, *rest, _o=original, _s=sent: (_s.append(messages), _o(messages, *rest))[1]
+        settings = GeneratorSettings(prompt_source_tokens=budget)
+        await handlers.answer(event, asyncio.Event(), broker, llm, TokenCounter(), settings, Attributor(bag_of_words))
+        prompts[budget] = sent[0][-1]["content"]
+        done = published[-1]
+        assert [s.text for s in done.sources] == [HARBOUR.text, FESTIVAL.text]  # the whole passages
+        assert all(s.supported for s in done.sentences) and {c.n for c in done.citations} == {1}
+        assert done.timings["prompt_tokens"] > 0
+    assert "The harbour wall was finished in 1903." in prompts[0]
+    assert "The harbour wall was finished in 1903." not in prompts[24]
+    assert "nine crowns a night" in prompts[24] and len(prompts[24]) < len(prompts[0])
+    assert published[1].timings["prompt_tokens"] < published[0].timings["prompt_tokens"]
