@@ -4,7 +4,9 @@ For each question: the real retrieval (HybridSearch over the eval corpus, as POS
 harness), the generator's own prompt (build_prompt) streamed from SmolLM2 through the real llama.cpp server
 (ragbus.servers.LlamaServer), once plain and once with constrained citing (the GBNF grammar), then the
 generator's own `decide` (attribution, extractive, auto) with the generator's attribution model. Like the
-generator, generation stops when the model loops (RepetitionGuard); "unguarded" shows the same without. Reports:
+generator, generation stops when the model loops (RepetitionGuard); "unguarded" shows the same without.
+"generative" shows the passages whole, "focused" cut to their sentences that answer the question, as the
+generator does by default (RAGBUS_PROMPT_SOURCE_TOKENS). Reports:
 
 - sentences attributed to the right passage: a sentence that copies a run of >= COPY_RUN words from exactly
   one passage has that passage as its known source (the copy is the ground truth, independent of the scores);
@@ -141,7 +143,7 @@ async def retrieve(questions: list[dict[str, Any]], models_dir: Path) -> tuple[l
 # The "penalized" variant's llama.cpp repeat_penalty (1.0: off): does it stop runaway answers? Measured on 40
 # questions: no, 1.3 cut 23/40 answers at 384 tokens against 9/40 without it, so the generator does not use it.
 PENALIZED = 1.3
-FOCUS_TOKENS = 320
+FOCUS_TOKENS = 320  # the generator's default RAGBUS_PROMPT_SOURCE_TOKENS (a test keeps the two equal)
 UNGUARDED = {"unguarded", "penalized"}  # generated without the generator's RepetitionGuard
 CACHE_NAMES = {"unguarded": "generative"}
 

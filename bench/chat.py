@@ -46,7 +46,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from websockets.asyncio.client import connect as ws_connect
 
+from agents.generator.attribution import Attributor
 from agents.generator.service import build_prompt
+from agents.generator.settings import GeneratorSettings
 from agents.generator.tokens import TokenCounter
 from ragbus.servers import LlamaServer, NatsServer
 from ragbus.stack import AgentStack, Servers
@@ -86,6 +88,7 @@ class ChatStack:
     context_tokens: int
     max_tokens: int
     llm_threads: int | None = None
+    source_tokens: int = 0  # RAGBUS_PROMPT_SOURCE_TOKENS of the generator
     servers: Servers | None = None
     agents: AgentStack | None = None
 
@@ -110,7 +113,8 @@ class ChatStack:
         self.agents = AgentStack.for_servers(
             self.servers, self.workdir / "logs", RAGBUS_LLM_CONTEXT_TOKENS=str(self.context_tokens),
             RAGBUS_MAX_ANSWER_TOKENS=str(self.max_tokens), RAGBUS_TEMPERATURE="0.0",
-            RAGBUS_GENERATOR_ID="generator-1", RAGBUS_LOG_LEVEL="WARNING")
+            RAGBUS_GENERATOR_ID="generator-1", RAGBUS_LOG_LEVEL="WARNING",
+            RAGBUS_PROMPT_SOURCE_TOKENS=str(self.source_tokens))
         for name in ("projector", "parser", "embedder", "generator", "gateway"):
             self.agents.start(name)
         await self.agents.wait_ready({PARSER: 1, index_durable(DEFAULT_EMBEDDING_MODEL): 1, EMBEDDER_QUERIES: 1,
@@ -235,13 +239,18 @@ class Prepared:
 
 
 async def generator_prompt(js: Any, query_id: str, counter: TokenCounter, context_tokens: int,
-                           max_tokens: int) -> Prepared | None:
-    """The prompt the generator built for this query, rebuilt from its context.built event."""
+                           max_tokens: int, attributor: Attributor | None, source_tokens: int) -> Prepared | None:
+    """The prompt the generator built for this query, rebuilt from its context.built event (its passages cut to
+    the sentences that answer, as the generator does with --source-tokens: the same model, deterministic)."""
     msg = await js.get_last_msg(QUERIES, f"context.built.{query_id}")
     event = ContextBuilt.model_validate_json(msg.data)
     if not event.passages:  # the generator answers NOT_COVERED without the LLM: nothing to compare
         return None
-    prompt = build_prompt(event.question, event.passages, event.history, counter, context_tokens, max_tokens)
+    passages = event.passages
+    if attributor is not None and source_tokens > 0:
+        passages = await attributor.focus(event.standalone_question or event.question,
+                                          await attributor.evidence(passages), counter.count, source_tokens)
+    prompt = build_prompt(event.question, passages, event.history, counter, context_tokens, max_tokens)
     return Prepared(prompt.messages, prompt.tokens, len(prompt.passages))
 
 
@@ -263,6 +272,11 @@ def pct(values: list[float], q: float) -> float | None:
 async def measure(args: argparse.Namespace, stack: ChatStack) -> dict[str, Any]:
     model = stack.llama.model
     counter = TokenCounter(str(stack.llama.model_path))
+    attributor = None
+    if args.source_tokens > 0:  # the generator's attribution model, to rebuild its focused prompts
+        from agents.generator.app import load_attributor
+
+        attributor = load_attributor(GeneratorSettings())
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]
     pairs: list[Pair] = []
     skipped: list[str] = []
@@ -278,7 +292,8 @@ async def measure(args: argparse.Namespace, stack: ChatStack) -> dict[str, Any]:
 
             async def system(question: str) -> tuple[SystemRun, Prepared | None]:
                 run = await ask_system(ws, question, args.timeout)
-                prepared = await generator_prompt(js, run.query_id, counter, args.context_tokens, args.max_tokens)
+                prepared = await generator_prompt(js, run.query_id, counter, args.context_tokens, args.max_tokens,
+                                                  attributor, args.source_tokens)
                 return run, prepared
 
             async def direct(prepared: Prepared) -> Stream:
@@ -360,9 +375,11 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
         "attribution_ms": {**stat([p.system.timings["attribution_ms"] for p in pairs
                                    if "attribution_ms" in p.system.timings]),
                            "generate_p50": timing("generate_ms")},
+        "source_tokens": args.source_tokens,
         "tokens": {"system_mean": float(np.mean([p.system.tokens for p in pairs])) if pairs else None,
                    "direct_mean": float(np.mean([p.direct.tokens for p in pairs])) if pairs else None,
-                   "prompt_mean": float(np.mean([p.prompt_tokens for p in pairs])) if pairs else None},
+                   "prompt_mean": float(np.mean([p.prompt_tokens for p in pairs])) if pairs else None,
+                   "prompt_per_s_p50": pct([p.prompt_tokens / p.direct.ttft_s for p in pairs if p.direct.ttft_s], 50)},
         "load1_during": {"min": min((p.load1 for p in pairs), default=None),
                          "max": max((p.load1 for p in pairs), default=None)},
         "checks": {
@@ -373,7 +390,10 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
         "per_question": [
             {"question": p.question, "query_id": p.system.query_id, "passages": p.passages,
              "prompt_tokens": p.prompt_tokens, "system_ttft_ms": p.system.ttft_s * 1000,
-             "direct_ttft_ms": p.direct.ttft_s * 1000, "system_tokens": p.system.tokens,
+             "direct_ttft_ms": p.direct.ttft_s * 1000,
+             # the first token waits for the whole prompt: its evaluation rate, as seen from outside
+             "prompt_tokens_per_s": p.prompt_tokens / p.direct.ttft_s if p.direct.ttft_s else None,
+             "system_tokens": p.system.tokens,
              "direct_tokens": p.direct.tokens, "system_tok_s": p.system.rate, "direct_tok_s": p.direct.rate,
              "system_timings": p.system.timings, "load1": p.load1}
             for p in pairs
@@ -428,7 +448,10 @@ def report(result: dict[str, Any], console: Console) -> None:
         console.print(f"sentence attribution after the last token (generator, per answer): p50 {fmt(a['p50'])} ms, "
                       f"p90 {fmt(a['p90'])} ms, against a whole generation of {fmt(a['generate_p50'])} ms (p50)")
     console.print(f"tokens per answer (mean): system {fmt(tk['system_mean'], '.0f')}, direct "
-                  f"{fmt(tk['direct_mean'], '.0f')}; prompt tokens (mean) {fmt(tk['prompt_mean'], '.0f')}")
+                  f"{fmt(tk['direct_mean'], '.0f')}; prompt tokens (mean) {fmt(tk['prompt_mean'], '.0f')}, "
+                  f"evaluated at {fmt(tk['prompt_per_s_p50'], '.0f')} tokens/s (p50, prompt tokens / direct TTFT); "
+                  f"sources cut to {result['source_tokens'] or 'whole passages'}"
+                  + (" tokens" if result["source_tokens"] else ""))
     console.print(f"checks: rebuilt prompt has the generator's token count in {c['same_prompt_tokens']}/{c['pairs']}, "
                   f"identical answer text in {c['same_answer_text']}/{c['pairs']}")
     ld = result["load1_during"]
@@ -458,6 +481,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the LLM's context window (llama.cpp n_ctx and RAGBUS_LLM_CONTEXT_TOKENS)")
     parser.add_argument("--llm-threads", type=int, default=None,
                         help="llama.cpp n_threads (default: llama-cpp-python's own choice, as `ragbus up`)")
+    parser.add_argument("--source-tokens", type=int, default=GeneratorSettings().prompt_source_tokens,
+                        help="RAGBUS_PROMPT_SOURCE_TOKENS: the prompt's passages cut to their sentences that answer "
+                        "the question, to this many tokens (0: whole passages)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any websocket frame")
     parser.add_argument("--workdir", type=Path, default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true",
@@ -482,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragbus-bench-chat-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = ChatStack(workdir, args.context_tokens, args.max_tokens, args.llm_threads)
+    stack = ChatStack(workdir, args.context_tokens, args.max_tokens, args.llm_threads, args.source_tokens)
     keep = args.keep
     try:
         with err.status("starting nats-server, PostgreSQL, llama.cpp and the agents..."):

@@ -1,5 +1,5 @@
-"""Re-index by replay, on real servers and real models: a corpus indexed with all-MiniLM-L6-v2 moves to the
-256-d distilled model while questions, uploads and deletes go on; the gate, the comparison on logged
+"""Re-index by replay, on real servers and real models: a corpus indexed with the default model (MiniLM as ONNX
+int8) moves to the 256-d distilled model while questions, uploads and deletes go on; the gate, the comparison on logged
 questions, SIGKILLs mid-way, and a replay of every read model from zero.
 
 This module runs its own nats-server and PostgreSQL (it switches the active index, which the other tests'
@@ -34,7 +34,7 @@ from tests.conftest import upload, wait_for_status
 
 OLD = DEFAULT_EMBEDDING_MODEL
 NEW = "minilm-distilled-256"
-THIRD = "all-MiniLM-L6-v2-onnx-int8"
+THIRD = "all-MiniLM-L6-v2"  # the packaged model on torch
 CORPUS = Path(__file__).resolve().parent.parent / "quality" / "corpus"
 QUESTIONS = [
     "what does the apache license say about patents",

@@ -88,3 +88,17 @@ async def test_the_generator_prompts_with_the_focused_sources_and_cites_the_whol
     assert "The harbour wall was finished in 1903." not in prompts[24]
     assert "nine crowns a night" in prompts[24] and len(prompts[24]) < len(prompts[0])
     assert published[1].timings["prompt_tokens"] < published[0].timings["prompt_tokens"]
+
+
+def test_the_benchmark_measures_the_generators_default_budget(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    from agents.generator.settings import GeneratorSettings
+
+    root = Path(__file__).resolve().parents[2]
+    for folder in (root / "bench" / "eval" / "experiments", root / "bench"):
+        monkeypatch.syspath_prepend(str(folder))  # undone after the test: bench/ has generic module names
+    bench_attribution = importlib.import_module("attribution")
+
+    assert bench_attribution.FOCUS_TOKENS == GeneratorSettings().prompt_source_tokens > 0
