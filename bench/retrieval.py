@@ -366,13 +366,16 @@ async def drop_indexes(conn: asyncpg.Connection) -> None:
 EXACT_SQL = f"SELECT chunk_id, v.embedding <=> $1 AS distance FROM {VECTORS} v ORDER BY v.embedding <=> $1 LIMIT $2"
 # how many chunks the keyword half of HybridSearch scores for a question: those with any of its rarest lexemes
 KEYWORD_MATCHES_SQL = """SELECT count(DISTINCT chunk_id) FROM chunk_terms WHERE lexeme IN (
-    SELECT lexeme FROM term_stats WHERE lexeme = ANY($1::text[]) AND ndoc > 0 ORDER BY ndoc, lexeme LIMIT $2)"""
+    SELECT lexeme FROM (SELECT lexeme, sum(ndoc) OVER (ORDER BY ndoc, lexeme) AS postings FROM term_stats
+                        WHERE lexeme = ANY($1::text[]) AND ndoc > 0 ORDER BY ndoc, lexeme LIMIT $2) rarest
+    WHERE postings <= $3)"""
 
 
 async def keyword_matches(pool: asyncpg.Pool, question: str) -> int:
-    from projections.retrieval import MAX_LEXEMES, question_lexemes
+    from projections.retrieval import MAX_LEXEMES, MAX_POSTINGS, question_lexemes
 
-    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await question_lexemes(pool, question), MAX_LEXEMES))
+    return int(await pool.fetchval(KEYWORD_MATCHES_SQL, await question_lexemes(pool, question), MAX_LEXEMES,
+                                   MAX_POSTINGS))
 
 
 async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
