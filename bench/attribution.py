@@ -162,8 +162,7 @@ async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]
         prompts[v] = []
         for q, ps in zip(questions, passages, strict=True):
             if v == "focused" and ps:  # as the generator does with RAGBUS_PROMPT_SOURCE_TOKENS
-                ps = await attributor.focus(q["question"], await attributor.evidence(ps), tokens.count,
-                                            source_tokens)
+                ps, _ = await attributor.focus(q["question"], ps, tokens.count, source_tokens)
             prompts[v].append(build_prompt(q["question"], ps, [], tokens, 2048, max_tokens))
     # "unguarded" is the plain prompt without the generator's loop stop: its answers are cached under the name
     # "generative" had before the guard (RepetitionGuard) existed, so they are not generated again

@@ -3,8 +3,9 @@
     .venv/bin/python bench/memory.py [--configs torch,onnx] [--docs 40] [--load-docs 30] [--questions 4] [--json]
 
 For each embedder configuration, on a fresh stack each (nats-server, PostgreSQL + pgvector, llama.cpp with SmolLM2,
-projector, parser, embedder, generator, gateway; `ragbus.stack`, as bench/observability.py), the first index declared
-by `ragbus streams declare` with RAGBUS_EMBEDDING_MODEL set, as `ragbus up` does:
+projector, parser, embedder, generator, gateway; `ragbus.stack`, as bench/observability.py), the first index of the
+fresh log declared on the configuration's model (`Servers.start(initial_model=...)`, as `ragbus up` does with
+RAGBUS_EMBEDDING_MODEL set):
 - torch: all-MiniLM-L6-v2 through sentence-transformers;
 - onnx: all-MiniLM-L6-v2-onnx-int8 on onnxruntime (no torch in the embedder).
 
@@ -158,21 +159,6 @@ def pss_by_mapping(pid: int) -> dict[str, float]:
 
 
 # ---- one configuration ------------------------------------------------------------------------------------------
-async def declare_first_index(workdir: Path, model: str) -> None:
-    """`ragbus streams declare` with RAGBUS_EMBEDDING_MODEL=model on the fresh log in `workdir`, on a nats-server of
-    its own for the moment: Servers.start then finds that index and declares no other (the default's only on a log
-    without one), as `ragbus up` does with the setting."""
-    nats_server, _, credentials = Servers.secured(workdir)
-    await asyncio.to_thread(nats_server.start)
-    try:
-        env = {**os.environ, "RAGBUS_NATS_URL": nats_server.url, **credentials.agent_env("admin"),
-               "RAGBUS_EMBEDDING_MODEL": model}
-        await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "ragbus.cli", "streams", "declare"], env=env,
-                                cwd=ROOT, check=True, capture_output=True)
-    finally:
-        nats_server.stop()
-
-
 async def ingest(client: httpx.AsyncClient, docs: list[CorpusDoc], progress: Progress,
                  timeout: float) -> tuple[int, int]:
     """Upload (8 in flight) until every document is indexed or failed: (chunks, documents not indexed)."""
@@ -231,8 +217,7 @@ async def one_config(config: str, args: argparse.Namespace, docs: list[CorpusDoc
         env["RAGBUS_MAX_ANSWER_TOKENS"] = str(args.max_tokens)
     with contextlib.ExitStack() as stop:  # on the way out, whatever happened: the agents, then the servers
         with err.status(f"{config}: starting nats-server, PostgreSQL, llama.cpp and the agents..."):
-            await declare_first_index(workdir, model)
-            servers = await Servers.start(workdir, llm=True)
+            servers = await Servers.start(workdir, llm=True, initial_model=model)  # the first index of the log
             stop.callback(servers.stop)
             # metrics ports as `ragbus up` gives them by default (nobody scrapes them here); no tracing, as its default
             agents = AgentStack.for_servers(servers, workdir / "logs", metrics=True, **env)

@@ -648,7 +648,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the results as JSON on stdout (the report then goes to stderr)")
     args = parser.parse_args(argv)
     if min(args.sizes) < 1 or args.queries < 1 or args.real < 0 or args.real == 1:
-        parser.error("sizes and --queries must be positive, --real at least 2")
+        parser.error("sizes and --queries must be positive, --real 0 (all real) or at least 2")
     return args
 
 

@@ -34,19 +34,19 @@ from ragbus.servers import EmbeddedPostgres, LlamaServer, NatsCluster, NatsServe
 from streams.connect import connect
 from streams.declare import declare_streams
 from streams.settings import BusSettings
-from streams.topology import Durable
+from streams.topology import DEFAULT_EMBEDDING_MODEL, Durable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def prepare(nats: NatsServer | NatsCluster, postgres: EmbeddedPostgres, credentials: Credentials,
-                  replicas: int | None = None) -> None:
+                  replicas: int | None = None, initial_model: str = DEFAULT_EMBEDDING_MODEL) -> None:
     """What `ragbus up` does before the agents start: the database roles, the topology (with `replicas`
-    copies of everything, on a cluster), the read models."""
+    copies of everything, on a cluster, and `initial_model` as the first index of a fresh log), the read models."""
     await ensure_roles(postgres.dsn, credentials)
     nc = await connect(BusSettings(nats_url=nats.url, **_nats_login(credentials, "admin")), "ragbus-prepare")
     try:
-        await declare_streams(nc.jetstream(), replicas=replicas)
+        await declare_streams(nc.jetstream(), initial_model, replicas=replicas)
     finally:
         await nc.close()
     pool = await create_pool(credentials.dsn(postgres.host_dsn, "projector"))
@@ -77,7 +77,8 @@ class Servers:
                 EmbeddedPostgres(workdir / "postgres", password=credentials.postgres["postgres"]), credentials)
 
     @classmethod
-    async def start(cls, workdir: Path, llm: bool = False, **llama_options: Any) -> Servers:
+    async def start(cls, workdir: Path, llm: bool = False, initial_model: str = DEFAULT_EMBEDDING_MODEL,
+                    **llama_options: Any) -> Servers:
         nats_server, postgres, credentials = cls.secured(workdir)
         servers = cls(nats_server, postgres, credentials,
                       LlamaServer(log_path=workdir / "logs" / "llama-server.log", **llama_options) if llm else None,
@@ -86,7 +87,7 @@ class Servers:
             for server in (servers.nats, servers.postgres, servers.llama):
                 if server is not None:
                     await asyncio.to_thread(server.start)
-            await prepare(servers.nats, servers.postgres, credentials)
+            await prepare(servers.nats, servers.postgres, credentials, initial_model=initial_model)
         except BaseException:
             servers.stop()
             raise

@@ -282,8 +282,11 @@ class Attributor:
     async def extract(self, question: str, evidence: Evidence) -> Extract:
         return await self._run(extract, question, evidence, self.encode, self.config)
 
-    async def focus(self, question: str, evidence: Evidence, count: Callable[[str], int],
-                    budget: int) -> list[Passage]:
+    async def focus(self, question: str, passages: Sequence[Passage], count: Callable[[str], int],
+                    budget: int) -> tuple[list[Passage], Evidence]:
+        """The passages cut to their sentences that answer `question` within `budget` tokens, and the evidence
+        (the whole passages' embedded sentences) the cut was made from, for the answer's attribution."""
         from agents.generator.focus import focus  # focus builds on this module's sentences and scores
 
-        return await self._run(focus, question, evidence, self.encode, count, budget, self.config)
+        evidence = await self.evidence(passages)
+        return await self._run(focus, question, evidence, self.encode, count, budget, self.config), evidence

@@ -26,12 +26,13 @@ def focus(question: str, evidence: Evidence, encode: Encode, count: Callable[[st
         return evidence.passages
     scores = question_scores(question, evidence, encode, config)
     # a long sentence is embedded as overlapping windows of one span: the span counts once, at its best window
+    by_n = {p.n: p for p in evidence.passages}
     best: dict[tuple[int, int], float] = {}
     spans: dict[tuple[int, int], Span] = {}
     for k, (n, span) in enumerate(evidence.spans):
         key = (n, span.start)
         best[key] = max(best.get(key, -1.0), scores[k])
-        spans[key] = Span(span.start, span.end, _original(evidence, n, span))
+        spans[key] = Span(span.start, span.end, by_n[n].text[span.start:span.end])  # the sentence, not a window
     ranked = sorted(best, key=lambda key: (-best[key], key))
     firsts: dict[int, tuple[int, int]] = {}
     for key in ranked:
@@ -45,11 +46,6 @@ def focus(question: str, evidence: Evidence, encode: Encode, count: Callable[[st
             used += cost
     return [_cut(p, sorted((spans[key] for key in kept if key[0] == p.n), key=lambda s: s.start))
             for p in evidence.passages]
-
-
-def _original(evidence: Evidence, n: int, span: Span) -> str:
-    passage = next(p for p in evidence.passages if p.n == n)
-    return passage.text[span.start:span.end]
 
 
 def _cut(p: Passage, kept: list[Span]) -> Passage:

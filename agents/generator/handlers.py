@@ -161,9 +161,8 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     elif passages and not stopped.is_set():
         shown = passages
         if settings.prompt_source_tokens > 0:  # the sentences that answer the question; attribution reuses them
-            evidence = await attributor.evidence(passages)
-            shown = await attributor.focus(event.standalone_question or event.question, evidence, tokens.count,
-                                           settings.prompt_source_tokens)
+            shown, evidence = await attributor.focus(event.standalone_question or event.question, passages,
+                                                     tokens.count, settings.prompt_source_tokens)
         prompt = build_prompt(event.question, shown, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
         prompt_tokens = prompt.tokens
