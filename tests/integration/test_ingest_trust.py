@@ -172,7 +172,9 @@ async def test_progress_stream_shows_a_document_move_to_indexed(client):
 
     listener = asyncio.create_task(listen())
     await asyncio.sleep(0.5)  # the subscription is in place before the upload
-    text = "".join(f"## Part {i}\nPart {i} describes step {i} of the long procedure in detail.\n" for i in range(80))
+    # enough chunks that embedding them outlasts the stream's 0.2 s coalescing even with the fast ONNX default:
+    # with 80 the whole document could be indexed inside one frame on a loaded machine
+    text = "".join(f"## Part {i}\nPart {i} describes step {i} of the long procedure in detail.\n" for i in range(800))
     await upload(client, "progress.md", text.encode())
     await asyncio.wait_for(listener, 120)
     assert seen[-1]["status"] == "indexed" and seen[-1]["chunks_indexed"] == seen[-1]["chunks"] > 1
