@@ -118,8 +118,12 @@ def _copies(info: StreamInfo) -> tuple[str, set[str]]:
     lost: set[str] = set() if cluster.leader else {"the leader"}
     for peer in cluster.replicas or []:
         silent = (peer.active or 0) / 1e9  # nanoseconds since the leader last heard from it
-        if peer.offline or silent > SILENT_PEER:
-            peers.append(f"[red]{peer.name} offline[/red]" + (f" ({silent:.0f} s)" if not peer.offline else ""))
+        # active 0 and not current: this leader never heard from the copy (a follower forgets every peer but
+        # its leader, so a leader elected after a server died has no time for it at all)
+        unheard = not peer.active and not peer.current
+        if peer.offline or silent > SILENT_PEER or unheard:
+            since = f" ({silent:.0f} s)" if silent and not peer.offline else ""
+            peers.append(f"[red]{peer.name} offline[/red]{since}")
             lost.add(str(peer.name))
         elif not peer.current:  # briefly behind is normal under load
             peers.append(f"[yellow]{peer.name} catching up[/yellow]")

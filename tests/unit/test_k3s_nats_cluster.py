@@ -7,6 +7,7 @@ password. k3s/check.py checks the same manifests statically."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import nats
+import nats.errors
+import nats.js.errors
 import pytest
 
 from ragbus import k3s_secrets
@@ -121,7 +124,15 @@ async def test_the_overlay_s_nats_cluster_forms_authenticates_its_routes_and_tak
                 info = await js.add_stream(name="K3SCHECK", subjects=["k3scheck.>"], num_replicas=n)
                 assert info.config.num_replicas == n and info.cluster is not None
                 assert len(info.cluster.replicas or []) == n - 1
-                await js.publish("k3scheck.one", b"x")
+                # a new R3 stream elects its leader a moment after the create reply: publish once it has one
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        await js.publish("k3scheck.one", b"x", timeout=2)
+                        break
+                    except (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError):
+                        assert time.monotonic() < deadline, "the R3 stream never took a message"
+                        await asyncio.sleep(0.2)
                 await js.delete_stream("K3SCHECK")
             finally:
                 await nc.close()
