@@ -1,4 +1,4 @@
-"""Chunk index: the text of every live chunk (full-text indexed), and per embedding model a vector table
+"""Chunk index: the text of every live chunk (with BM25 postings), and per embedding model a vector table
 (HNSW, cosine), with the registry of indexes saying which one answers queries.
 
 Folded from three streams in whatever order a replay reads them: chunks and their vectors (CHUNKS),

@@ -68,9 +68,16 @@ WITH corpus AS (
                AS keyword
     FROM q JOIN chunk_terms p USING (lexeme) CROSS JOIN corpus GROUP BY p.chunk_id
 ), keyword AS (
-    SELECT k.chunk_id, k.keyword, row_number() OVER (ORDER BY k.keyword DESC, k.chunk_id) AS rank
-    FROM bm25 k JOIN {{vectors}} v USING (chunk_id) JOIN chunks c USING (chunk_id) {{join}} WHERE {{where}}
-    ORDER BY k.keyword DESC, k.chunk_id LIMIT $3
+    -- best first, each scored chunk is looked up by its key until $3 pass (OFFSET 0 and LATERAL ... LIMIT 1 keep
+    -- the planner from flattening this into a join: it guesses tens of thousands of postings rows and then read
+    -- the whole vector and chunk tables, 43 of 65 ms at 100k chunks, to check the few hundred there are)
+    SELECT chunk_id, keyword, row_number() OVER (ORDER BY keyword DESC, chunk_id) AS rank FROM (
+        SELECT k.chunk_id, k.keyword FROM (SELECT * FROM bm25 ORDER BY keyword DESC, chunk_id OFFSET 0) k
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM {{vectors}} v {{dense_join}} WHERE v.chunk_id = k.chunk_id AND {{where}} LIMIT 1
+        ) present
+        LIMIT $3
+    ) best
 ), dense AS (
     SELECT chunk_id, row_number() OVER () AS rank FROM (
         SELECT v.chunk_id FROM {{vectors}} v {{dense_join}} WHERE NOT v.toc AND {{where}}

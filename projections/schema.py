@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_name_idx ON documents (name) WHERE status NOT IN ('deleted', 'superseded');
 """
 
-# The chunk index: the text of every live chunk (from chunks.ready, with the full-text column), and one
+# The chunk index: the text of every live chunk (from chunks.ready, with its BM25 postings), and one
 # vector table per embedding model (from chunks.embedded.<model>), created when the model's first vectors
 # arrive (their dimension is the model's). `embedding_indexes` says which table answers queries.
 CHUNKS = """
@@ -57,12 +57,10 @@ CREATE TABLE IF NOT EXISTS chunks (
     char_start int NOT NULL,
     char_end   int NOT NULL,
     text       text NOT NULL,
-    toc        boolean NOT NULL DEFAULT false,  -- a table of contents: kept, never a candidate
-    tsv        tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+    toc        boolean NOT NULL DEFAULT false  -- a table of contents: kept, never a candidate
 );
 CREATE INDEX IF NOT EXISTS chunks_upload_idx ON chunks (upload_id);
 CREATE INDEX IF NOT EXISTS chunks_doc_idx ON chunks (doc_id);
-CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON chunks USING gin (tsv);
 -- The keyword half's inverted index (BM25): one row per lexeme of each live chunk that can be retrieved (its
 -- heading path and text), with the lexeme's count there and the chunk's length in lexemes; the document
 -- frequency of each lexeme and the corpus size kept with it, so a question costs a few index lookups.
@@ -71,7 +69,7 @@ CREATE TABLE IF NOT EXISTS chunk_terms (
     chunk_id text NOT NULL,
     tf       int NOT NULL,
     len      int NOT NULL,
-    PRIMARY KEY (lexeme, chunk_id)
+    PRIMARY KEY (lexeme, chunk_id) INCLUDE (tf, len)  -- a question's postings: an index-only scan
 );
 CREATE INDEX IF NOT EXISTS chunk_terms_chunk_idx ON chunk_terms (chunk_id);
 CREATE TABLE IF NOT EXISTS term_stats (
@@ -163,9 +161,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at DESC);
 """
 
+# (chunks 4: no tsvector column and GIN index any more; the keyword half reads chunk_terms.)
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model).
-VERSIONS = {"documents": 2, "chunks": 3, "answers": 4}
+VERSIONS = {"documents": 2, "chunks": 4, "answers": 4}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (
