@@ -309,6 +309,11 @@ class Database:
         self.pool = await asyncpg.create_pool(self.pg.dsn, min_size=1, max_size=2, init=register_vector)
         async with self.pool.acquire() as conn:
             await migrate(conn)
+            # the `text` keyword variants rank PostgreSQL full text on the chunks, as ragbus did before BM25
+            # (the schema dropped the column when nothing read it any more)
+            await conn.execute("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS tsv tsvector "
+                               "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED")
+            await conn.execute("CREATE INDEX IF NOT EXISTS chunks_tsv_idx ON chunks USING gin (tsv)")
 
     async def stop(self) -> None:
         if self.pool is not None:
@@ -956,9 +961,20 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         state = await prepare(corpus_dir, questions, args.model, args.models_dir, strategy, int(tokens),
                               int(overlap), args.compose, db, args.text_headings, args.spell)
+        if args.hyde:  # HyDE: the question's vector moved towards an LLM-written answer (never the gold passage)
+            written = json.loads(args.hyde.read_text())
+            texts = [written.get(q["question"], "") for q in state.questions]
+            if args.hyde_mode == "concat":
+                Q = state.emb.encode([f"{q['question']}\n{t}" for q, t in zip(state.questions, texts, strict=True)])
+            else:
+                Q = state.Q + args.hyde_weight * state.emb.encode(texts)
+            state.Q = (Q / np.linalg.norm(Q, axis=1, keepdims=True)).astype(np.float32)
+            if hasattr(state, "_sims"):
+                del state._sims
         label = f"{Path(args.model).name} {args.chunking} compose={args.compose} qset={args.qset}" + \
             (" text-headings" if args.text_headings else "") + (" spell" if args.spell else "") + \
-            (f" split={args.docs_split}" if args.docs_split else "")
+            (f" split={args.docs_split}" if args.docs_split else "") + \
+            (f" hyde={args.hyde_mode}:{args.hyde_weight:g}" if args.hyde else "")
         print(f"# {label}: {state.timings}", file=sys.stderr)
         results = []
         for spec in [s for s in args.variants.split(";") if s.strip()]:
@@ -1002,6 +1018,10 @@ def main() -> int:
                         help="also time today's search, the proposed SQL pipeline and question embedding")
     parser.add_argument("--latency-variant", default=RECOMMENDED)
     parser.add_argument("--json", type=Path, help="append result rows (JSON lines) to this file")
+    parser.add_argument("--hyde", type=Path, help="JSON {question: LLM-written answer} (HyDE), e.g. from hyde.py")
+    parser.add_argument("--hyde-mode", default="add", choices=["add", "concat"],
+                        help="add: question vector + w * answer vector; concat: embed 'question\\nanswer'")
+    parser.add_argument("--hyde-weight", type=float, default=1.0)
     return asyncio.run(main_async(parser.parse_args()))
 
 
