@@ -230,6 +230,46 @@ def sentences(chunk: Chunk) -> list[str]:
     return out or [chunk.text]
 
 
+def sentence_spans_glued(text: str) -> list[tuple[int, int]]:
+    """`sentences`, as character spans of the text (the same gluing of short fragments)."""
+    from agents.parser.chunking import sentence_spans
+
+    out: list[list[int]] = []
+    carry: list[int] | None = None
+    for a, b in sentence_spans(text, 0, len(text)):
+        span = [carry[0], b] if carry else [a, b]
+        if len(text[span[0]:span[1]].strip()) < 25:
+            carry = span
+            continue
+        carry = None
+        out.append(span)
+    if carry:
+        out.append(carry) if not out else out[-1].__setitem__(1, carry[1])
+    return [(a, b) for a, b in out] or [(0, len(text))]
+
+
+def late_sentence_vectors(model: Any, texts: Sequence[str]) -> list[np.ndarray]:
+    """Sentence vectors from the chunk's own forward pass ("late chunking"): the mean of the output token
+    states whose characters lie in each sentence, normalised. No model call beyond the chunk's. A sentence past
+    the model's 256-token window gets the chunk's vector."""
+    out = []
+    for text in texts:
+        enc = model.tokenizer.encode(text)
+        ids = np.array([enc.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        hidden = model.session.run(None, {k: v for k, v in feed.items() if k in model.inputs})[0][0]
+        offsets = np.array(enc.offsets)
+        special = np.array(enc.special_tokens_mask, dtype=bool)
+        whole = hidden.mean(axis=0)
+        vecs = []
+        for a, b in sentence_spans_glued(text):
+            inside = (offsets[:, 0] >= a) & (offsets[:, 1] <= b) & ~special & (offsets[:, 1] > offsets[:, 0])
+            v = hidden[inside].mean(axis=0) if inside.any() else whole
+            vecs.append(v / (np.linalg.norm(v) or 1.0))
+        out.append(np.stack(vecs).astype(np.float32))
+    return out
+
+
 # --- embeddings, cached ---------------------------------------------------------------------------------------
 
 
@@ -487,6 +527,7 @@ class State:
     lex: list[list[str]] = field(default=None)
     df: dict[str, int] = field(default=None)
     timings: dict[str, float] = field(default_factory=dict)
+    late: bool = False  # sentence vectors from the chunk's own forward pass (--late-sentences)
 
     @property
     def sims(self) -> np.ndarray:
@@ -495,6 +536,12 @@ class State:
         return self._sims
 
     def sentence_sims(self) -> np.ndarray:
+        if self.S is None and self.late:
+            started = time.perf_counter()
+            per = late_sentence_vectors(self.emb.model, [compose(c, self.compose) for c in self.corpus.chunks])
+            self.timings["late_sentences"] = sum(len(v) for v in per)
+            self.timings["late_sentence_s"] = round(time.perf_counter() - started, 1)
+            self.S = np.stack([(self.Q @ v.T).max(axis=1) for v in per], axis=1).astype(np.float32)
         if self.S is None:
             started = time.perf_counter()
             per = [sentences(c) for c in self.corpus.chunks]
@@ -961,6 +1008,7 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         state = await prepare(corpus_dir, questions, args.model, args.models_dir, strategy, int(tokens),
                               int(overlap), args.compose, db, args.text_headings, args.spell)
+        state.late = args.late_sentences
         if args.hyde:  # HyDE: the question's vector moved towards an LLM-written answer (never the gold passage)
             written = json.loads(args.hyde.read_text())
             texts = [written.get(q["question"], "") for q in state.questions]
@@ -974,7 +1022,8 @@ async def main_async(args: argparse.Namespace) -> int:
         label = f"{Path(args.model).name} {args.chunking} compose={args.compose} qset={args.qset}" + \
             (" text-headings" if args.text_headings else "") + (" spell" if args.spell else "") + \
             (f" split={args.docs_split}" if args.docs_split else "") + \
-            (f" hyde={args.hyde_mode}:{args.hyde_weight:g}" if args.hyde else "")
+            (f" hyde={args.hyde_mode}:{args.hyde_weight:g}" if args.hyde else "") + \
+            (" late-sentences" if args.late_sentences else "")
         print(f"# {label}: {state.timings}", file=sys.stderr)
         results = []
         for spec in [s for s in args.variants.split(";") if s.strip()]:
@@ -1022,6 +1071,9 @@ def main() -> int:
     parser.add_argument("--hyde-mode", default="add", choices=["add", "concat"],
                         help="add: question vector + w * answer vector; concat: embed 'question\\nanswer'")
     parser.add_argument("--hyde-weight", type=float, default=1.0)
+    parser.add_argument("--late-sentences", action="store_true",
+                        help="ws= sentence vectors pooled from the chunk's own forward pass instead of one model call "
+                        "per sentence (ONNX models)")
     return asyncio.run(main_async(parser.parse_args()))
 
 
