@@ -422,7 +422,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 class OnnxModel:
     """A transformer in ONNX plus the ST metadata beside it: mean pooling over the mask, then L2 normalisation."""
 
-    def __init__(self, folder: Path, name: str = "", threads: int = 0) -> None:
+    def __init__(self, folder: Path, name: str = "", threads: int = 0, spin: bool = True) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -441,6 +441,8 @@ class OnnxModel:
         # 0: onnxruntime's default, one per physical core. Its threads spin a while after each call (~7 % faster
         # batches here), which slowed a torch model's next query in the same process from 8 to ~18 ms.
         options.intra_op_num_threads = threads
+        if not spin:  # a process sharing its cores with others: a spinning thread takes CPU they are waiting for
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_mem_pattern = False  # plans per input shape, and every batch has a new one: +250 MB, no gain
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
@@ -510,10 +512,11 @@ _LOADERS: dict[Backend, Callable[[Path, str, int], EmbeddingModel]] = {
     "torch": TorchModel, "onnx": OnnxModel, "model2vec": Model2VecModel}
 
 
-def load_model(name_or_path: str, models_dir: Path, threads: int = 0) -> EmbeddingModel:
+def load_model(name_or_path: str, models_dir: Path, threads: int = 0, spin: bool = True) -> EmbeddingModel:
     """A catalogue model by name (built into models_dir on first use), or a model folder by path.
 
     threads: intra-op threads for torch (process-wide) or onnxruntime (this session); 0 keeps the default.
+    spin: onnxruntime's threads busy-wait for the next call (faster alone, slower next to other processes).
     """
     started = time.perf_counter()
     if name_or_path in CATALOG:
@@ -525,7 +528,7 @@ def load_model(name_or_path: str, models_dir: Path, threads: int = 0) -> Embeddi
             raise FileNotFoundError(f"embedding model {name_or_path!r} is neither in the catalogue "
                                     f"({', '.join(CATALOG)}) nor an existing folder")
         name, backend = folder.resolve().name, detect_backend(folder)
-    model = _LOADERS[backend](folder, name, threads)
+    model = OnnxModel(folder, name, threads, spin) if backend == "onnx" else _LOADERS[backend](folder, name, threads)
     log.info("loaded %s (%s, %d-d, %s) from %s in %.1f s", model.name, backend, model.dim, model.fingerprint,
              folder, time.perf_counter() - started)
     return model

@@ -435,6 +435,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--in-flight", type=int, default=None,
                    help="chunks.ready batches each embedder holds (RAGBUS_EMBEDDING_IN_FLIGHT; 1: one at a time, "
                    "as before it was pipelined; default: the setting)")
+    p.add_argument("--spin", action="store_true",
+                   help="let the bus's embedders' onnxruntime threads busy-wait between calls "
+                   "(RAGBUS_EMBEDDING_SPIN=true, the default before; the in-process baseline always spins)")
     p.add_argument("--seed", type=int, default=42, help="corpus order and format mix (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds to wait for every document to be indexed (default: %(default)s)")
@@ -462,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     err.print(f"corpus: {describe(docs)}")
     workdir = Path(tempfile.mkdtemp(prefix="ragbus-bench-"))
     env = {"RAGBUS_EMBEDDING_IN_FLIGHT": str(args.in_flight)} if args.in_flight else {}
+    if args.spin:
+        env["RAGBUS_EMBEDDING_SPIN"] = "true"
     stack = BenchStack(workdir, args.parsers, args.embedders, env)
     keep = args.keep
     try:

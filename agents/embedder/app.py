@@ -27,7 +27,8 @@ def create_app(settings: EmbedderSettings) -> FastStream:
     broker.include_router(router)
 
     def load(index: Index) -> Embedder:
-        return Embedder.load(index.model, index.source, settings.models_dir, settings.embedding_threads)
+        return Embedder.load(index.model, index.source, settings.models_dir, settings.embedding_threads,
+                             settings.embedding_spin)
 
     indexes = IndexRegistry(load, publish_embedded, worker.dead_letters, embedding_failed,
                             in_flight=settings.embedding_in_flight)

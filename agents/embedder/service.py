@@ -28,9 +28,9 @@ class Embedder:
         self._lock = asyncio.Lock()  # torch and onnxruntime already use every core they are given
 
     @classmethod
-    def load(cls, name: str, source: str, models_dir: Path, threads: int = 0) -> Embedder:
+    def load(cls, name: str, source: str, models_dir: Path, threads: int = 0, spin: bool = True) -> Embedder:
         """The model of index `name`: `source` is a catalogue name or a folder (empty: `name` itself)."""
-        return cls(load_model(source or name, models_dir, threads), name)
+        return cls(load_model(source or name, models_dir, threads, spin), name)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts, computing each distinct text once (identical chunks in a document are common)."""

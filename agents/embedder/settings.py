@@ -13,6 +13,9 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     models_dir: Path = Path("~/.ragbus/models").expanduser()  # where models built from the packaged MiniLM live
     embedding_threads: int = 0  # per model; 0: the library's default (every core)
+    # onnxruntime's threads busy-wait between model calls; the embedder shares its cores with the parser,
+    # PostgreSQL and NATS during ingest (bench/ingest.py)
+    embedding_spin: bool = False
     embedding_in_flight: int = 3  # chunks.ready batches held per index, so the model never waits on the bus
     default_top_k: int = 5
     max_top_k: int = 50
@@ -20,7 +23,7 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     keyword_weight: float = 0.2  # fused = cosine + this * BM25 / the question's best BM25
     min_similarity: float = 0.2  # passages below this cosine similarity are not used as context
     duplicate_similarity: float = 0.95  # near-duplicate passages above this similarity are dropped
-    hnsw_ef_search: int = 80
+    hnsw_ef_search: int = 0  # 0: by the index's size (projections.retrieval.search_breadth)
 
     def retrieval(self) -> RetrievalConfig:
         return RetrievalConfig(candidates=self.retrieval_candidates, keyword_weight=self.keyword_weight,
