@@ -17,9 +17,10 @@ with COPY the `chunks` table (the texts) and the vector table (`vectors_table(MO
   its two neighbouring real ones (interpolated by position, plus Gaussian noise, normalised), which is how 1M
   chunks can be simulated. The output says how close the derived vectors are to their real neighbours.
 
-Per size the HNSW index (on the vector table) and the GIN index (on `chunks`) are built after the load (as the
-schema defines them), both tables are vacuumed and analysed, and then every question (real questions embedded
-with the model) runs three ways, interleaved and in rotating order so that drift and caching hit all three alike:
+Per size the HNSW index (on the vector table) is built after the load (as the schema defines it; the keyword
+half's postings, `chunk_terms`, are added during the load as the projector adds them), the tables are vacuumed
+and analysed, and then every question (real questions embedded with the model) runs three ways, interleaved and
+in rotating order so that drift and caching hit all three alike:
 
 - hybrid: `HybridSearch(pool, RetrievalConfig()).search(vector, question, top_k, model=...)`, exactly what
   the embedder agent runs for a question;
@@ -62,8 +63,8 @@ from rich.table import Table
 from agents.embedder.service import Embedder
 from agents.embedder.settings import EmbedderSettings
 from projections.chunks import add_terms
-from projections.retrieval import HybridSearch, RetrievalConfig
-from projections.schema import CHUNKS, migrate, vectors_ddl, vectors_table
+from projections.retrieval import HybridSearch, RetrievalConfig, search_breadth
+from projections.schema import migrate, vectors_ddl, vectors_table
 from projections.views import create_pool
 from ragbus.servers import EmbeddedPostgres
 from streams.topology import DEFAULT_EMBEDDING_MODEL
@@ -77,7 +78,6 @@ CHUNK_COLUMNS = ("chunk_id", "doc_id", "upload_id", "ordinal", "name", "doc_type
                  "char_end", "text")
 VECTOR_COLUMNS = ("chunk_id", "upload_id", "embedding")
 HNSW = f"{VECTORS}_hnsw"
-GIN = "chunks_tsv_idx"
 
 
 def _index_statement(ddl: str, name: str) -> str:
@@ -86,8 +86,7 @@ def _index_statement(ddl: str, name: str) -> str:
 
 # index -> (its table, its definition exactly as the schema has it); dropped before a bulk load, rebuilt after
 # it. The dimension appears only in the vector table's CREATE TABLE, not in its index statements.
-INDEX_DDL = {HNSW: (VECTORS, _index_statement(vectors_ddl(VECTORS, 384), HNSW)),
-             GIN: ("chunks", _index_statement(CHUNKS, GIN))}
+INDEX_DDL = {HNSW: (VECTORS, _index_statement(vectors_ddl(VECTORS, 384), HNSW))}
 
 err = Console(stderr=True)
 
@@ -98,8 +97,62 @@ def progress_bar(transient: bool = True) -> Progress:
 
 
 # ---- text ----------------------------------------------------------------------------------------------------
+def _docstrings(path: Path) -> list[str]:
+    try:
+        tree = ast.parse(path.read_text(errors="replace"))
+    except (SyntaxError, ValueError):
+        return []
+    return [d for node in ast.walk(tree) if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                                       | ast.AsyncFunctionDef)
+            and (d := ast.get_docstring(node)) and len(d) > 80]
+
+
+def _new_paragraphs(text: str, seen: set[str]) -> str:
+    """The paragraphs of `text` not seen before (license boilerplate, docstrings copied from class to class)."""
+    kept = []
+    for para in re.split(r"\n\s*\n", text):
+        key = " ".join(para.split()).lower()
+        if len(key) >= 40 and key not in seen:
+            seen.add(key)
+            kept.append(para)
+    return "\n\n".join(kept)
+
+
+def _html_text(path: Path) -> str:
+    import warnings
+
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(path.read_bytes(), "html.parser")
+    for tag in soup(["script", "style"]):
+        tag.decompose()
+    return soup.get_text("\n")
+
+
+def _site_docstrings(seen: set[str]) -> list[tuple[str, str]]:
+    """The venv's packages' docstrings, one source per module, paragraphs de-duplicated; parsing 16k modules
+    takes a minute, so the result is cached by the modules' paths, sizes and times."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    paths = [p for p in sorted(purelib.rglob("*.py")) if not {"test", "tests", "__pycache__"} & set(p.parts)]
+    stamp = hashlib.sha256(json.dumps([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]).encode())
+    cached = CACHE / f"site-docstrings-{stamp.hexdigest()[:16]}.json"
+    if cached.exists():
+        found = [tuple(pair) for pair in json.loads(cached.read_text())]
+    else:
+        found = [(f"package {p.relative_to(purelib)}", "\n\n".join(docs)) for p in paths if (docs := _docstrings(p))]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(found))
+    return [(name, kept) for name, text in found if (kept := _new_paragraphs(text, seen))]
+
+
 def sources() -> list[tuple[str, str]]:
-    """(name, text) of installed documentation: deterministic for a given machine and venv."""
+    """(name, text) of installed documentation: deterministic for a given machine and venv. The Debian packages
+    linux-doc-6.1, perl-doc, postgresql-doc-15 and debian-reference-en are read when installed: with them there is
+    enough distinct text for 100k windows that overlap about as much as the parser's chunks (without them the
+    windows overlap by 142 of 150 words, their exact top 10 are near duplicates, and HNSW recall says more about
+    that than about a corpus)."""
     out: list[tuple[str, str]] = []
     if LICENSES.is_dir():
         for path in sorted(LICENSES.iterdir()):
@@ -112,16 +165,7 @@ def sources() -> list[tuple[str, str]]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     skip = {"test", "tests", "idlelib", "idle_test", "site-packages", "lib2to3", "turtledemo", "__pycache__"}
     for path in sorted(stdlib.rglob("*.py")):
-        if skip & set(path.relative_to(stdlib).parts):
-            continue
-        try:
-            tree = ast.parse(path.read_text(errors="replace"))
-        except (SyntaxError, ValueError):
-            continue
-        docs = [d for node in ast.walk(tree)
-                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-                and (d := ast.get_docstring(node)) and len(d) > 80]
-        if docs:
+        if not skip & set(path.relative_to(stdlib).parts) and (docs := _docstrings(path)):
             out.append((f"stdlib {path.relative_to(stdlib)}", "\n\n".join(docs)))
     for dist in sorted(metadata.distributions(), key=lambda d: d.metadata["Name"] or ""):
         text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""  # type: ignore[attr-defined]
@@ -129,18 +173,18 @@ def sources() -> list[tuple[str, str]]:
             out.append((f"README {dist.metadata['Name']}", text))
     seen: set[str] = set()
     for path in sorted(Path("/usr/share/doc").glob("*/copyright")):
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        kept = []
-        for para in re.split(r"\n\s*\n", text):
-            key = " ".join(para.split()).lower()
-            if len(key) >= 40 and key not in seen:
-                seen.add(key)
-                kept.append(para)
-        if kept:
-            out.append((f"copyright {path.parent.name}", "\n\n".join(kept)))
+        with contextlib.suppress(OSError):
+            if text := _new_paragraphs(path.read_text(errors="replace"), seen):
+                out.append((f"copyright {path.parent.name}", text))
+    kernel = Path("/usr/share/doc/linux-doc-6.1/html/_sources")
+    out += [(f"kernel {p.relative_to(kernel)}", p.read_text(errors="replace")) for p in sorted(kernel.rglob("*.txt"))]
+    out += [(f"perl {p.name}", p.read_text(errors="replace"))
+            for p in sorted(Path("/usr/share/perl").glob("*/pod/*.pod"))]
+    out += [(f"postgresql {p.name}", _html_text(p))
+            for p in sorted(Path("/usr/share/doc/postgresql-doc-15/html").glob("*.html"))]
+    out += [(f"debian-reference {p.name}", _html_text(p))
+            for p in sorted(Path("/usr/share/debian-reference").glob("*.en.html"))]
+    out += _site_docstrings(seen)
     return out
 
 
@@ -273,6 +317,23 @@ HANDWRITTEN = (
     "What are the conditions of the MIT license?",
     "What is the Artistic License?",
     "How do I convey a covered work in object code form?",
+    # the Debian documentation packages sources() reads when installed (kernel, Perl, PostgreSQL, Debian)
+    "How do I pass parameters to the kernel at boot time?",
+    "How does the kernel's out-of-memory killer choose a process?",
+    "How do I write a device tree binding?",
+    "What is the difference between a spinlock and a mutex in the kernel?",
+    "How do I submit a patch to the Linux kernel mailing list?",
+    "How do cgroups limit the memory of a group of processes?",
+    "How do I read a file line by line in Perl?",
+    "What does the local keyword do in Perl?",
+    "How do Perl regular expression modifiers work?",
+    "How do I create an index concurrently in PostgreSQL?",
+    "What does VACUUM do and when should autovacuum run?",
+    "How do I set up streaming replication between two PostgreSQL servers?",
+    "How do window functions work in SQL?",
+    "What isolation levels does PostgreSQL support?",
+    "How do I configure the network interfaces on Debian?",
+    "How do I set up sudo for a user on Debian?",
 )
 TOPICS = ("assert statement", "assignment statements", "await expressions", "attribute access", "augmented "
           "assignment", "boolean operations", "break statement", "class definitions", "comparisons",
@@ -316,7 +377,7 @@ async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, 
             vecs: list[tuple[Any, ...]] = []
             for i in rows[start:start + batch]:
                 i = int(i)
-                text = windows.texts[i]
+                text = windows.texts[i].replace("\x00", "")  # PostgreSQL text has no NUL (the parser drops them too)
                 chunk_id, upload_id = f"bench-{i:07d}", f"doc-{windows.doc[i]:05d}-0"
                 chunks.append((chunk_id, f"doc-{windows.doc[i]:05d}", upload_id, int(windows.ordinal[i]),
                                windows.names[i], "text", None, [], 0, len(text), text))
@@ -329,8 +390,9 @@ async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, 
 
 
 async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[str, float]:
-    """The schema's HNSW and GIN indexes, with a progress bar from pg_stat_progress_create_index."""
-    await conn.execute("SET maintenance_work_mem = '1GB'")
+    """The schema's HNSW index, with a progress bar from pg_stat_progress_create_index."""
+    # the HNSW graph must fit in it, or the build goes on disk and takes many times longer (1M chunks: ~2 GB)
+    await conn.execute(f"SET maintenance_work_mem = '{'4GB' if rows > 200_000 else '1GB'}'")
     seconds: dict[str, float] = {}
     watcher = await asyncpg.connect(dsn)
     try:
@@ -364,6 +426,9 @@ async def drop_indexes(conn: asyncpg.Connection) -> None:
 # the model's vectors are a table of their own: no model filter any more (the dense half of HybridSearch without
 # filters is this very query, hence hnsw below)
 EXACT_SQL = f"SELECT chunk_id, v.embedding <=> $1 AS distance FROM {VECTORS} v ORDER BY v.embedding <=> $1 LIMIT $2"
+# the same query under another text: a prepared statement's cached generic plan would otherwise serve both (planned
+# under whichever settings came first)
+HNSW_SQL = EXACT_SQL.replace("SELECT", "SELECT /* hnsw */", 1)
 # how many chunks the keyword half of HybridSearch scores for a question: those with any of its rarest lexemes
 KEYWORD_MATCHES_SQL = """SELECT count(DISTINCT chunk_id) FROM chunk_terms WHERE lexeme IN (
     SELECT lexeme FROM (SELECT lexeme, sum(ndoc) OVER (ORDER BY ndoc, lexeme) AS postings FROM term_stats
@@ -387,9 +452,9 @@ async def exact(pool: asyncpg.Pool, vector: np.ndarray, k: int) -> list[tuple[st
 
 async def hnsw(pool: asyncpg.Pool, vector: np.ndarray, k: int, cfg: RetrievalConfig) -> list[tuple[str, float]]:
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}")
+        await search_breadth(conn, VECTORS, cfg)  # as HybridSearch sets it
         await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        rows = await conn.fetch(EXACT_SQL, vector, k)
+        rows = await conn.fetch(HNSW_SQL, vector, k)
     return [(r["chunk_id"], r["distance"]) for r in rows]
 
 
@@ -413,13 +478,13 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
     out = {}
     async with pool.acquire() as conn:
         for name, setup, sql, args in (
-            ("hybrid", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
+            ("hybrid", ["SET LOCAL hnsw.iterative_scan = relaxed_order"],
              hybrid_sql, (vector, await question_lexemes(conn, question), cfg.candidates, *extra)),
             ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, k)),
-            ("hnsw", [f"SET LOCAL hnsw.ef_search = {cfg.ef_search}", "SET LOCAL hnsw.iterative_scan = relaxed_order"],
-             EXACT_SQL, (vector, k)),
+            ("hnsw", ["SET LOCAL hnsw.iterative_scan = relaxed_order"], HNSW_SQL, (vector, k)),
         ):
             async with conn.transaction():
+                await search_breadth(conn, VECTORS, cfg)
                 for statement in setup:
                     await conn.execute(statement)
                 plan = json.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args))[0]["Plan"]
@@ -434,10 +499,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: int, warmup: int,
-                       cfg: RetrievalConfig) -> dict[str, Any]:
+                       cfg: RetrievalConfig, sweep: list[int]) -> dict[str, Any]:
     search = HybridSearch(pool, cfg)
     times: dict[str, list[float]] = {"hybrid": [], "exact": [], "hnsw": []}
     recalls: list[float] = []
+    truths: list[set[str]] = []
     similarity_kept: list[float] = []  # sum of hnsw's top-k cosine similarities / exact's: near-ties cost ~0
     hybrid_counts: list[int] = []
 
@@ -465,10 +531,24 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
                 times[method].append((time.perf_counter() - started) * 1000)
                 progress.advance(task)
             truth = {cid for cid, _d in results["exact"]}
+            truths.append(truth)
             recalls.append(len(truth & {cid for cid, _d in results["hnsw"]}) / max(len(truth), 1))
             best = sum(1 - d for _c, d in results["exact"])
             similarity_kept.append(sum(1 - d for _c, d in results["hnsw"]) / best if best else 1.0)
             hybrid_counts.append(len(results["hybrid"]))
+    swept: dict[str, dict[str, float]] = {}
+    with progress_bar() as progress:  # HNSW alone at other search breadths, against the same exact top-k
+        task = progress.add_task(f"ef_search {sweep}", total=len(sweep) * len(qs))
+        for ef in sweep:
+            other = RetrievalConfig(ef_search=ef)
+            ms, found = [], []
+            for i, truth in enumerate(truths):
+                started = time.perf_counter()
+                got = await hnsw(pool, qvecs[i], k, other)
+                ms.append((time.perf_counter() - started) * 1000)
+                found.append(len(truth & {cid for cid, _d in got}) / max(len(truth), 1))
+                progress.advance(task)
+            swept[str(ef)] = {"recall": float(np.mean(found)), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95)}
     with err.status("counting the keyword half's matches per question..."):
         matches = np.array([await keyword_matches(pool, q) for q in qs])
     heavy = matches >= np.percentile(matches, 90)  # the tenth of the questions whose keyword query matches most
@@ -476,6 +556,7 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
     return {
         **{m: {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95), "mean_ms": float(np.mean(t))} for m, t in times.items()},
         "recall_at_k_hnsw_vs_exact": float(np.mean(recalls)),
+        "ef_search_sweep": swept,
         "similarity_kept_hnsw_vs_exact": float(np.mean(similarity_kept)),
         "keyword_matches": {"mean": float(matches.mean()), "p95": pct(matches.tolist(), 95), "max": int(matches.max()),
                             "max_question": qs[int(matches.argmax())],
@@ -484,19 +565,26 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
                             if (~heavy).any() else None},
         "hybrid_passages_mean": float(np.mean(hybrid_counts)),
         "plans": await plans(pool, qvecs[0], qs[0], k, cfg),
+        "ef_search": await _breadth(pool, cfg),
     }
+
+
+async def _breadth(pool: asyncpg.Pool, cfg: RetrievalConfig) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        return await search_breadth(conn, VECTORS, cfg)
 
 
 async def table_sizes(conn: asyncpg.Connection) -> dict[str, str]:
     """'table': the whole chunk index as before, now chunks + the vector table (each with its indexes and TOAST);
-    then each of the two tables alone, and the HNSW and GIN indexes."""
+    then each of the two tables alone, the HNSW index and the keyword half's postings."""
     rows = await conn.fetch(
         f"""SELECT 'table' AS what,
                   pg_size_pretty(pg_total_relation_size('chunks') + pg_total_relation_size('{VECTORS}')) AS size
            UNION ALL SELECT 'chunks', pg_size_pretty(pg_total_relation_size('chunks'))
            UNION ALL SELECT '{VECTORS}', pg_size_pretty(pg_total_relation_size('{VECTORS}'))
+           UNION ALL SELECT 'chunk_terms', pg_size_pretty(pg_total_relation_size('chunk_terms'))
            UNION ALL SELECT indexrelname, pg_size_pretty(pg_relation_size(indexrelid))
-           FROM pg_stat_user_indexes WHERE indexrelname IN ('{HNSW}', '{GIN}')""")
+           FROM pg_stat_user_indexes WHERE indexrelname = '{HNSW}'""")
     return {r["what"]: r["size"] for r in rows}
 
 
@@ -540,7 +628,8 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
             # chunks_embedding_hnsw); load_s covers both COPYs (chunks and the vector table)
             results[str(size)] = {"chunks": size, "load_s": load_s, "index_build_s": build,
                                   "sizes": await table_sizes(conn),
-                                  **await measure_size(pool, qs, qvecs, args.top_k, args.warmup, cfg)}
+                                  **await measure_size(pool, qs, qvecs, args.top_k, args.warmup, cfg,
+                                                       args.ef_search)}
     finally:
         await pool.close()
         await conn.close()
@@ -582,7 +671,8 @@ def report(result: dict[str, Any], console: Console) -> None:
                   f"texts ({s['source_words']} words). Vectors: {vectors}")
     console.print(f"{s['queries']} real questions embedded with the model, top_k {s['top_k']}, {s['warmup']} warm-up "
                   f"rounds; RetrievalConfig defaults (candidates {s['retrieval_config']['candidates']}, "
-                  f"ef_search {s['retrieval_config']['ef_search']}); times include pool acquire + transaction, "
+                  f"ef_search {s['retrieval_config']['ef_search'] or 'by table size'}); times include pool acquire + "
+                  "transaction, "
                   "as the embedder agent runs them.")
     table = Table(title="retrieval latency (ms): hybrid = HybridSearch.search; exact = seq-scan cosine top-k "
                         "(baseline); hnsw = dense top-k via the index")
@@ -608,8 +698,8 @@ def report(result: dict[str, Any], console: Console) -> None:
                   "top-k (1.0000: the passages missed were as similar as the ones returned)")
     for r in sizes:
         b = r["index_build_s"]
-        console.print(f"{r['chunks']:,} chunks: COPY {r['load_s']:.1f} s, HNSW build "
-                      f"{b[HNSW]:.1f} s, GIN build {b[GIN]:.1f} s, "
+        console.print(f"{r['chunks']:,} chunks (ef_search {r['ef_search']}): COPY {r['load_s']:.1f} s, HNSW build "
+                      f"{b[HNSW]:.1f} s, "
                       f"VACUUM ANALYZE {b['vacuum_analyze']:.1f} s; sizes "
                       f"{r['sizes']}; hybrid returned {r['hybrid_passages_mean']:.1f} passages on average")
         km = r["keyword_matches"]
@@ -619,6 +709,10 @@ def report(result: dict[str, Any], console: Console) -> None:
                       f"({km['max_question']!r}); hybrid p50 for the 10% of questions matching most: "
                       f"{km['hybrid_p50_ms_top10pct_matches']:.1f} ms, for the other 90%: "
                       f"{'n/a' if other is None else f'{other:.1f}'} ms")
+        if r["ef_search_sweep"]:
+            console.print("   HNSW alone by ef_search (recall@k vs exact, p50 / p95 ms): " + "; ".join(
+                f"{ef}: {e['recall']:.3f}, {e['p50_ms']:.1f} / {e['p95_ms']:.1f}"
+                for ef, e in r["ef_search_sweep"].items()))
         console.print("   plans: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in r["plans"].items()))
 
 
@@ -640,6 +734,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", type=float, default=0.02, help="std of the noise added to derived vectors")
     parser.add_argument("--top-k", type=int, default=10, help="passages asked for (and k of exact and recall@k)")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up questions per size (not measured)")
+    parser.add_argument("--ef-search", type=int, nargs="*", default=[40, 80, 120, 200, 400],
+                        help="also time HNSW alone at these hnsw.ef_search values, with recall against the same "
+                        "exact top-k (none: skip)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", type=Path, default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true",

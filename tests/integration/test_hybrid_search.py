@@ -148,3 +148,23 @@ async def test_metadata_filters(pool, corpus, filters, expected):
     hits = await HybridSearch(pool).search(corpus, "pump filters warranty soup", top_k=10, model=MODEL,
                                            threshold=-1.0, filters=filters)
     assert {h["doc_id"] for h in hits} == expected
+
+
+async def test_the_hnsw_search_breadth_grows_with_the_index_unless_it_is_set(pool, corpus):
+    from projections.retrieval import EF_BASE, EF_MAX, search_breadth
+
+    table = vectors_table(MODEL)
+
+    async def breadth(rows: float, cfg: RetrievalConfig) -> tuple[int, str]:
+        async with pool.acquire() as conn, conn.transaction():
+            # the planner's row estimate, as ANALYZE would leave it on a table of that size
+            await conn.execute("UPDATE pg_class SET reltuples = $2 WHERE oid = $1::regclass", table, rows)
+            return await search_breadth(conn, table, cfg), await conn.fetchval("SHOW hnsw.ef_search")
+
+    assert await breadth(-1, RetrievalConfig()) == (EF_BASE, str(EF_BASE))  # never analysed
+    assert await breadth(5_000, RetrievalConfig()) == (EF_BASE, str(EF_BASE))
+    assert await breadth(100_000, RetrievalConfig()) == (225, "225")  # 80 * 10 ** 0.45
+    assert await breadth(10_000_000, RetrievalConfig()) == (EF_MAX, str(EF_MAX))
+    assert await breadth(100_000, RetrievalConfig(ef_search=64)) == (64, "64")
+    # SET LOCAL semantics: the next transaction starts from the server's default again
+    assert await pool.fetchval("SHOW hnsw.ef_search") == "40"
