@@ -68,6 +68,15 @@ class _Finished:
     seconds: float
 
 
+def _busy_seconds(finished: list[_Finished]) -> float:
+    """The length of the union of the answers' [start, end] intervals."""
+    busy, covered = 0.0, float("-inf")
+    for start, end in sorted((f.at - f.seconds, f.at) for f in finished):
+        busy += max(0.0, end - max(start, covered))  # the part not already counted
+        covered = max(covered, end)
+    return busy
+
+
 class Admission:
     def __init__(self, questions_per_minute: float, uploads_per_minute: float, max_in_flight: int,
                  ask_timeout: float, abandon_grace: float, assumed_answer_s: float = 10.0) -> None:
@@ -89,8 +98,9 @@ class Admission:
         recent = [f for f in self._finished if now - f.at < 300]
         if len(recent) < 3:
             return (self.in_flight + 1) * self.assumed_answer_s
-        span = max(now - recent[0].at, max(f.seconds for f in recent))
-        throughput = len(recent) / span  # answers per second, all generators together
+        # answers per second, all generators together, over the time some answer was being made: idle minutes
+        # between questions are no slowness (counting them refused a burst after a quiet spell as "too busy")
+        throughput = len(recent) / max(_busy_seconds(recent), 1e-3)
         return (self.in_flight + 1) / throughput
 
     @contextlib.contextmanager

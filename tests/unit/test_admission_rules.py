@@ -59,6 +59,23 @@ def test_a_question_that_would_wait_too_long_by_the_recent_answers_is_refused():
     assert "would wait" in refused.value.message
 
 
+def test_quiet_minutes_between_answers_do_not_count_as_slowness():
+    admission = Admission(0, 0, max_in_flight=100, ask_timeout=60, abandon_grace=1)
+    now = time.monotonic()
+    # three 2-second answers, minutes apart: the system answers one every 2 s when it is asked
+    admission._finished.extend(_Finished(now - t, 2.0) for t in (250, 150, 50))
+    admission.in_flight = 9
+    assert admission.expected_wait() == pytest.approx(20.0)
+    with admission.question():  # 20 s <= half of 60 s: admitted (counting the idle time said ~2000 s)
+        pass
+    # two generators answering side by side: their overlapping answers count once in the busy time
+    admission._finished.clear()
+    admission._finished.extend([_Finished(now - 10, 10.0), _Finished(now - 10, 10.0)])
+    admission._finished.append(_Finished(now, 10.0))
+    admission.in_flight = 0
+    assert admission.expected_wait() == pytest.approx(1 / (3 / 20))
+
+
 async def test_an_abandoned_question_is_cancelled_after_the_grace_period_unless_resumed():
     admission = Admission(0, 0, max_in_flight=2, ask_timeout=180, abandon_grace=0.05)
     cancelled: list[str] = []
