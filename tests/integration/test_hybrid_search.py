@@ -150,21 +150,29 @@ async def test_metadata_filters(pool, corpus, filters, expected):
     assert {h["doc_id"] for h in hits} == expected
 
 
-async def test_the_hnsw_search_breadth_grows_with_the_index_unless_it_is_set(pool, corpus):
+async def test_the_hnsw_search_breadth_grows_with_the_index_unless_it_is_set(pool):
     from projections.retrieval import EF_BASE, EF_MAX, search_breadth
 
-    table = vectors_table(MODEL)
+    table = "hs_breadth_probe"  # the breadth reads PostgreSQL's row estimate of whichever table it is given
 
-    async def breadth(rows: float, cfg: RetrievalConfig) -> tuple[int, str]:
-        async with pool.acquire() as conn, conn.transaction():
-            # the planner's row estimate, as ANALYZE would leave it on a table of that size
-            await conn.execute("UPDATE pg_class SET reltuples = $2 WHERE oid = $1::regclass", table, rows)
-            return await search_breadth(conn, table, cfg), await conn.fetchval("SHOW hnsw.ef_search")
+    async def breadth(rows: int | None, cfg: RetrievalConfig) -> tuple[int, str]:
+        async with pool.acquire() as conn:
+            if rows is not None:
+                await conn.execute(f"DROP TABLE IF EXISTS {table}")
+                await conn.execute(f"CREATE TABLE {table} AS SELECT g AS x FROM generate_series(1, $1) g", rows)
+                await conn.execute(f"ANALYZE {table}")
+            async with conn.transaction():
+                return await search_breadth(conn, table, cfg), await conn.fetchval("SHOW hnsw.ef_search")
 
-    assert await breadth(-1, RetrievalConfig()) == (EF_BASE, str(EF_BASE))  # never analysed
-    assert await breadth(5_000, RetrievalConfig()) == (EF_BASE, str(EF_BASE))
-    assert await breadth(100_000, RetrievalConfig()) == (225, "225")  # 80 * 10 ** 0.45
-    assert await breadth(10_000_000, RetrievalConfig()) == (EF_MAX, str(EF_MAX))
-    assert await breadth(100_000, RetrievalConfig(ef_search=64)) == (64, "64")
-    # SET LOCAL semantics: the next transaction starts from the server's default again
-    assert await pool.fetchval("SHOW hnsw.ef_search") == "40"
+    try:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}")
+        await pool.execute(f"CREATE TABLE {table} (x int)")
+        assert await breadth(None, RetrievalConfig()) == (EF_BASE, str(EF_BASE))  # never analysed
+        assert await breadth(5_000, RetrievalConfig()) == (EF_BASE, str(EF_BASE))
+        assert await breadth(100_000, RetrievalConfig()) == (225, "225")  # 80 * 10 ** 0.45
+        assert await breadth(100_000, RetrievalConfig(ef_search=64)) == (64, "64")
+        assert await breadth(1_000_000, RetrievalConfig()) == (EF_MAX, str(EF_MAX))  # 635, at most 400
+        # SET LOCAL semantics: outside those transactions the setting is unset (or pgvector's default) again
+        assert await pool.fetchval("SHOW hnsw.ef_search") in ("", "40")
+    finally:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}")
