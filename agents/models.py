@@ -392,7 +392,8 @@ def detect_backend(folder: Path) -> Backend:
 class TorchModel:
     """Any sentence-transformers folder, on CPU."""
 
-    def __init__(self, folder: Path, name: str = "", threads: int = 0) -> None:
+    # spin: torch's own thread pool is not configured per model
+    def __init__(self, folder: Path, name: str = "", threads: int = 0, spin: bool = True) -> None:
         _offline()
         import torch
         from sentence_transformers import SentenceTransformer
@@ -475,7 +476,8 @@ class OnnxModel:
 class Model2VecModel:
     """A model2vec folder: the mean of the word pieces' vectors (unknown pieces skipped), L2-normalised."""
 
-    def __init__(self, folder: Path, name: str = "", threads: int = 0) -> None:  # threads: nothing to parallelise
+    # threads, spin: nothing to parallelise
+    def __init__(self, folder: Path, name: str = "", threads: int = 0, spin: bool = True) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -508,7 +510,7 @@ class Model2VecModel:
         return _normalise(out)
 
 
-_LOADERS: dict[Backend, Callable[[Path, str, int], EmbeddingModel]] = {
+_LOADERS: dict[Backend, Callable[[Path, str, int, bool], EmbeddingModel]] = {
     "torch": TorchModel, "onnx": OnnxModel, "model2vec": Model2VecModel}
 
 
@@ -528,7 +530,7 @@ def load_model(name_or_path: str, models_dir: Path, threads: int = 0, spin: bool
             raise FileNotFoundError(f"embedding model {name_or_path!r} is neither in the catalogue "
                                     f"({', '.join(CATALOG)}) nor an existing folder")
         name, backend = folder.resolve().name, detect_backend(folder)
-    model = OnnxModel(folder, name, threads, spin) if backend == "onnx" else _LOADERS[backend](folder, name, threads)
+    model = _LOADERS[backend](folder, name, threads, spin)
     log.info("loaded %s (%s, %d-d, %s) from %s in %.1f s", model.name, backend, model.dim, model.fingerprint,
              folder, time.perf_counter() - started)
     return model
