@@ -136,7 +136,7 @@ def _site_docstrings(seen: set[str]) -> list[tuple[str, str]]:
     takes a minute, so the result is cached by the modules' paths, sizes and times."""
     purelib = Path(sysconfig.get_paths()["purelib"])
     paths = [p for p in sorted(purelib.rglob("*.py")) if not {"test", "tests", "__pycache__"} & set(p.parts)]
-    stamp = hashlib.sha256(json.dumps([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]).encode())
+    stamp = hashlib.sha256(json.dumps([(str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in paths]).encode())
     cached = CACHE / f"site-docstrings-{stamp.hexdigest()[:16]}.json"
     if cached.exists():
         found = [tuple(pair) for pair in json.loads(cached.read_text())]

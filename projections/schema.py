@@ -161,9 +161,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at DESC);
 """
 
-# (chunks 4: no tsvector column and GIN index any more; the keyword half reads chunk_terms.)
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
-# them from the log (the event-sourced way to migrate a read model).
+# them from the log (the event-sourced way to migrate a read model). chunks 4: no tsvector column and GIN index
+# any more (the keyword half reads chunk_terms).
 VERSIONS = {"documents": 2, "chunks": 4, "answers": 4}
 
 SCHEMA_VERSIONS = """
