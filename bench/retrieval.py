@@ -64,7 +64,7 @@ from agents.embedder.service import Embedder
 from agents.embedder.settings import EmbedderSettings
 from projections.chunks import add_terms
 from projections.retrieval import HybridSearch, RetrievalConfig, search_breadth
-from projections.schema import migrate, vectors_ddl, vectors_table
+from projections.schema import CHUNKS, migrate, vectors_ddl, vectors_table
 from projections.views import create_pool
 from ragbus.servers import EmbeddedPostgres
 from streams.topology import DEFAULT_EMBEDDING_MODEL
@@ -87,6 +87,16 @@ def _index_statement(ddl: str, name: str) -> str:
 # index -> (its table, its definition exactly as the schema has it); dropped before a bulk load, rebuilt after
 # it. The dimension appears only in the vector table's CREATE TABLE, not in its index statements.
 INDEX_DDL = {HNSW: (VECTORS, _index_statement(vectors_ddl(VECTORS, 384), HNSW))}
+# Above BULK chunks the postings' two indexes are dropped for the load too and built after it, from the schema's own
+# definitions: maintained row by row, their random writes made the 1M load slow down until it did not finish in 25
+# minutes. The rows are the projector's (add_terms; its ON CONFLICT DO NOTHING needs no index); only the indexes'
+# physical order differs from one grown by ingest, as after a REINDEX.
+BULK = 200_000
+POSTINGS_DDL = {
+    "chunk_terms_pkey": ("chunk_terms", "ALTER TABLE chunk_terms ADD "
+                         + re.search(r"PRIMARY KEY \(lexeme, chunk_id\)[^-\n]*\)", CHUNKS).group(0)),  # type: ignore[union-attr]
+    "chunk_terms_chunk_idx": ("chunk_terms", _index_statement(CHUNKS, "chunk_terms_chunk_idx")),
+}
 
 err = Console(stderr=True)
 
@@ -389,26 +399,34 @@ async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, 
     return time.perf_counter() - started
 
 
+def dropped_indexes(rows: int) -> dict[str, tuple[str, str]]:
+    """The indexes a load of this many rows goes without (name -> (table, definition))."""
+    return {**INDEX_DDL, **(POSTINGS_DDL if rows > BULK else {})}
+
+
 async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[str, float]:
-    """The schema's HNSW index, with a progress bar from pg_stat_progress_create_index."""
+    """The indexes dropped for the load, with a progress bar from pg_stat_progress_create_index."""
     # the HNSW graph must fit in it, or the build goes on disk and takes many times longer (1M chunks: ~2 GB)
-    await conn.execute(f"SET maintenance_work_mem = '{'4GB' if rows > 200_000 else '1GB'}'")
+    await conn.execute(f"SET maintenance_work_mem = '{'4GB' if rows > BULK else '1GB'}'")
     seconds: dict[str, float] = {}
     watcher = await asyncpg.connect(dsn)
     try:
         with progress_bar() as progress:
-            for name, (table, ddl) in INDEX_DDL.items():
+            for name, (table, ddl) in dropped_indexes(rows).items():
                 task = progress.add_task(f"CREATE INDEX {name}", total=rows)
                 started = time.perf_counter()
                 build = asyncio.ensure_future(conn.execute(ddl))
                 while not build.done():
-                    done = await watcher.fetchval(
-                        f"SELECT max(tuples_done) FROM pg_stat_progress_create_index WHERE relid = '{table}'::regclass")
+                    # a postings index has ~66 tuples per chunk: its build says how many it has in tuples_total
+                    done, total = await watcher.fetchrow(
+                        "SELECT max(tuples_done), max(tuples_total) FROM pg_stat_progress_create_index "
+                        f"WHERE relid = '{table}'::regclass") or (None, None)
                     if done:
-                        progress.update(task, completed=min(int(done), rows))
+                        total = int(total) if total else rows
+                        progress.update(task, total=total, completed=min(int(done), total))
                     await asyncio.wait([build], timeout=0.5)
                 await build
-                progress.update(task, completed=rows)
+                progress.update(task, completed=progress.tasks[task].total)
                 seconds[name] = time.perf_counter() - started
     finally:
         await watcher.close()
@@ -418,9 +436,12 @@ async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[s
     return seconds
 
 
-async def drop_indexes(conn: asyncpg.Connection) -> None:
-    for name in INDEX_DDL:
-        await conn.execute(f"DROP INDEX IF EXISTS {name}")
+async def drop_indexes(conn: asyncpg.Connection, rows: int) -> None:
+    for name, (table, _ddl) in dropped_indexes(rows).items():
+        if name in POSTINGS_DDL and name.endswith("_pkey"):
+            await conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}")
+        else:
+            await conn.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 # the model's vectors are a table of their own: no model filter any more (the dense half of HybridSearch without
@@ -613,11 +634,10 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
     try:
         await migrate(conn)
         await conn.execute(vectors_ddl(VECTORS, embedder.dim))  # as the projection does on a model's first vectors
-        await drop_indexes(conn)
         loaded = 0
         for size in sizes:
             err.print(f"[bold]{size} chunks[/]")
-            await drop_indexes(conn)
+            await drop_indexes(conn, size)
             load_s = await load(conn, windows, vectors, order[loaded:size])
             loaded = size
             build = await build_indexes(postgres.dsn, conn, size)
