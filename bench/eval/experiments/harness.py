@@ -41,6 +41,8 @@ Keys (DEFAULTS):
   toc    1: chunks the parser flags as a table of contents (chunking.mark_contents) are no candidates
   wsec, wnb         `lin` weights of the best cosine in the chunk's section, of its better neighbour chunk
   alt, wa           `lin` weight of the cosine to a second vector per chunk, embedded with compose `alt`
+                    (alt=d2q: the chunk text followed by its --doc2query questions)
+  wq     `lin` weight of the best cosine to the chunk's --doc2query questions (LLM-written from the chunk alone)
   prf, prfk         pseudo-relevance feedback: q + prf * mean of the top prfk chunk vectors, normalised
   rr     rerank the fused top `rr` (e.g. 20) by wc*cos + ws*maxsent + wh*head (+ wk*kw), 0: no rerank stage
 """
@@ -192,12 +194,22 @@ def load_corpus(corpus_dir: Path, strategy: str = "structure", tokens: int = 200
     return Corpus(chunks, texts, time.perf_counter() - started)
 
 
+# chunk text key -> questions SmolLM2 wrote for that chunk (doc2query.py; loaded by --doc2query)
+GENERATED: dict[str, list[str]] = {}
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def compose(chunk: Chunk, mode: str) -> str:
     """What gets embedded for a chunk. text: today's chunk text alone; title: title + text; ctx: title, heading
     path and text; ctxn: file name, heading path and text; sec: heading path (no title) + text; head: the title +
     heading path alone."""
     if mode == "text":
         return chunk.text
+    if mode == "d2q":
+        return "\n".join([chunk.text, *GENERATED.get(text_key(chunk.text), [])])
     if mode == "ctxn":  # what chunks.ready carries today: the file name and the heading path (no title)
         path = [chunk.doc] + [s for s in chunk.section if s]
     else:
@@ -555,6 +567,21 @@ class State:
             self.S = S.astype(np.float32)
         return self.S
 
+    def generated_sims(self) -> np.ndarray:
+        """question x chunk: the best cosine to the chunk's generated questions (0 for a chunk without any)."""
+        if not hasattr(self, "_gen"):
+            per = [GENERATED.get(text_key(c.text), []) for c in self.corpus.chunks]
+            flat = [g for gs in per for g in gs]
+            full = self.Q @ self.emb.encode(flat).T if flat else np.zeros((len(self.Q), 0), np.float32)
+            G = np.zeros((len(self.Q), len(per)), np.float32)
+            at = 0
+            for i, gs in enumerate(per):
+                if gs:
+                    G[:, i] = full[:, at:at + len(gs)].max(axis=1)
+                at += len(gs)
+            self._gen = G
+        return self._gen
+
     def alt_sims(self, mode: str) -> np.ndarray:
         """question x chunk cosine for the chunks embedded in another composition (a second vector per chunk)."""
         if not hasattr(self, "_alt"):
@@ -691,7 +718,7 @@ PRESETS = {
 }
 DEFAULTS = dict(fuse="rrf", k=60.0, wd=1.0, wk=1.0, cand=40, thr=0.2, dup=0.95, kw="text", kq="any2", kwn="max",
                 wc=1.0, ws=0.0, wh=0.0, wdoc=0.0, rr=0, tie=2, tb="kw", toc=0,
-                wsec=0.0, wnb=0.0, prf=0.0, prfk=3, alt="", wa=0.0)
+                wsec=0.0, wnb=0.0, prf=0.0, prfk=3, alt="", wa=0.0, wq=0.0)
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -732,6 +759,7 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
     S = state.sentence_sims() if v["ws"] else None
     H = state.heading_sims() if v["wh"] else None
     A = state.alt_sims(v["alt"]) if v["wa"] else None
+    G = state.generated_sims() if v["wq"] else None
     kw_lists = await state.keyword(v["kw"], v["kq"])  # always: the trace shows the keyword rank
     cand = int(v["cand"])
     groups = state.section_groups()
@@ -790,6 +818,8 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
                 x += v["wsec"] * float(secmax[groups[i]])
             if A is not None:
                 x += v["wa"] * float(A[qi, i])
+            if G is not None:
+                x += v["wq"] * float(G[qi, i])
             if v["wnb"]:
                 nb = [float(s[j]) for j in (i - 1, i + 1) if 0 <= j < len(chunks) and chunks[j].doc == chunks[i].doc]
                 x += v["wnb"] * max(nb, default=float(s[i]))
@@ -1009,6 +1039,10 @@ async def main_async(args: argparse.Namespace) -> int:
         state = await prepare(corpus_dir, questions, args.model, args.models_dir, strategy, int(tokens),
                               int(overlap), args.compose, db, args.text_headings, args.spell)
         state.late = args.late_sentences
+        if args.doc2query:
+            # only the lines that are questions: the others are the 135M model rambling on about the passage
+            GENERATED.update({k: [g for g in gs if g.endswith("?")]
+                              for k, gs in json.loads(args.doc2query.read_text()).items()})
         if args.hyde:  # HyDE: the question's vector moved towards an LLM-written answer (never the gold passage)
             written = json.loads(args.hyde.read_text())
             texts = [written.get(q["question"], "") for q in state.questions]
@@ -1071,6 +1105,7 @@ def main() -> int:
     parser.add_argument("--hyde-mode", default="add", choices=["add", "concat"],
                         help="add: question vector + w * answer vector; concat: embed 'question\\nanswer'")
     parser.add_argument("--hyde-weight", type=float, default=1.0)
+    parser.add_argument("--doc2query", type=Path, help="JSON {chunk text key: questions} from doc2query.py (wq, alt=d2q)")
     parser.add_argument("--late-sentences", action="store_true",
                         help="ws= sentence vectors pooled from the chunk's own forward pass instead of one model call "
                         "per sentence (ONNX models)")
