@@ -5,6 +5,7 @@ Pairs (anchor -> positive), built from ragbus's own chunks (parser defaults, or 
   heading  the chunk's heading path (title > ... > heading) -> the chunk, its own heading line removed
   ict      inverse cloze task: one sentence of a chunk (>= 6 words) -> the rest of the chunk (the sentence removed)
   title    (optional) the document title -> a chunk of it
+  d2q      (optional, --doc2query) a question SmolLM2 wrote for the chunk (doc2query.py) -> the chunk
 
 Batches never hold the same chunk or the same anchor twice (in-batch negatives must be negatives).
 
@@ -107,6 +108,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--ict", type=int, default=3, help="ICT pairs per chunk")
     ap.add_argument("--title", action="store_true")
+    ap.add_argument("--doc2query", type=Path, help="also train question -> chunk on doc2query.py's questions")
+    ap.add_argument("--only-doc2query", action="store_true", help="no heading or ICT pairs, only --doc2query's")
     ap.add_argument("--hard-neg", action="store_true", help="add a same-document chunk as a hard negative")
     ap.add_argument("--text-headings", action="store_true", help="harness.load_corpus(headings=True)")
     ap.add_argument("--max-len", type=int, default=256)
@@ -135,7 +138,11 @@ def main() -> int:
     if args.docs_split:
         halves = harness.doc_split(sorted({c.doc for c in chunks}))
         chunks = [c for c in chunks if halves[c.doc] == args.docs_split]
-    pairs = build_pairs(chunks, args.compose, args.ict, rng, args.title)
+    pairs = [] if args.only_doc2query else build_pairs(chunks, args.compose, args.ict, rng, args.title)
+    if args.doc2query:  # written from the chunk alone (never from an evaluation question); only real questions
+        written = json.loads(args.doc2query.read_text())
+        pairs += [(q, harness.compose(c, args.compose), c.idx) for c in chunks if not c.toc
+                  for q in written.get(harness.text_key(c.text), []) if q.endswith("?")]
     negatives = {}
     if args.hard_neg:
         negatives = {(a, i): n for a, _, i, n in add_hard_negatives(pairs, chunks, args.compose, rng)}
