@@ -37,6 +37,9 @@ class GeneratorSettings(BusSettings):
     # MiniLM as ONNX int8 (~120 MB, no torch in the generator), built into models_dir on first start
     attribution_model: str = "all-MiniLM-L6-v2-onnx-int8"
     models_dir: Path = Path("~/.ragbus/models").expanduser()
-    attribution_threads: int = 1  # the LLM server needs the other cores
+    # the sentence cut runs before the prompt is sent and attribution after the last token: this answer's LLM call
+    # is idle then, so two threads take the cut from ~150 to ~100 ms of the first token (bench/chat.py); more
+    # would take cores from other answers' decoding for little
+    attribution_threads: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1))
     attribution_threshold: float = 0.5  # tuned with bench/attribution.py
     constrained_citing: bool = False  # a llama.cpp grammar that makes every sentence end in [n]: see bench
