@@ -399,18 +399,15 @@ async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, 
     return time.perf_counter() - started
 
 
-# --hnsw-with: build parameters tried instead of the schema's (pgvector's defaults: m 16, ef_construction 64)
-HNSW_WITH = ""
-
-
-def dropped_indexes(rows: int) -> dict[str, tuple[str, str]]:
-    """The indexes a load of this many rows goes without (name -> (table, definition))."""
-    hnsw = {name: (table, ddl.rstrip(";") + f" WITH ({HNSW_WITH});" if HNSW_WITH else ddl)
+def dropped_indexes(rows: int, hnsw_with: str = "") -> dict[str, tuple[str, str]]:
+    """The indexes a load of this many rows goes without (name -> (table, definition)); `hnsw_with`: build
+    parameters tried instead of the schema's (--hnsw-with; pgvector's defaults are m 16, ef_construction 64)."""
+    hnsw = {name: (table, ddl.rstrip(";") + f" WITH ({hnsw_with});" if hnsw_with else ddl)
             for name, (table, ddl) in INDEX_DDL.items()}
     return {**hnsw, **(POSTINGS_DDL if rows > BULK else {})}
 
 
-async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[str, float]:
+async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int, hnsw_with: str = "") -> dict[str, float]:
     """The indexes dropped for the load, with a progress bar from pg_stat_progress_create_index."""
     # the HNSW graph must fit in it, or the build goes on disk and takes many times longer (1M chunks: ~2 GB)
     await conn.execute(f"SET maintenance_work_mem = '{'4GB' if rows > BULK else '1GB'}'")
@@ -418,7 +415,7 @@ async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[s
     watcher = await asyncpg.connect(dsn)
     try:
         with progress_bar() as progress:
-            for name, (table, ddl) in dropped_indexes(rows).items():
+            for name, (table, ddl) in dropped_indexes(rows, hnsw_with).items():
                 task = progress.add_task(f"CREATE INDEX {name}", total=rows)
                 started = time.perf_counter()
                 build = asyncio.ensure_future(conn.execute(ddl))
@@ -443,8 +440,8 @@ async def build_indexes(dsn: str, conn: asyncpg.Connection, rows: int) -> dict[s
 
 
 async def drop_indexes(conn: asyncpg.Connection, rows: int) -> None:
-    for name, (table, _ddl) in dropped_indexes(rows).items():
-        if name in POSTINGS_DDL and name.endswith("_pkey"):
+    for name, (table, ddl) in dropped_indexes(rows).items():
+        if ddl.startswith("ALTER TABLE"):  # a key: its index goes with the constraint
             await conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}")
         else:
             await conn.execute(f"DROP INDEX IF EXISTS {name}")
@@ -525,6 +522,11 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def recalls(truth: set[str], got: set[str], windows: Windows) -> tuple[float, float]:
+    """(recall@k, shared_recall) of the returned ids `got` against the exact top-k `truth`."""
+    return len(truth & got) / max(len(truth), 1), shared_recall(truth, got, windows)
+
+
 def shared_recall(truth: set[str], got: set[str], windows: Windows) -> float:
     """Recall that counts an exact top-k window as found when a returned one shares at least half of its words
     (same text, windows at most WINDOW_WORDS / 2 apart). Where the text runs out, windows overlap (1M: 140 of 150
@@ -545,7 +547,7 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
                        cfg: RetrievalConfig, sweep: list[int], windows: Windows) -> dict[str, Any]:
     search = HybridSearch(pool, cfg)
     times: dict[str, list[float]] = {"hybrid": [], "exact": [], "hnsw": []}
-    recalls: list[float] = []
+    recall_at_k: list[float] = []
     shared: list[float] = []  # shared_recall
     truths: list[set[str]] = []
     similarity_kept: list[float] = []  # sum of hnsw's top-k cosine similarities / exact's: near-ties cost ~0
@@ -577,8 +579,9 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
             truth = {cid for cid, _d in results["exact"]}
             truths.append(truth)
             got = {cid for cid, _d in results["hnsw"]}
-            recalls.append(len(truth & got) / max(len(truth), 1))
-            shared.append(shared_recall(truth, got, windows))
+            plain, near_copy = recalls(truth, got, windows)
+            recall_at_k.append(plain)
+            shared.append(near_copy)
             best = sum(1 - d for _c, d in results["exact"])
             similarity_kept.append(sum(1 - d for _c, d in results["hnsw"]) / best if best else 1.0)
             hybrid_counts.append(len(results["hybrid"]))
@@ -593,8 +596,9 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
                 top = await hnsw(pool, qvecs[i], k, other)
                 ms.append((time.perf_counter() - started) * 1000)
                 ids = {cid for cid, _d in top}
-                found.append(len(truth & ids) / max(len(truth), 1))
-                near.append(shared_recall(truth, ids, windows))
+                plain, near_copy = recalls(truth, ids, windows)
+                found.append(plain)
+                near.append(near_copy)
                 progress.advance(task)
             swept[str(ef)] = {"recall": float(np.mean(found)), "shared_recall": float(np.mean(near)),
                               "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95)}
@@ -604,7 +608,7 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
     hybrid_ms = np.array(times["hybrid"])
     return {
         **{m: {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95), "mean_ms": float(np.mean(t))} for m, t in times.items()},
-        "recall_at_k_hnsw_vs_exact": float(np.mean(recalls)),
+        "recall_at_k_hnsw_vs_exact": float(np.mean(recall_at_k)),
         "shared_recall_at_k_hnsw_vs_exact": float(np.mean(shared)),
         "ef_search_sweep": swept,
         "similarity_kept_hnsw_vs_exact": float(np.mean(similarity_kept)),
@@ -669,7 +673,7 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
             await drop_indexes(conn, size)
             load_s = await load(conn, windows, vectors, order[loaded:size])
             loaded = size
-            build = await build_indexes(postgres.dsn, conn, size)
+            build = await build_indexes(postgres.dsn, conn, size, args.hnsw_with)
             count = await conn.fetchval("SELECT count(*) FROM chunks")
             vector_count = await conn.fetchval(f"SELECT count(*) FROM {VECTORS}")
             assert count == vector_count == size, (count, vector_count, size)
@@ -724,8 +728,7 @@ def report(result: dict[str, Any], console: Console) -> None:
                   f"ef_search {s['retrieval_config']['ef_search'] or 'by table size'}); times include pool acquire + "
                   "transaction, "
                   "as the embedder agent runs them. HNSW built "
-                  + (f"WITH ({s['hnsw_with']})" if s.get("hnsw_with", "schema") != "schema"
-                     else "as the schema has it"))
+                  + (f"WITH ({s['hnsw_with']})" if s["hnsw_with"] != "schema" else "as the schema has it"))
     table = Table(title="retrieval latency (ms): hybrid = HybridSearch.search; exact = seq-scan cosine top-k "
                         "(baseline); hnsw = dense top-k via the index")
     for col in ("chunks", "hybrid p50", "hybrid p95", "exact p50", "exact p95", "hnsw p50", "hnsw p95",
@@ -738,7 +741,7 @@ def report(result: dict[str, Any], console: Console) -> None:
                       f"{r['hybrid']['p50_ms'] / r['exact']['p50_ms']:.2f}x",
                       f"{r['hnsw']['p50_ms'] / r['exact']['p50_ms']:.2f}x",
                       f"{r['recall_at_k_hnsw_vs_exact']:.3f}",
-                      f"{r.get('shared_recall_at_k_hnsw_vs_exact', float('nan')):.3f}",
+                      f"{r['shared_recall_at_k_hnsw_vs_exact']:.3f}",
                       f"{r['similarity_kept_hnsw_vs_exact']:.4f}")
     if len(sizes) >= 2:
         lo, hi = sizes[0], sizes[-1]
@@ -768,7 +771,7 @@ def report(result: dict[str, Any], console: Console) -> None:
                       f"{'n/a' if other is None else f'{other:.1f}'} ms")
         if r["ef_search_sweep"]:
             console.print("   HNSW alone by ef_search (recall@k vs exact, shared recall, p50 / p95 ms): " + "; ".join(
-                f"{ef}: {e['recall']:.3f}, {e.get('shared_recall', float('nan')):.3f}, "
+                f"{ef}: {e['recall']:.3f}, {e['shared_recall']:.3f}, "
                 f"{e['p50_ms']:.1f} / {e['p95_ms']:.1f}"
                 for ef, e in r["ef_search_sweep"].items()))
         console.print("   plans: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in r["plans"].items()))
@@ -816,8 +819,6 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    global HNSW_WITH
-    HNSW_WITH = args.hnsw_with
     signal.signal(signal.SIGTERM, _sigterm)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragbus-bench-retrieval-"))
     postgres = EmbeddedPostgres(workdir / "postgres")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -76,14 +75,11 @@ async def main(argv: list[str] | None = None) -> None:
         for i, c in enumerate(todo):
             head = " > ".join(c.path())
             passage = (f"{head}\n\n" if head else "") + c.text[:MAX_PASSAGE_CHARS]
-            pieces = []
-            stream = llm.stream([{"role": "system", "content": SYSTEM}, {"role": "user", "content": EXAMPLE[0]},
-                                 {"role": "assistant", "content": EXAMPLE[1]}, {"role": "user", "content": passage}],
-                                80, 0.0)
-            async with contextlib.aclosing(stream):
-                async for piece in stream:
-                    pieces.append(piece)
-            cache[text_key(c.text)] = questions_of("".join(pieces))
+            reply = await llm.complete([{"role": "system", "content": SYSTEM},
+                                        {"role": "user", "content": EXAMPLE[0]},
+                                        {"role": "assistant", "content": EXAMPLE[1]},
+                                        {"role": "user", "content": passage}], 80, 0.0)
+            cache[text_key(c.text)] = questions_of(reply)
             if (i + 1) % 20 == 0 or i + 1 == len(todo):
                 OUT.parent.mkdir(parents=True, exist_ok=True)
                 OUT.write_text(json.dumps(cache, indent=1))

@@ -9,7 +9,6 @@ towards it. Answers are cached in $RAGBUS_EVAL_CACHE/hyde.json (about 2-5 s per 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -39,13 +38,9 @@ async def main() -> None:
         for i, q in enumerate(questions):
             if q["question"] in cache:
                 continue
-            pieces = []
-            stream = llm.stream([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q["question"]}],
-                                80, 0.0)
-            async with contextlib.aclosing(stream):
-                async for piece in stream:
-                    pieces.append(piece)
-            cache[q["question"]] = "".join(pieces).strip()
+            reply = await llm.complete([{"role": "system", "content": SYSTEM},
+                                        {"role": "user", "content": q["question"]}], 80, 0.0)
+            cache[q["question"]] = reply.strip()
             print(f"{i + 1}/{len(questions)} {time.perf_counter() - started:.0f} s", file=sys.stderr)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(cache, indent=1))
