@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -61,6 +61,31 @@ class EmbeddingModel(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray:
         """float32 (len(texts), dim), rows L2-normalised (model2vec: a text without a known word piece is 0)."""
         ...
+
+    def encode_with_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]]
+                          ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`encode`, and for each text one row per character span of it (`pool_spans`), from the same pass."""
+        ...
+
+
+def pool_spans(states: np.ndarray, offsets: np.ndarray, content: np.ndarray, spans: Sequence[tuple[int, int]],
+               whole: np.ndarray) -> np.ndarray:
+    """Late chunking: a span's vector is the mean of the text's output token states whose characters lie inside
+    it, so every sentence of a chunk gets a vector from the chunk's own forward pass, in context and at no model
+    cost (bench/eval/experiments: as good as embedding each sentence alone for retrieval). `content` masks the
+    special tokens out; a span without tokens of its own (cut off by the model's window) gets `whole`."""
+    out = np.empty((len(spans), states.shape[1]), dtype=np.float32)
+    for k, (start, end) in enumerate(spans):
+        inside = content & (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+        out[k] = states[inside].mean(axis=0) if inside.any() else whole
+    return _normalise(out)
+
+
+def _content(encoding: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A tokenizers Encoding's (offsets, content mask): special tokens and empty pieces are no content."""
+    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+    special = np.asarray(encoding.special_tokens_mask, dtype=bool)
+    return offsets, ~special & (offsets[:, 1] > offsets[:, 0])
 
 
 @dataclass(frozen=True)
@@ -414,6 +439,25 @@ class TorchModel:
                                     show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
+    def encode_with_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]]
+                          ) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32), []
+        # the Transformer module's token states (before pooling); mean pooling + Normalize, as encode does
+        states = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
+                                   convert_to_numpy=False, show_progress_bar=False)
+        marks = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length,
+                                     return_offsets_mapping=True, return_special_tokens_mask=True)
+        vectors, pooled = [], []
+        for i, text_spans in enumerate(spans):
+            hidden = np.asarray(states[i].float().cpu().numpy(), dtype=np.float32)
+            offsets = np.asarray(marks["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)[:len(hidden)]
+            content = ~np.asarray(marks["special_tokens_mask"][i], dtype=bool)[:len(hidden)]
+            whole = hidden.mean(axis=0)
+            vectors.append(whole)
+            pooled.append(pool_spans(hidden, offsets, content & (offsets[:, 1] > offsets[:, 0]), text_spans, whole))
+        return _normalise(np.stack(vectors)), pooled
+
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -453,7 +497,19 @@ class OnnxModel:
         self.fingerprint = fingerprint(folder)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        ids = [e.ids for e in self.tokenizer.encode_batch_fast(texts)]
+        return self._encode(texts, None)[0]
+
+    def encode_with_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]]
+                          ) -> tuple[np.ndarray, list[np.ndarray]]:
+        return self._encode(texts, spans)
+
+    def _encode(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
+        # offsets only when spans are pooled: encode_batch_fast does not compute them
+        encodings = self.tokenizer.encode_batch(texts) if spans is not None else \
+            self.tokenizer.encode_batch_fast(texts)
+        ids = [e.ids for e in encodings]
+        pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = [int(i) for i in np.argsort([-len(i) for i in ids], kind="stable")]  # similar lengths: less padding
         start = 0
@@ -470,7 +526,10 @@ class OnnxModel:
             hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
             weights = mask[:, :, None].astype(np.float32)
             out[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        return _normalise(out)
+            for j, r in enumerate(rows if spans is not None else []):
+                offsets, content = _content(encodings[r])
+                pooled[r] = pool_spans(hidden[j, :len(ids[r])], offsets, content, spans[r], out[r])
+        return _normalise(out), pooled
 
 
 class Model2VecModel:
@@ -508,6 +567,19 @@ class Model2VecModel:
             starts = np.concatenate(([0], np.cumsum(lengths[filled])[:-1]))
             out[filled] = np.add.reduceat(self.embeddings[flat], starts, axis=0) / lengths[filled, None]
         return _normalise(out)
+
+    def encode_with_spans(self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]]
+                          ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """A static model has no context: a span's vector is the mean of its own word pieces' vectors."""
+        vectors = self.encode(texts)
+        pooled = []
+        for text_spans, encoding, whole in zip(spans, self.tokenizer.encode_batch(texts, add_special_tokens=False),
+                                               vectors, strict=True):
+            offsets, content = _content(encoding)
+            known = content & (np.asarray(encoding.ids) != self.unk_id)
+            pooled.append(pool_spans(self.embeddings[np.asarray(encoding.ids, dtype=np.int64)], offsets, known,
+                                     text_spans, whole))
+        return vectors, pooled
 
 
 _LOADERS: dict[Backend, Callable[[Path, str, int, bool], EmbeddingModel]] = {

@@ -8,6 +8,7 @@ deletions (DOCUMENTS: tombstones keep a deleted upload out, whichever comes firs
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import asyncpg
@@ -106,10 +107,13 @@ class ChunkIndexProjection:
                            e.model, e.occurred_at)
         # the flag comes from the chunk's row (chunks.ready comes first in CHUNKS, on a replay too)
         await conn.executemany(
-            f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding, toc) "
-            "VALUES ($1, $2, $3, coalesce((SELECT toc FROM chunks WHERE chunk_id = $1), false)) "
+            f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding, toc, sentence_spans, "
+            "sentence_vectors) "
+            "VALUES ($1, $2, $3, coalesce((SELECT toc FROM chunks WHERE chunk_id = $1), false), $4, $5) "
             "ON CONFLICT (chunk_id) DO NOTHING",
-            [(c.chunk_id, e.upload_id, np.asarray(c.embedding, dtype=np.float32)) for c in e.chunks],
+            [(c.chunk_id, e.upload_id, np.asarray(c.embedding, dtype=np.float32),
+              [offset for span in c.sentences for offset in span] if c.sentences else None,
+              base64.b64decode(c.sentence_vectors) if c.sentence_vectors else None) for c in e.chunks],
         )
 
     async def _deleted(self, conn: asyncpg.Connection, e: DocumentDeleted) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from projections.schema import vectors_table
+from streams.sentences import unpack_vectors
 
 # The stages of answering a question's retrieval: embed (the question, in the embedder), search (the SQL:
 # lexemes, HNSW and BM25 candidates), fuse (scores, threshold, near-duplicates)
@@ -29,7 +30,8 @@ RETRIEVAL_SECONDS = Histogram("ragbus_retrieval_stage_seconds", "Time per retrie
 @dataclass(frozen=True)
 class RetrievalConfig:
     candidates: int = 40  # taken from each of the dense and the keyword ranking before fusion
-    keyword_weight: float = 0.2  # fused = cosine + keyword_weight * bm25 / (the question's best bm25)
+    keyword_weight: float = 0.2  # fused = cosine + keyword_weight * bm25 / (the question's best bm25) ...
+    sentence_weight: float = 0.0  # ... + sentence_weight * the best cosine of one of the chunk's sentences
     min_similarity: float = 0.2  # passages less similar than this (cosine) are not context at all
     duplicate_similarity: float = 0.95  # a passage this close to a better-ranked one adds nothing
     ef_search: int = 0  # HNSW search breadth (recall vs speed); 0: by the index's size (`search_breadth`)
@@ -103,7 +105,7 @@ WITH corpus AS (
     ) ranked
 )
 SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal, v.embedding,
-       1 - (v.embedding <=> $1) AS dense, coalesce(k.keyword, 0) AS keyword,
+       v.sentence_spans, v.sentence_vectors, 1 - (v.embedding <=> $1) AS dense, coalesce(k.keyword, 0) AS keyword,
        d.rank AS dense_rank, k.rank AS keyword_rank
 FROM dense d FULL JOIN keyword k USING (chunk_id) JOIN chunks c USING (chunk_id) JOIN {{vectors}} v USING (chunk_id)
 """
@@ -129,14 +131,31 @@ def _filters(filters: dict[str, Any], first_arg: int) -> tuple[str, str, list[An
     return join, " AND ".join(clauses), args
 
 
-def fuse(rows: list[dict[str, Any]], top_k: int, cfg: RetrievalConfig, threshold: float,
+def sentence_scores(row: dict[str, Any], question: np.ndarray) -> list[dict[str, Any]]:
+    """Each sentence of a candidate with its cosine to the question, from the index's sentence vectors (none for
+    a chunk embedded before them)."""
+    packed, offsets = row.get("sentence_vectors"), row.get("sentence_spans")
+    if not packed or not offsets:
+        return []
+    cosines = unpack_vectors(packed, len(question)) @ question
+    return [{"start": int(offsets[2 * k]), "end": int(offsets[2 * k + 1]), "score": round(float(c), 4)}
+            for k, c in enumerate(cosines)]
+
+
+def fuse(rows: list[dict[str, Any]], question: np.ndarray, top_k: int, cfg: RetrievalConfig, threshold: float,
          trace: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Keep rows at or above the threshold, rank by the fused score (ties: cosine), drop near-duplicates,
     number 1..top_k. With `trace`, every candidate's ranks, scores and what became of it are appended there
     (POST /search with debug)."""
     best = max((float(r["keyword"]) for r in rows), default=0.0) or 1.0
+    question = np.asarray(question, dtype=np.float32)
+    question = question / (np.linalg.norm(question) or 1.0)
     for row in rows:
-        row["fused"] = float(row["dense"]) + cfg.keyword_weight * float(row["keyword"]) / best
+        row["sentences"] = sentence_scores(row, question)
+        # a chunk without sentence vectors counts as one sentence
+        row["sentence"] = max((s["score"] for s in row["sentences"]), default=float(row["dense"]))
+        row["fused"] = (float(row["dense"]) + cfg.sentence_weight * row["sentence"]
+                        + cfg.keyword_weight * float(row["keyword"]) / best)
     ordered = sorted(rows, key=lambda r: (r["fused"], r["dense"]), reverse=True)
     outcome: dict[str, str] = {}
     chosen: list[dict[str, Any]] = []
@@ -160,18 +179,21 @@ def fuse(rows: list[dict[str, Any]], top_k: int, cfg: RetrievalConfig, threshold
         outcome[row["chunk_id"]] = f"passage {len(chosen)}"
     if trace is not None:
         trace.extend({"chunk_id": r["chunk_id"], "name": r["name"], "dense_rank": r["dense_rank"],
-                      "keyword_rank": r["keyword_rank"], "fused_rank": i, "dense": round(float(r["dense"]), 4),
-                      "keyword": round(float(r["keyword"]), 4), "fused": round(float(r["fused"]), 5),
+                      "keyword_rank": r["keyword_rank"], "fused_rank": i, **_scores(r),
                       "outcome": outcome[r["chunk_id"]]} for i, r in enumerate(ordered, start=1))
     return [
         {
             "n": n, "chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "name": r["name"], "page": r["page"],
             "section": list(r["section"] or []), "text": r["text"], "score": round(float(r["dense"]), 4),
-            "scores": {"dense": round(float(r["dense"]), 4), "keyword": round(float(r["keyword"]), 4),
-                       "fused": round(float(r["fused"]), 5)},
+            "scores": _scores(r), "sentences": r["sentences"],
         }
         for n, r in enumerate(chosen, start=1)
     ]
+
+
+def _scores(row: dict[str, Any]) -> dict[str, float]:
+    return {"dense": round(float(row["dense"]), 4), "sentence": round(float(row["sentence"]), 4),
+            "keyword": round(float(row["keyword"]), 4), "fused": round(float(row["fused"]), 5)}
 
 
 class HybridSearch:
@@ -204,6 +226,6 @@ class HybridSearch:
         searched = time.perf_counter()
         RETRIEVAL_SECONDS.labels("search").observe(searched - started)
         threshold = cfg.min_similarity if threshold is None else threshold
-        passages = fuse([dict(r) for r in rows], top_k, cfg, threshold, trace)
+        passages = fuse([dict(r) for r in rows], embedding, top_k, cfg, threshold, trace)
         RETRIEVAL_SECONDS.labels("fuse").observe(time.perf_counter() - searched)
         return passages

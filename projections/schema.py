@@ -115,7 +115,11 @@ CREATE TABLE IF NOT EXISTS {table} (
     chunk_id  text PRIMARY KEY,
     upload_id text NOT NULL,
     embedding vector({int(dim)}) NOT NULL,
-    toc       boolean NOT NULL DEFAULT false  -- the chunk's flag, here too: the HNSW scan filters on it
+    toc       boolean NOT NULL DEFAULT false,  -- the chunk's flag, here too: the HNSW scan filters on it
+    -- the chunk's sentences as [start, end) offset pairs, flattened, and one int8 vector row each
+    -- (streams.sentences.pack_vectors); NULL for vectors from before sentence vectors
+    sentence_spans   int4[],
+    sentence_vectors bytea
 );
 CREATE INDEX IF NOT EXISTS {table}_upload_idx ON {table} (upload_id);
 CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops);
@@ -164,7 +168,7 @@ CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at D
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model). chunks 4: no tsvector column and GIN index
 # any more (the keyword half reads chunk_terms).
-VERSIONS = {"documents": 2, "chunks": 4, "answers": 4}
+VERSIONS = {"documents": 2, "chunks": 5, "answers": 4}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (

@@ -169,6 +169,11 @@ class Chunk(BaseModel):
 
 class EmbeddedChunk(Chunk):
     embedding: list[float]
+    # The chunk's sentences (streams.sentences.split_sentences) as [start, end) offsets into its text, and a vector
+    # for each, pooled from the chunk's own forward pass: `pack_vectors` rows (int8, base64). Empty in events from
+    # before sentence vectors: retrieval then scores the chunk as one sentence.
+    sentences: list[tuple[int, int]] = Field(default_factory=list)
+    sentence_vectors: str = ""
 
 
 class DocumentChunked(DocumentEvent):
@@ -264,6 +269,16 @@ def _asked_query_id(asked: Any) -> str | None:
     return asked.get("query_id") if isinstance(asked, dict) else None
 
 
+class SentenceScore(BaseModel):
+    """A sentence of a passage, [start, end) in its text, and how similar it is to the question (cosine)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    start: int
+    end: int
+    score: float
+
+
 class Passage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -275,7 +290,10 @@ class Passage(BaseModel):
     section: list[str] = Field(default_factory=list)
     text: str
     score: float  # dense (cosine) similarity to the question: comparable across queries
-    scores: dict[str, float] = Field(default_factory=dict)  # dense, keyword, fused (reciprocal rank fusion)
+    scores: dict[str, float] = Field(default_factory=dict)  # dense, sentence (its best), keyword, fused
+    # each sentence of the text with its cosine similarity to the question (from the index's sentence vectors;
+    # empty for chunks embedded before them): the generator cuts the prompt's passages by these
+    sentences: list[SentenceScore] = Field(default_factory=list)
 
 
 class ContextBuilt(QueryEvent):

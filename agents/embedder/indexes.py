@@ -22,6 +22,7 @@ from streams import subjects
 from streams.delivery import JetStreamDelivery, settle
 from streams.events import ChunksEmbedded, DeadLettered, DocumentChunked, EmbeddedChunk, decode_event
 from streams.indexes import Index, IndexState
+from streams.sentences import pack_vectors
 from streams.topology import CHUNKS, INDEX, INDEXES, Durable, index_durable
 from streams.tracing import span
 
@@ -171,7 +172,7 @@ class IndexRegistry:
 
         async def work() -> None:
             started = time.perf_counter()
-            vectors = await embedder.embed_async([c.text for c in event.chunks])
+            vectors, sentences = await embedder.embed_with_sentences_async([c.text for c in event.chunks])
             EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
             CHUNKS_EMBEDDED.labels(embedder.name).inc(len(event.chunks))
             await self.publish(ChunksEmbedded.caused_by(
@@ -180,8 +181,9 @@ class IndexRegistry:
                 doc_type=event.doc_type, model=embedder.name, dim=embedder.dim, fingerprint=embedder.fingerprint,
                 batch=event.batch, batch_count=event.batch_count, chunk_count=event.chunk_count,
                 embedded_texts=len({c.text for c in event.chunks}),
-                chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist())
-                        for c, v in zip(event.chunks, vectors, strict=True)],
+                chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist(), sentences=s.spans,
+                                      sentence_vectors=pack_vectors(s.vectors))
+                        for c, v, s in zip(event.chunks, vectors, sentences, strict=True)],
             ))
 
         async def on_dead(reason: str) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agents.models import EmbeddingModel, load_model
+from streams.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,29 @@ class Embedder:
         index = {text: i for i, text in enumerate(unique)}
         return np.asarray([vectors[index[t]] for t in texts], dtype=np.float32)
 
+    def embed_with_sentences(self, texts: list[str]) -> tuple[np.ndarray, list[Sentences]]:
+        """`embed`, and each text's sentences (`split_sentences`) with a vector each, pooled from the text's own
+        forward pass: what retrieval scores a chunk's sentences with and the generator cuts passages by."""
+        unique = list(dict.fromkeys(texts))
+        spans = [[(s.start, s.end) for s in split_sentences(t)] for t in unique]
+        vectors, pooled = self.model.encode_with_spans(unique, spans)
+        index = {text: i for i, text in enumerate(unique)}
+        return (np.asarray([vectors[index[t]] for t in texts], dtype=np.float32),
+                [Sentences(spans[index[t]], pooled[index[t]]) for t in texts])
+
     async def embed_async(self, texts: list[str]) -> np.ndarray:
         """`embed` off the event loop, one call at a time."""
         async with self._lock:
             return await asyncio.to_thread(self.embed, texts)
+
+    async def embed_with_sentences_async(self, texts: list[str]) -> tuple[np.ndarray, list[Sentences]]:
+        async with self._lock:
+            return await asyncio.to_thread(self.embed_with_sentences, texts)
+
+
+@dataclass(frozen=True)
+class Sentences:
+    """A text's sentences as [start, end) character offsets, and one L2-normalised vector per sentence."""
+
+    spans: list[tuple[int, int]]
+    vectors: np.ndarray

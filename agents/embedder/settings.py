@@ -20,12 +20,14 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion
-    keyword_weight: float = 0.2  # fused = cosine + this * BM25 / the question's best BM25
+    keyword_weight: float = 0.2  # fused = cosine + this * BM25 / the question's best BM25 ...
+    sentence_weight: float = 0.0  # ... + this * the best cosine of one of the chunk's sentences
     min_similarity: float = 0.2  # passages below this cosine similarity are not used as context
     duplicate_similarity: float = 0.95  # near-duplicate passages above this similarity are dropped
     hnsw_ef_search: int = 0  # 0: by the index's size (projections.retrieval.search_breadth)
 
     def retrieval(self) -> RetrievalConfig:
         return RetrievalConfig(candidates=self.retrieval_candidates, keyword_weight=self.keyword_weight,
+                               sentence_weight=self.sentence_weight,
                                min_similarity=self.min_similarity, duplicate_similarity=self.duplicate_similarity,
                                ef_search=self.hnsw_ef_search)

@@ -14,7 +14,6 @@ best one otherwise. Scores are rounded to 4 decimals so that a replay on another
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,25 +22,11 @@ from typing import TypeVar
 import numpy as np
 
 from streams.events import AnswerSentence, Citation, Passage
+from streams.sentences import MARKER, Span, content_words, split_sentences
 
 T = TypeVar("T")
 Encode = Callable[[list[str]], np.ndarray]  # texts -> float32 rows, L2-normalised (cosine = dot product)
 
-MARKER = re.compile(r"\s*\[(\d{1,3})\]")
-# a sentence ends at . ! ? (with closing quotes/brackets and the model's [n] markers after it) before
-# whitespace, or at a line break; abbreviations are not ends
-_END = re.compile(r"[.!?]+[\"')\]]*(?:\s*\[\d{1,3}\])*(?=\s|$)|\n")
-_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "cf", "mr", "mrs", "dr", "no", "fig", "approx", "resp"}
-_WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
-STOPWORDS = frozenset("""
-a about above after again against all also am an and any are as at be because been before being below between
-both but by can cannot could did do does doing done down during each either else even ever every few for from
-further get gets got had has have having he her here hers him his how however i if in into is it its itself just
-let like may me might more most much must my neither no nor not now of off on once one only or other our out over
-own per same she should so some such than that the their them then there these they this those through thus to
-too under until up upon us use used uses using very via was we were what when where whether which while who whom
-why will with within without would yes yet you your
-""".split())
 MAX_SENTENCE_WORDS = 60  # a passage "sentence" longer than this (man pages: few full stops) is cut in windows
 
 
@@ -56,13 +41,6 @@ class AttributionConfig:
     extractive_sentences: int = 3  # an extractive answer has at most this many sentences ...
     extractive_margin: float = 0.15  # ... each within this of the best one's score for the question
     auto_supported_share: float = 0.5  # auto keeps a generated answer when more than this share is supported
-
-
-@dataclass(frozen=True)
-class Span:
-    start: int
-    end: int
-    text: str
 
 
 @dataclass
@@ -95,46 +73,6 @@ class Attribution:
 class Extract:
     answer: str
     picked: list[tuple[int, str, float]] = field(default_factory=list)  # (n, sentence, score for the question)
-
-
-def split_sentences(text: str, min_words: int = 1) -> list[Span]:
-    """Sentences with their offsets; a trailing [n] stays with the sentence it follows; fragments with fewer
-    than `min_words` content words (a lone "[2]", "Yes.") join the sentence before them."""
-    spans: list[Span] = []
-    start = 0
-    for m in _END.finditer(text):
-        end = m.end()
-        word = re.search(r"([\w.]+)\.$", text[start:m.start() + 1]) if m.group().startswith(".") else None
-        if word and word.group(1).lower() in _ABBREVIATIONS:
-            continue
-        _add_span(spans, text, start, end, min_words)
-        start = end
-    _add_span(spans, text, start, len(text), min_words)
-    return spans
-
-
-def _add_span(spans: list[Span], text: str, start: int, end: int, min_words: int) -> None:
-    piece = text[start:end]
-    lead = len(piece) - len(piece.lstrip())
-    start, piece = start + lead, piece.strip()
-    if not piece:
-        return
-    if spans and len(content_words(MARKER.sub("", piece))) < min_words:
-        last = spans[-1]
-        spans[-1] = Span(last.start, start + len(piece), text[last.start:start + len(piece)])
-        return
-    spans.append(Span(start, start + len(piece), piece))
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str) -> list[str]:
-    return [_stem(w.split("'")[0].split("’")[0]) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
 def markers(text: str) -> list[int]:
@@ -212,19 +150,27 @@ def attribute(answer: str, evidence: Evidence, encode: Encode,
     return Attribution(sentences, citations, (time.perf_counter() - started) * 1000 + evidence.encode_ms)
 
 
+def question_words(question: str) -> set[str]:
+    return set(content_words(question))
+
+
+def sentence_score(cosine: float, question_words: set[str], sentence: str,
+                   config: AttributionConfig = AttributionConfig()) -> float:
+    """How well a passage sentence answers a question: dense × its cosine + lexical × share of the question's
+    content words in it."""
+    lexical = len(question_words & set(content_words(sentence))) / len(question_words) if question_words else 0.0
+    return round(config.dense_weight * cosine + config.lexical_weight * lexical, 4)
+
+
 def question_scores(question: str, evidence: Evidence, encode: Encode,
                     config: AttributionConfig = AttributionConfig()) -> list[float]:
-    """How well each evidence sentence answers `question`: dense × cosine + lexical × share of its words."""
+    """`sentence_score` of each evidence sentence, with the question embedded here."""
     if not evidence.spans:
         return []
     q_vector = encode([question])[0]
-    q_words = set(content_words(question))
-    scores = []
-    for k, (_, span) in enumerate(evidence.spans):
-        lexical = len(q_words & set(content_words(span.text))) / len(q_words) if q_words else 0.0
-        scores.append(round(config.dense_weight * float(evidence.vectors[k] @ q_vector)
-                            + config.lexical_weight * lexical, 4))
-    return scores
+    words = question_words(question)
+    return [sentence_score(float(evidence.vectors[k] @ q_vector), words, span.text, config)
+            for k, (_, span) in enumerate(evidence.spans)]
 
 
 def extract(question: str, evidence: Evidence, encode: Encode,
@@ -283,10 +229,15 @@ class Attributor:
         return await self._run(extract, question, evidence, self.encode, self.config)
 
     async def focus(self, question: str, passages: Sequence[Passage], count: Callable[[str], int],
-                    budget: int) -> tuple[list[Passage], Evidence]:
+                    budget: int) -> tuple[list[Passage], Evidence | None]:
         """The passages cut to their sentences that answer `question` within `budget` tokens, and the evidence
-        (the whole passages' embedded sentences) the cut was made from, for the answer's attribution."""
-        from agents.generator.focus import focus  # focus builds on this module's sentences and scores
+        (the whole passages' embedded sentences) the cut was made from, for the answer's attribution. With the
+        sentence scores retrieval sent, the cut embeds nothing and the evidence is None: it is gathered later,
+        while the LLM writes."""
+        from agents.generator.focus import focus, focus_scored  # focus builds on this module's sentences and scores
 
+        scored = focus_scored(question, passages, count, budget, self.config)
+        if scored is not None:
+            return scored, None
         evidence = await self.evidence(passages)
         return await self._run(focus, question, evidence, self.encode, count, budget, self.config), evidence

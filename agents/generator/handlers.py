@@ -151,6 +151,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     evidence = None
     extracted_text = ""
     guard = RepetitionGuard()
+    gathering: asyncio.Task[Evidence] | None = None
     if passages and not stopped.is_set() and mode == "extractive":
         # the passages' own sentences that answer the question best, cited; the LLM is not called
         evidence = await attributor.evidence(passages)
@@ -159,18 +160,18 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
         await publish_token(token(event, 0, extracted_text or NO_TEXT))
         pieces.append(extracted_text or NO_TEXT)
     elif passages and not stopped.is_set():
-        shown = passages
-        if settings.prompt_source_tokens > 0:  # the sentences that answer the question; attribution reuses them
+        shown, focused = passages, settings.prompt_source_tokens > 0
+        if focused:  # the sentences that answer the question; attribution reuses them
             shown, evidence = await attributor.focus(event.standalone_question or event.question, passages,
                                                      tokens.count, settings.prompt_source_tokens)
         prompt = build_prompt(event.question, shown, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
         prompt_tokens = prompt.tokens
-        if evidence is None or len(prompt.passages) < len(passages):
+        if not focused or len(prompt.passages) < len(passages):
             # the sources are what the model was shown (a passage cut to fit the window, as it was cut)
             passages, evidence = prompt.passages, None
         # else every passage was shown by its best sentences: the sources are the whole passages, and the
-        # attribution reuses their sentences
+        # attribution reuses their sentences (embedded for the cut, or from the first token on: not before it)
         grammar = citing_grammar([p.n for p in passages]) if settings.constrained_citing else None
         stream = llm.stream(prompt.messages, settings.max_answer_tokens, settings.temperature, grammar, finish)
         # closing the stream closes the HTTP request: the LLM server stops generating for a stopped answer
@@ -178,6 +179,8 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
             async for piece in stream:
                 if stopped.is_set():
                     break
+                if first_token_at is None and evidence is None:
+                    gathering = asyncio.create_task(attributor.evidence(passages))
                 first_token_at = first_token_at or time.perf_counter()
                 await publish_token(token(event, len(pieces), piece))
                 pieces.append(piece)
@@ -201,7 +204,8 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     finished = time.perf_counter()
     streaming = max(finished - (first_token_at or started), 1e-6)
     truncated = bool(finish) and finish[-1] == "length" and not stopped.is_set() and not guard.looping
-    decided = await decide(event, text, passages, mode, stopped.is_set(), attributor, evidence)
+    decided = await decide(event, text, passages, mode, stopped.is_set(), attributor,
+                           await gathering if gathering else evidence)
     notices = [cut_notice(settings.max_answer_tokens)] if truncated and decided.mode == "generative" else []
     if guard.looping and decided.mode == "generative":
         notices.append(repetition_notice())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
 from projections.chunks import add_terms, remove_terms
 from projections.retrieval import HybridSearch, RetrievalConfig
 from projections.schema import vectors_ddl, vectors_table
+from streams.sentences import pack_vectors
 
 DIM = 384
 MODEL = "hs-test-model"  # an index of its own: the stack's documents have no vectors in it
@@ -82,7 +85,31 @@ async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
     assert [h["doc_id"] for h in hits][:3] == ["hs-a", "hs-c", "hs-b"]
     assert by_doc["hs-c"]["scores"]["keyword"] > 0 and by_doc["hs-b"]["scores"]["keyword"] == 0
     assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(by_doc["hs-c"]["scores"]["dense"] + 0.2, abs=1e-3)
-    assert all(set(h["scores"]) == {"dense", "keyword", "fused"} for h in hits)
+    assert all(set(h["scores"]) == {"dense", "sentence", "keyword", "fused"} for h in hits)
+
+
+async def test_sentence_vectors_score_every_sentence_and_can_lift_a_chunk(pool, corpus):
+    """With sentence vectors a passage comes with each sentence's similarity to the question; weighed in, a chunk
+    whose sentence answers passes one that is closer as a whole. A chunk without them counts as one sentence."""
+    table = vectors_table(MODEL)
+    rows = {"hs-b-0": (len("Filters are replaced every six months."), unit(8, corpus, 0.0)),  # the question
+            "hs-a-0": (len("The pump must be primed before first use."), unit(9)),  # nowhere near it
+            "hs-a-1": (len("The pump must be primed before the first use."), unit(10))}
+    for chunk_id, (length, vector) in rows.items():
+        await pool.execute(f"UPDATE {table} SET sentence_spans = $2, sentence_vectors = $3 WHERE chunk_id = $1",
+                           chunk_id, [0, length], base64.b64decode(pack_vectors(vector[None])))
+    ask = {"top_k": 5, "model": MODEL, "threshold": -1.0, "filters": {"doc_ids": ["hs-a", "hs-b", "hs-c"]}}
+    plain = await HybridSearch(pool).search(corpus, "no keyword here", **ask)
+    by_doc = {h["doc_id"]: h for h in plain}
+    assert by_doc["hs-b"]["sentences"] == [{"start": 0, "end": rows["hs-b-0"][0], "score": pytest.approx(1, abs=0.01)}]
+    assert by_doc["hs-b"]["scores"]["sentence"] == by_doc["hs-b"]["sentences"][0]["score"]
+    assert abs(by_doc["hs-a"]["scores"]["sentence"]) < 0.3
+    assert by_doc["hs-c"]["sentences"] == [] and by_doc["hs-c"]["scores"]["sentence"] == by_doc["hs-c"]["score"]
+    assert plain[0]["doc_id"] == "hs-a"  # weight 0 (the default): sentences do not rank
+    lifted = await HybridSearch(pool, RetrievalConfig(sentence_weight=1.0)).search(corpus, "no keyword here", **ask)
+    assert lifted[0]["doc_id"] == "hs-b"
+    assert lifted[0]["scores"]["fused"] == pytest.approx(lifted[0]["score"] + lifted[0]["scores"]["sentence"],
+                                                         abs=1e-3)
 
 
 async def test_bm25_weighs_the_rare_words_of_a_question(pool, corpus):

@@ -72,12 +72,19 @@ async def test_each_format_reaches_indexed_with_chunks_in_pgvector(client, pool)
         assert doc["status"] == "indexed", (name, doc)
         assert doc["chunks"] >= 1
         rows = await pool.fetch(
-            f"SELECT c.page, c.section, c.text, vector_dims(v.embedding) AS dims FROM chunks c "
+            f"SELECT c.page, c.section, c.text, vector_dims(v.embedding) AS dims, v.sentence_spans, "
+            f"length(v.sentence_vectors) AS sentence_bytes FROM chunks c "
             f"JOIN {await active_vectors(pool)} v USING (chunk_id) WHERE c.doc_id = $1 ORDER BY c.ordinal",
             body["doc_id"],
         )
         assert len(rows) == doc["chunks"], name
         assert all(r["dims"] == 384 for r in rows)
+        # every chunk's sentences, in order inside its text, with one int8 vector each
+        for r in rows:
+            spans = list(zip(r["sentence_spans"][::2], r["sentence_spans"][1::2], strict=True))
+            assert spans and all(0 <= a < b <= len(r["text"]) for a, b in spans), (name, spans)
+            assert [a for a, _ in spans] == sorted(a for a, _ in spans)
+            assert r["sentence_bytes"] == 384 * len(spans)
     pdf_pages = await pool.fetch("SELECT DISTINCT page FROM chunks WHERE doc_id = $1", accepted["pages.pdf"]["doc_id"])
     assert sorted(r["page"] for r in pdf_pages) == [1, 2]
     html_text = " ".join(r["text"] for r in await pool.fetch(

@@ -86,6 +86,29 @@ def test_relevant_passage_ranks_above_unrelated(loaded: dict[str, M.EmbeddingMod
         assert q @ good > q @ bad, question["question"]
 
 
+@pytest.mark.parametrize("name", list(M.CATALOG))
+def test_sentence_vectors_come_from_the_texts_own_pass(loaded: dict[str, M.EmbeddingModel], name: str) -> None:
+    """encode_with_spans: the texts' vectors are encode's, and each sentence's pooled vector is nearest to that
+    sentence embedded alone (late chunking keeps what a sentence says, in its context)."""
+    from streams.sentences import split_sentences
+
+    model = loaded[name]
+    texts = [windows()[3], UNRELATED, "x", "GPL " * 399 + "GPL. The last sentence is past the model's window."]
+    spans = [[(s.start, s.end) for s in split_sentences(t)] for t in texts]
+    vectors, pooled = model.encode_with_spans(texts, spans)
+    np.testing.assert_allclose(vectors, model.encode(texts), atol=1e-4)
+    for rows, text_spans in zip(pooled, spans, strict=True):
+        assert rows.shape == (len(text_spans), model.dim) and rows.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    alone = model.encode([texts[0][a:b] for a, b in spans[0]] + [texts[1][a:b] for a, b in spans[1]])
+    late = np.vstack([pooled[0], pooled[1]])
+    assert len(late) >= 4 and (np.argmax(late @ alone.T, axis=1) == np.arange(len(late))).mean() >= 0.75
+    # a sentence the window cut off has no tokens of its own: it gets the text's vector
+    if name != M.MINILM_DISTILLED:  # a static model has no window
+        np.testing.assert_allclose(pooled[3][-1], vectors[3], atol=1e-5)
+    assert model.encode_with_spans([], [])[0].shape == (0, model.dim)
+
+
 def test_a_sentence_transformers_folder_loads_by_path(loaded: dict[str, M.EmbeddingModel], models_dir: Path) -> None:
     by_path = M.load_model(str(M.packaged_model_path()), models_dir)
     assert isinstance(by_path, M.TorchModel) and by_path.dim == 384

@@ -8,8 +8,9 @@ import asyncio
 from types import SimpleNamespace
 
 from agents.generator.attribution import gather_evidence
-from agents.generator.focus import GAP, focus
-from streams.events import Passage
+from agents.generator.focus import GAP, focus, focus_scored
+from streams.events import Passage, SentenceScore
+from streams.sentences import split_sentences
 from tests.unit.test_attribution import bag_of_words
 from tests.unit.test_repetition import ScriptedLLM
 
@@ -49,6 +50,70 @@ def test_a_budget_that_holds_everything_or_zero_leaves_the_passages_as_they_are(
 def test_focus_is_deterministic():
     evidence = gather_evidence([HARBOUR, FESTIVAL], bag_of_words)
     assert focus(QUESTION, evidence, bag_of_words, words, 20) == focus(QUESTION, evidence, bag_of_words, words, 20)
+
+
+def scored(passage: Passage, question: str = QUESTION) -> Passage:
+    """The passage as retrieval sends it with sentence vectors: each sentence with its cosine to the question
+    (here from the bag-of-words stand-in, as the embedded cut would compute it)."""
+    spans = split_sentences(passage.text)
+    cosines = bag_of_words([question]) @ bag_of_words([s.text for s in spans]).T
+    return passage.model_copy(update={"sentences": [SentenceScore(start=s.start, end=s.end, score=float(c))
+                                                    for s, c in zip(spans, cosines[0], strict=True)]})
+
+
+def test_sentence_scores_from_retrieval_cut_as_the_embedded_sentences_do():
+    evidence = gather_evidence([HARBOUR, FESTIVAL], bag_of_words)
+    sent = {1: scored(HARBOUR), 2: scored(FESTIVAL)}
+    for budget in (1, 24, 30, 1000):
+        assert focus_scored(QUESTION, list(sent.values()), words, budget) == [
+            p.model_copy(update={"sentences": sent[p.n].sentences})
+            for p in focus(QUESTION, evidence, bag_of_words, words, budget)]
+
+
+def test_without_sentence_scores_or_with_spans_not_of_the_text_the_cut_falls_back_to_embedding():
+    assert focus_scored(QUESTION, [scored(HARBOUR), FESTIVAL], words, 30) is None
+    broken = scored(FESTIVAL).model_copy(update={"sentences": [SentenceScore(start=0, end=10_000, score=0.9)]})
+    assert focus_scored(QUESTION, [scored(HARBOUR), broken], words, 30) is None
+    assert focus_scored(QUESTION, [HARBOUR], words, 0) == [HARBOUR]  # no budget: nothing to cut
+
+
+async def test_with_sentence_scores_nothing_is_embedded_before_the_prompt(monkeypatch):
+    """The prompt goes out before the attributor's model is called at all; the answer is attributed all the same
+    (its evidence is gathered from the first token on)."""
+    from agents.generator import handlers
+    from agents.generator.attribution import Attributor
+    from agents.generator.settings import GeneratorSettings
+    from agents.generator.tokens import TokenCounter
+    from streams.events import ContextBuilt
+
+    published: list = []
+    calls: list[int] = []
+
+    async def on_done(event):
+        published.append(event)
+
+    async def ignore(*_):
+        pass
+
+    def encode(texts):
+        calls.append(len(texts))
+        return bag_of_words(texts)
+
+    monkeypatch.setattr(handlers, "publish_token", ignore)
+    monkeypatch.setattr(handlers, "publish_done", on_done)
+    broker = SimpleNamespace(connection=SimpleNamespace(flush=ignore))
+    event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, embedding_model="m",
+                         passages=[scored(HARBOUR), scored(FESTIVAL)])
+    llm = ScriptedLLM("Boats pay nine crowns a night [1]. The harbourmaster collects it.")
+    embedded_before_prompt: list[int] = []
+    original = llm.stream
+    llm.stream = lambda *args: (embedded_before_prompt.append(len(calls)), original(*args))[1]
+    settings = GeneratorSettings(prompt_source_tokens=24)
+    await handlers.answer(event, asyncio.Event(), broker, llm, TokenCounter(), settings, Attributor(encode))
+    done = published[-1]
+    assert embedded_before_prompt == [0] and calls  # nothing before the prompt; the attribution did embed
+    assert [s.text for s in done.sources] == [HARBOUR.text, FESTIVAL.text]
+    assert all(s.supported for s in done.sentences) and {c.n for c in done.citations} == {1}
 
 
 async def test_the_generator_prompts_with_the_focused_sources_and_cites_the_whole_passages(monkeypatch):
