@@ -1,6 +1,9 @@
 """Hybrid retrieval over the chunk projection: pgvector HNSW cosine + BM25 over PostgreSQL's lexemes, fused
-linearly (cosine + a weighted, per-question normalised BM25), with a similarity threshold, metadata filters
-and near-duplicate removal. Chunks flagged as a table of contents are no candidates.
+linearly (cosine + a weighted best sentence cosine + a weighted, per-question normalised BM25), with a
+similarity threshold, metadata filters and near-duplicate removal. Chunks flagged as a table of contents are no
+candidates. Every candidate's sentences are scored from the sentence vectors the embedder made at ingest: a
+question asked in other words often matches one sentence of the answer better than the whole chunk, and the
+generator cuts its prompt by these scores.
 
 Why not reciprocal rank fusion (what this did before, bench/eval/experiments/README.md): RRF gives the keyword
 ranking the weight of the dense one, and a chunk in both lists always beats one in a single list; for a
@@ -31,7 +34,7 @@ RETRIEVAL_SECONDS = Histogram("ragbus_retrieval_stage_seconds", "Time per retrie
 class RetrievalConfig:
     candidates: int = 40  # taken from each of the dense and the keyword ranking before fusion
     keyword_weight: float = 0.2  # fused = cosine + keyword_weight * bm25 / (the question's best bm25) ...
-    sentence_weight: float = 0.0  # ... + sentence_weight * the best cosine of one of the chunk's sentences
+    sentence_weight: float = 0.5  # ... + sentence_weight * the best cosine of one of the chunk's sentences
     min_similarity: float = 0.2  # passages less similar than this (cosine) are not context at all
     duplicate_similarity: float = 0.95  # a passage this close to a better-ranked one adds nothing
     ef_search: int = 0  # HNSW search breadth (recall vs speed); 0: by the index's size (`search_breadth`)

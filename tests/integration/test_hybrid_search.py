@@ -84,7 +84,8 @@ async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
     assert by_doc["hs-c"]["scores"]["dense"] < by_doc["hs-b"]["scores"]["dense"]
     assert [h["doc_id"] for h in hits][:3] == ["hs-a", "hs-c", "hs-b"]
     assert by_doc["hs-c"]["scores"]["keyword"] > 0 and by_doc["hs-b"]["scores"]["keyword"] == 0
-    assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(by_doc["hs-c"]["scores"]["dense"] + 0.2, abs=1e-3)
+    # no sentence vectors here: each chunk counts as one sentence, its own cosine (weight 0.5)
+    assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(1.5 * by_doc["hs-c"]["scores"]["dense"] + 0.2, abs=1e-3)
     assert all(set(h["scores"]) == {"dense", "sentence", "keyword", "fused"} for h in hits)
 
 
@@ -99,13 +100,13 @@ async def test_sentence_vectors_score_every_sentence_and_can_lift_a_chunk(pool, 
         await pool.execute(f"UPDATE {table} SET sentence_spans = $2, sentence_vectors = $3 WHERE chunk_id = $1",
                            chunk_id, [0, length], base64.b64decode(pack_vectors(vector[None])))
     ask = {"top_k": 5, "model": MODEL, "threshold": -1.0, "filters": {"doc_ids": ["hs-a", "hs-b", "hs-c"]}}
-    plain = await HybridSearch(pool).search(corpus, "no keyword here", **ask)
+    plain = await HybridSearch(pool, RetrievalConfig(sentence_weight=0.0)).search(corpus, "no keyword here", **ask)
     by_doc = {h["doc_id"]: h for h in plain}
     assert by_doc["hs-b"]["sentences"] == [{"start": 0, "end": rows["hs-b-0"][0], "score": pytest.approx(1, abs=0.01)}]
     assert by_doc["hs-b"]["scores"]["sentence"] == by_doc["hs-b"]["sentences"][0]["score"]
     assert abs(by_doc["hs-a"]["scores"]["sentence"]) < 0.3
     assert by_doc["hs-c"]["sentences"] == [] and by_doc["hs-c"]["scores"]["sentence"] == by_doc["hs-c"]["score"]
-    assert plain[0]["doc_id"] == "hs-a"  # weight 0 (the default): sentences do not rank
+    assert plain[0]["doc_id"] == "hs-a"  # weight 0: sentences do not rank
     lifted = await HybridSearch(pool, RetrievalConfig(sentence_weight=1.0)).search(corpus, "no keyword here", **ask)
     assert lifted[0]["doc_id"] == "hs-b"
     assert lifted[0]["scores"]["fused"] == pytest.approx(lifted[0]["score"] + lifted[0]["scores"]["sentence"],
