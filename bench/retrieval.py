@@ -16,6 +16,8 @@ with COPY the `chunks` table (the texts) and the vector table (`vectors_table(MO
   run). With `--real N`, only N windows, evenly spread, are real; every other window gets a vector derived from
   its two neighbouring real ones (interpolated by position, plus Gaussian noise, normalised), which is how 1M
   chunks can be simulated. The output says how close the derived vectors are to their real neighbours.
+  Every window also gets its sentences (split as the embedder splits them) with vectors near the window's own
+  (simulated: their cost is what counts here; bench/eval measures what real ones do for ranking).
 
 Per size the HNSW index (on the vector table) is built after the load (as the schema defines it; the keyword
 half's postings, `chunk_terms`, are added during the load as the projector adds them), the tables are vacuumed
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -67,6 +70,7 @@ from projections.retrieval import HybridSearch, RetrievalConfig, search_breadth
 from projections.schema import CHUNKS, migrate, vectors_ddl, vectors_table
 from projections.views import create_pool
 from ragbus.servers import EmbeddedPostgres
+from streams.sentences import pack_vectors, split_sentences
 from streams.topology import DEFAULT_EMBEDDING_MODEL
 
 MODEL = DEFAULT_EMBEDDING_MODEL  # the index a fresh system builds (ONNX int8: 100k real chunks embed in minutes)
@@ -76,7 +80,8 @@ LICENSES = Path("/usr/share/common-licenses")
 VECTORS = vectors_table(MODEL)  # the model's vector table, as the projection names it
 CHUNK_COLUMNS = ("chunk_id", "doc_id", "upload_id", "ordinal", "name", "doc_type", "page", "section", "char_start",
                  "char_end", "text")
-VECTOR_COLUMNS = ("chunk_id", "upload_id", "embedding")
+VECTOR_COLUMNS = ("chunk_id", "upload_id", "embedding", "sentence_spans", "sentence_vectors")
+SENTENCE_NOISE = 0.5  # simulated sentence vectors: the window's vector plus this much noise (only their cost counts)
 HNSW = f"{VECTORS}_hnsw"
 
 
@@ -374,6 +379,17 @@ def questions(count: int, seed: int) -> list[str]:
     return [pool[i % len(pool)] for i in range(count)]
 
 
+def simulated_sentences(text: str, vector: np.ndarray, seed: int) -> tuple[list[int], bytes]:
+    """The window's sentences as the embedder splits them, each with a vector near the window's: retrieval reads
+    and scores a candidate's sentences as it would on real ones, which is what this benchmark times."""
+    spans = [(s.start, s.end) for s in split_sentences(text)] or [(0, len(text))]
+    noise = np.random.default_rng(seed).normal(scale=SENTENCE_NOISE / np.sqrt(len(vector)),
+                                               size=(len(spans), len(vector)))
+    rows = vector[None, :] + noise
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return [o for span in spans for o in span], base64.b64decode(pack_vectors(rows.astype(np.float32)))
+
+
 # ---- database --------------------------------------------------------------------------------------------------
 async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, rows: np.ndarray,
                batch: int = 5000) -> float:
@@ -391,7 +407,7 @@ async def load(conn: asyncpg.Connection, windows: Windows, vectors: np.ndarray, 
                 chunk_id, upload_id = f"bench-{i:07d}", f"doc-{windows.doc[i]:05d}-0"
                 chunks.append((chunk_id, f"doc-{windows.doc[i]:05d}", upload_id, int(windows.ordinal[i]),
                                windows.names[i], "text", None, [], 0, len(text), text))
-                vecs.append((chunk_id, upload_id, vectors[i]))
+                vecs.append((chunk_id, upload_id, vectors[i], *simulated_sentences(text, vectors[i], i)))
             await conn.copy_records_to_table("chunks", records=chunks, columns=CHUNK_COLUMNS)
             await conn.copy_records_to_table(VECTORS, records=vecs, columns=VECTOR_COLUMNS)
             await add_terms(conn, [c[0] for c in chunks])  # the keyword half's postings, as the projector adds them
