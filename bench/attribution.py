@@ -58,7 +58,7 @@ from agents.generator.attribution import (  # noqa: E402
 from agents.generator.handlers import decide  # noqa: E402
 from agents.generator.repetition import RepetitionGuard  # noqa: E402
 from agents.generator.service import build_prompt, citations_for, citing_grammar  # noqa: E402
-from streams.events import ContextBuilt, Passage  # noqa: E402
+from streams.events import ContextBuilt, Passage, SentenceScore  # noqa: E402
 
 COPY_RUN = 6  # consecutive words copied from one passage: that passage is the sentence's known source
 CACHE = harness.CACHE / "attribution-answers.json"
@@ -148,9 +148,28 @@ UNGUARDED = {"unguarded", "penalized"}  # generated without the generator's Repe
 CACHE_NAMES = {"unguarded": "generative"}
 
 
+def late_scored(question: str, passages: list[Passage], model_name: str, models_dir: Path) -> list[Passage]:
+    """The passages with each sentence's cosine to the question as retrieval sends them from an index of
+    `model_name`: sentence vectors pooled from the passage's own forward pass (the embedder's
+    `embed_with_sentences`, as at ingest)."""
+    from agents.embedder.service import Embedder
+
+    if model_name not in _EMBEDDERS:
+        _EMBEDDERS[model_name] = Embedder.load(model_name, "", models_dir)
+    embedder = _EMBEDDERS[model_name]
+    q = embedder.embed([question])[0]
+    _, sentences = embedder.embed_with_sentences([p.text for p in passages])
+    return [p.model_copy(update={"sentences": [SentenceScore(start=a, end=b, score=round(float(v @ q), 4))
+                                               for (a, b), v in zip(s.spans, s.vectors, strict=True)]})
+            for p, s in zip(passages, sentences, strict=True)]
+
+
+_EMBEDDERS: dict[str, Any] = {}  # one model load for every question
+
+
 async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]], variants: list[str],
                    max_tokens: int, cache: dict[str, Any], attributor: Attributor,
-                   source_tokens: int) -> dict[str, list[dict[str, Any]]]:
+                   source_tokens: int, models_dir: Path) -> dict[str, list[dict[str, Any]]]:
     from agents.generator.llm import ChatClient
     from agents.generator.tokens import TokenCounter
     from ragbus.servers import LlamaServer
@@ -161,13 +180,18 @@ async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]
     for v in variants:
         prompts[v] = []
         for q, ps in zip(questions, passages, strict=True):
-            if v == "focused" and ps:  # as the generator does with RAGBUS_PROMPT_SOURCE_TOKENS
+            if v == "focused" and ps:  # as the generator did with RAGBUS_PROMPT_SOURCE_TOKENS before sentence scores
                 ps, _ = await attributor.focus(q["question"], ps, tokens.count, source_tokens)
+            elif v == "focused-late" and ps:  # as it does now: the cut by retrieval's sentence scores
+                ps, _ = await attributor.focus(q["question"], late_scored(q["question"], ps, attributor.model,
+                                                                          models_dir),
+                                               tokens.count, source_tokens, attributor.model)
             prompts[v].append(build_prompt(q["question"], ps, [], tokens, 2048, max_tokens))
     # "unguarded" is the plain prompt without the generator's loop stop: its answers are cached under the name
     # "generative" had before the guard (RepetitionGuard) existed, so they are not generated again
     names = {v: CACHE_NAMES.get(v) or (v if v in UNGUARDED else f"{v}+guard") for v in variants}
     names["focused"] = f"focused:{source_tokens}+guard"
+    names["focused-late"] = f"focused-late:{source_tokens}+guard"
     keys = {v: [hashlib.sha1(json.dumps([names[v], max_tokens, p.messages]).encode()).hexdigest()
                 for p in prompts[v]] for v in variants}
     # answers cached before time to first token was recorded are generated again where it is compared
@@ -364,7 +388,9 @@ def report(result: dict[str, Any], console: Console) -> None:
         f = s["facts"]
         label = {"generative": "generative", "constrained": "generative, constrained citing",
                  "unguarded": "generative, no loop stop",
-                 "focused": f"generative, sources cut to {result['source_tokens']} tokens"}.get(
+                 "focused": f"generative, sources cut to {result['source_tokens']} tokens",
+                 "focused-late": f"generative, cut to {result['source_tokens']} tokens by retrieval's sentence "
+                                 "scores"}.get(
             v, f"generative, repeat penalty {PENALIZED}")
         facts.add_row(label, f"{f['generative']['exact']:.3f} | {f['generative']['words70']:.3f}")
         facts.add_row(f"auto (on {label})", f"{f['auto']['exact']:.3f} | {f['auto']['words70']:.3f}")
@@ -390,7 +416,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="generation variants: generative (plain prompt, stopped when it loops, as the "
                         "generator does), unguarded (the same without the loop stop), constrained (citing "
                         "grammar, loop stop), penalized (plain prompt, llama.cpp repeat_penalty, no loop stop), "
-                        "focused (generative with the passages cut to --source-tokens)")
+                        "focused (generative with the passages cut to --source-tokens, sentences embedded alone), "
+                        "focused-late (the same cut by sentence scores as retrieval sends them: what the generator "
+                        "does now)")
     parser.add_argument("--source-tokens", type=int, default=FOCUS_TOKENS,
                         help="the focused variant's RAGBUS_PROMPT_SOURCE_TOKENS: passages cut to their sentences "
                         "that answer the question, to this many tokens")
@@ -423,7 +451,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cache = json.loads(args.cache.read_text()) if args.cache.exists() else {}
     try:
         answers = await generate(questions, passages, args.variants.split(","), args.max_tokens, cache, attributor,
-                                 args.source_tokens)
+                                 args.source_tokens, args.models_dir)
     finally:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         args.cache.write_text(json.dumps(cache))

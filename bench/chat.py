@@ -249,7 +249,7 @@ async def generator_prompt(js: Any, query_id: str, counter: TokenCounter, contex
     passages = event.passages
     if attributor is not None and source_tokens > 0:
         passages, _ = await attributor.focus(event.standalone_question or event.question, passages, counter.count,
-                                             source_tokens)
+                                             source_tokens, event.embedding_model)
     prompt = build_prompt(event.question, passages, event.history, counter, context_tokens, max_tokens)
     return Prepared(prompt.messages, prompt.tokens, len(prompt.passages))
 

@@ -16,7 +16,7 @@ from agents.gateway.auth import READ, UNAUTHORIZED, WRITE, Reader, client_id
 from agents.gateway.chat import Filters
 from agents.gateway.deps import AnswersDep, BusDep, SettingsDep
 from agents.gateway.requests import BAD_BODY, Flag, RequestModel, Text, integer, number
-from streams.events import AnswerFailed, AnswerRated, ContextBuilt, QueryAsked
+from streams.events import AnswerFailed, AnswerRated, ContextBuilt, QueryAsked, SentenceScore
 
 router = APIRouter(dependencies=[READ], responses=UNAUTHORIZED)
 
@@ -39,7 +39,10 @@ class PassageOut(BaseModel):
     section: list[str] = []
     text: str
     score: float = Field(description="cosine similarity to the query")
-    scores: dict[str, float] = Field(description="dense, keyword (full-text rank) and fused (RRF)")
+    scores: dict[str, float] = Field(description="dense (cosine), sentence (the best sentence's cosine), keyword "
+                                     "(BM25) and fused (cosine + weighted sentence and BM25 terms)")
+    sentences: list[SentenceScore] = Field(default_factory=list, description="each sentence of the text, "
+                                           "[start, end) in it, with its cosine similarity to the query")
 
 
 class SearchResponse(BaseModel):

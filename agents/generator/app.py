@@ -31,7 +31,7 @@ def load_attributor(settings: GeneratorSettings) -> Attributor:
     from agents.models import load_model
 
     model = load_model(settings.attribution_model, settings.models_dir, settings.attribution_threads)
-    return Attributor(model.encode, AttributionConfig(threshold=settings.attribution_threshold))
+    return Attributor(model.encode, AttributionConfig(threshold=settings.attribution_threshold), model.name)
 
 
 def create_app(settings: GeneratorSettings) -> FastStream:

@@ -210,9 +210,10 @@ def cited_passages(attribution: Attribution) -> list[int]:
 class Attributor:
     """The generator's embedding model for attribution, called off the event loop, one call at a time."""
 
-    def __init__(self, encode: Encode, config: AttributionConfig = AttributionConfig()) -> None:
+    def __init__(self, encode: Encode, config: AttributionConfig = AttributionConfig(), model: str = "") -> None:
         self.encode = encode
         self.config = config
+        self.model = model  # its name: retrieval's sentence scores from an index of this model are its own
         self._lock = asyncio.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -229,14 +230,16 @@ class Attributor:
         return await self._run(extract, question, evidence, self.encode, self.config)
 
     async def focus(self, question: str, passages: Sequence[Passage], count: Callable[[str], int],
-                    budget: int) -> tuple[list[Passage], Evidence | None]:
+                    budget: int, index_model: str = "") -> tuple[list[Passage], Evidence | None]:
         """The passages cut to their sentences that answer `question` within `budget` tokens, and the evidence
-        (the whole passages' embedded sentences) the cut was made from, for the answer's attribution. With the
-        sentence scores retrieval sent, the cut embeds nothing and the evidence is None: it is gathered later,
-        while the LLM writes."""
+        (the whole passages' embedded sentences) the cut was made from, for the answer's attribution. When the
+        passages come from an index of this model (`index_model`) with sentence scores, the cut uses those and
+        embeds nothing; the evidence is then None, gathered later while the LLM writes. Another index's scores
+        are another model's (a static 256-d one cuts worse): then the sentences are embedded here."""
         from agents.generator.focus import focus, focus_scored  # focus builds on this module's sentences and scores
 
-        scored = focus_scored(question, passages, count, budget, self.config)
+        scored = focus_scored(question, passages, count, budget, self.config) \
+            if index_model and index_model == self.model else None
         if scored is not None:
             return scored, None
         evidence = await self.evidence(passages)

@@ -163,7 +163,8 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
         shown, focused = passages, settings.prompt_source_tokens > 0
         if focused:  # the sentences that answer the question; attribution reuses them
             shown, evidence = await attributor.focus(event.standalone_question or event.question, passages,
-                                                     tokens.count, settings.prompt_source_tokens)
+                                                     tokens.count, settings.prompt_source_tokens,
+                                                     event.embedding_model)
         prompt = build_prompt(event.question, shown, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
         prompt_tokens = prompt.tokens

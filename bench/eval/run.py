@@ -30,20 +30,23 @@ import baseline  # noqa: E402
 import check  # noqa: E402
 import score  # noqa: E402
 
+from ragbus.settings import initial_index  # noqa: E402
 from ragbus.stack import AgentStack, Servers  # noqa: E402
-from streams.topology import DEFAULT_EMBEDDING_MODEL, PARSER, index_durable  # noqa: E402
+from streams.topology import PARSER, index_durable  # noqa: E402
+
+MODEL = initial_index()[0]  # the first index's model: RAGBUS_EMBEDDING_MODEL, as on a fresh system
 
 
 async def ragbus_rankings(questions: list[dict[str, Any]], workdir: Path,
                           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    """Rankings (doc, text) and debug traces per question id, from a fresh stack with its default index
-    (all-MiniLM-L6-v2; bench/reindex.py measures the other models)."""
-    servers = await Servers.start(workdir)
+    """Rankings (doc, text) and debug traces per question id, from a fresh stack with its first index (the
+    default model, or RAGBUS_EMBEDDING_MODEL)."""
+    servers = await Servers.start(workdir, initial_model=MODEL)
     agents = AgentStack.for_servers(servers, workdir / "logs", RAGBUS_LOG_LEVEL="WARNING")
     try:
         for name in ("projector", "parser", "embedder", "gateway"):
             agents.start(name)
-        await agents.wait_ready({PARSER: 1, index_durable(DEFAULT_EMBEDDING_MODEL): 1})
+        await agents.wait_ready({PARSER: 1, index_durable(MODEL): 1})
         async with httpx.AsyncClient(base_url=agents.url, timeout=120.0) as client:
             started = time.perf_counter()
             ids = []
@@ -113,7 +116,7 @@ def main() -> int:
         print(json.dumps(results, indent=1))
     else:
         r = results["ragbus"]
-        print(score.format_table(r["metrics"], f"ragbus ({DEFAULT_EMBEDDING_MODEL}): {r['documents']} documents, "
+        print(score.format_table(r["metrics"], f"ragbus ({MODEL}): {r['documents']} documents, "
                                  f"{r['chunks']} chunks, ingest {r['ingest_s']} s, POST /search p50 "
                                  f"{r['search_p50_ms']} ms"))
         for name, r in results.items():

@@ -91,7 +91,11 @@ async def test_declare_replicas_3_moves_a_running_single_replica_system_without_
         assert done.returncode == 0, done.stderr
         assert "R1 -> R3" in done.stdout
         for name, state in before.items():
-            info = await js.stream_info(name)
+            for _ in range(150):  # the stream's new copies take a moment to be reported (seen: OBJ_documents)
+                info = await js.stream_info(name)
+                if info.cluster is not None and len(info.cluster.replicas or []) == 2:
+                    break
+                await asyncio.sleep(0.2)
             assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2, name
             assert (info.state.messages, info.state.last_seq) == (state.messages, state.last_seq), name
         for durable in (*DURABLES, index_durable(DEFAULT_EMBEDDING_MODEL)):  # consumers keep their own count

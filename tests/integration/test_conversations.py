@@ -46,7 +46,11 @@ async def test_search_returns_ranked_passages_with_all_scores_and_filters(client
     body = response.json()
     top = body["passages"][0]
     assert top["doc_id"] == orchard and "late winter" in top["text"]
-    assert set(top["scores"]) == {"dense", "keyword", "fused"} and top["scores"]["keyword"] > 0
+    assert set(top["scores"]) == {"dense", "sentence", "keyword", "fused"} and top["scores"]["keyword"] > 0
+    # every sentence of the passage with its similarity to the question; the best one is scores.sentence
+    assert top["sentences"] and all(0 <= s["start"] < s["end"] <= len(top["text"]) for s in top["sentences"])
+    assert max(s["score"] for s in top["sentences"]) == top["scores"]["sentence"]
+    assert any("late winter" in top["text"][s["start"]:s["end"]] for s in top["sentences"])
     assert [p["n"] for p in body["passages"]] == list(range(1, len(body["passages"]) + 1))
     assert body["timings"]["embed_ms"] > 0 and body["timings"]["search_ms"] > 0
     only = await client.post("/search", json={"query": "When are apple trees pruned?",

@@ -77,9 +77,9 @@ def test_without_sentence_scores_or_with_spans_not_of_the_text_the_cut_falls_bac
     assert focus_scored(QUESTION, [HARBOUR], words, 0) == [HARBOUR]  # no budget: nothing to cut
 
 
-async def test_with_sentence_scores_nothing_is_embedded_before_the_prompt(monkeypatch):
-    """The prompt goes out before the attributor's model is called at all; the answer is attributed all the same
-    (its evidence is gathered from the first token on)."""
+async def test_with_its_own_models_sentence_scores_nothing_is_embedded_before_the_prompt(monkeypatch):
+    """From an index of the attributor's own model, the prompt goes out before that model is called at all; the
+    answer is attributed all the same (its evidence is gathered from the first token on)."""
     from agents.generator import handlers
     from agents.generator.attribution import Attributor
     from agents.generator.settings import GeneratorSettings
@@ -102,18 +102,23 @@ async def test_with_sentence_scores_nothing_is_embedded_before_the_prompt(monkey
     monkeypatch.setattr(handlers, "publish_token", ignore)
     monkeypatch.setattr(handlers, "publish_done", on_done)
     broker = SimpleNamespace(connection=SimpleNamespace(flush=ignore))
-    event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, embedding_model="m",
-                         passages=[scored(HARBOUR), scored(FESTIVAL)])
-    llm = ScriptedLLM("Boats pay nine crowns a night [1]. The harbourmaster collects it.")
-    embedded_before_prompt: list[int] = []
-    original = llm.stream
-    llm.stream = lambda *args: (embedded_before_prompt.append(len(calls)), original(*args))[1]
     settings = GeneratorSettings(prompt_source_tokens=24)
-    await handlers.answer(event, asyncio.Event(), broker, llm, TokenCounter(), settings, Attributor(encode))
-    done = published[-1]
-    assert embedded_before_prompt == [0] and calls  # nothing before the prompt; the attribution did embed
-    assert [s.text for s in done.sources] == [HARBOUR.text, FESTIVAL.text]
-    assert all(s.supported for s in done.sentences) and {c.n for c in done.citations} == {1}
+    embedded_before_prompt: list[int] = []
+    for index in ("minilm", "static-256"):  # the attributor's own model, another one
+        calls.clear()
+        event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, embedding_model=index,
+                             passages=[scored(HARBOUR), scored(FESTIVAL)])
+        llm = ScriptedLLM("Boats pay nine crowns a night [1]. The harbourmaster collects it.")
+        original = llm.stream
+        llm.stream = lambda *args, _o=original: (embedded_before_prompt.append(len(calls)), _o(*args))[1]
+        await handlers.answer(event, asyncio.Event(), broker, llm, TokenCounter(), settings,
+                              Attributor(encode, model="minilm"))
+        done = published[-1]
+        assert calls  # the attribution did embed
+        assert [s.text for s in done.sources] == [HARBOUR.text, FESTIVAL.text]
+        assert all(s.supported for s in done.sentences) and {c.n for c in done.citations} == {1}
+    # nothing before the prompt from its own index; another model's scores are not its own: it embeds for the cut
+    assert embedded_before_prompt[0] == 0 and embedded_before_prompt[1] > 0
 
 
 async def test_the_generator_prompts_with_the_focused_sources_and_cites_the_whole_passages(monkeypatch):
