@@ -179,21 +179,43 @@ def extract(question: str, evidence: Evidence, encode: Encode,
     if not evidence.spans:
         return Extract("")
     scores = question_scores(question, evidence, encode, config)
+    return _pick([(scores[k], n, span.text) for k, (n, span) in enumerate(evidence.spans)], config)
+
+
+def extract_scored(question: str, passages: Sequence[Passage],
+                   config: AttributionConfig = AttributionConfig()) -> Extract | None:
+    """`extract` from the sentence scores retrieval sent with the passages: nothing to embed. None when a
+    passage came without them (or with spans that are not its text's)."""
+    if not passages or not all(scored_sentences(p) for p in passages):
+        return None
+    words = question_words(question)
+    return _pick([(sentence_score(s.score, words, p.text[s.start:s.end], config), p.n, p.text[s.start:s.end])
+                  for p in passages for s in p.sentences], config)
+
+
+def scored_sentences(passage: Passage) -> bool:
+    """The passage has sentence scores, and their spans lie in its text."""
+    return bool(passage.sentences) and all(0 <= s.start < s.end <= len(passage.text) for s in passage.sentences)
+
+
+def _pick(sentences: list[tuple[float, int, str]], config: AttributionConfig) -> Extract:
+    """From (score, passage n, text) in reading order: the best distinct sentences of 3+ content words within
+    the margin of the best, in reading order, each with its [n]."""
     scored: list[tuple[float, int, int]] = []
     seen: set[str] = set()
-    for k, (n, span) in enumerate(evidence.spans):
-        key = span.text.strip().lower()
-        if key in seen or len(content_words(span.text)) < 3:
+    for k, (value, n, text) in enumerate(sentences):
+        key = text.strip().lower()
+        if key in seen or len(content_words(text)) < 3:
             continue
         seen.add(key)
-        scored.append((scores[k], k, n))
+        scored.append((value, k, n))
     if not scored:
         return Extract("")
     scored.sort(key=lambda t: (-t[0], t[1]))
     top = scored[0][0]
     chosen = sorted([t for t in scored if t[0] >= top - config.extractive_margin][: config.extractive_sentences],
                     key=lambda t: t[1])  # reading order: passage by passage, sentence by sentence
-    picked = [(n, _sentence_text(evidence.spans[k][1].text), value) for value, k, n in chosen]
+    picked = [(n, _sentence_text(sentences[k][2]), value) for value, k, n in chosen]
     return Extract(" ".join(f"{text} [{n}]" for n, text, _ in picked), picked)
 
 
@@ -229,6 +251,20 @@ class Attributor:
     async def extract(self, question: str, evidence: Evidence) -> Extract:
         return await self._run(extract, question, evidence, self.encode, self.config)
 
+    def own_scores(self, passages: Sequence[Passage], index_model: str) -> bool:
+        """The passages carry sentence scores from an index of this model: they can stand in for its own."""
+        return bool(index_model) and index_model == self.model and bool(passages) and \
+            all(scored_sentences(p) for p in passages)
+
+    async def extract_from(self, question: str, passages: Sequence[Passage], index_model: str
+                           ) -> tuple[Extract, Evidence | None]:
+        """The extractive answer, from retrieval's sentence scores where they are this model's (nothing is
+        embedded before it: the evidence is None), else from the passages' sentences embedded here."""
+        if self.own_scores(passages, index_model):
+            return extract_scored(question, passages, self.config) or Extract(""), None
+        evidence = await self.evidence(passages)
+        return await self.extract(question, evidence), evidence
+
     async def focus(self, question: str, passages: Sequence[Passage], count: Callable[[str], int],
                     budget: int, index_model: str = "") -> tuple[list[Passage], Evidence | None]:
         """The passages cut to their sentences that answer `question` within `budget` tokens, and the evidence
@@ -238,9 +274,7 @@ class Attributor:
         are another model's (a static 256-d one cuts worse): then the sentences are embedded here."""
         from agents.generator.focus import focus, focus_scored  # focus builds on this module's sentences and scores
 
-        scored = focus_scored(question, passages, count, budget, self.config) \
-            if index_model and index_model == self.model else None
-        if scored is not None:
-            return scored, None
+        if self.own_scores(passages, index_model):
+            return focus_scored(question, passages, count, budget, self.config) or list(passages), None
         evidence = await self.evidence(passages)
         return await self._run(focus, question, evidence, self.encode, count, budget, self.config), evidence

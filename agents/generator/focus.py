@@ -21,6 +21,7 @@ from agents.generator.attribution import (
     Span,
     question_scores,
     question_words,
+    scored_sentences,
     sentence_score,
 )
 from streams.events import Passage
@@ -52,8 +53,7 @@ def focus_scored(question: str, passages: Sequence[Passage], count: Callable[[st
     that are not its text's), so the caller embeds instead."""
     if budget <= 0:
         return list(passages)
-    if not passages or any(not p.sentences or any(not 0 <= s.start < s.end <= len(p.text) for s in p.sentences)
-                           for p in passages):
+    if not passages or not all(scored_sentences(p) for p in passages):
         return None
     words = question_words(question)
     best: dict[tuple[int, int], float] = {}

@@ -154,8 +154,9 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     gathering: asyncio.Task[Evidence] | None = None
     if passages and not stopped.is_set() and mode == "extractive":
         # the passages' own sentences that answer the question best, cited; the LLM is not called
-        evidence = await attributor.evidence(passages)
-        extracted_text = (await attributor.extract(event.standalone_question or event.question, evidence)).answer
+        extracted, evidence = await attributor.extract_from(event.standalone_question or event.question, passages,
+                                                            event.embedding_model)
+        extracted_text = extracted.answer
         first_token_at = time.perf_counter()
         await publish_token(token(event, 0, extracted_text or NO_TEXT))
         pieces.append(extracted_text or NO_TEXT)

@@ -121,6 +121,52 @@ async def test_with_its_own_models_sentence_scores_nothing_is_embedded_before_th
     assert embedded_before_prompt[0] == 0 and embedded_before_prompt[1] > 0
 
 
+def test_the_extractive_answer_from_sentence_scores_is_the_embedded_one():
+    from agents.generator.attribution import extract, extract_scored
+
+    evidence = gather_evidence([HARBOUR, FESTIVAL], bag_of_words)
+    embedded = extract(QUESTION, evidence, bag_of_words)
+    assert embedded.answer and extract_scored(QUESTION, [scored(HARBOUR), scored(FESTIVAL)]) == embedded
+    assert extract_scored(QUESTION, [scored(HARBOUR), FESTIVAL]) is None
+
+
+async def test_an_extractive_answer_from_its_own_index_streams_before_anything_is_embedded(monkeypatch):
+    from agents.generator import handlers
+    from agents.generator.attribution import Attributor
+    from agents.generator.settings import GeneratorSettings
+    from agents.generator.tokens import TokenCounter
+    from streams.events import ContextBuilt
+
+    calls: list[int] = []
+    first_token_after: list[int] = []
+    published: list = []
+
+    async def on_token(event):
+        if not first_token_after:
+            first_token_after.append(len(calls))
+
+    async def on_done(event):
+        published.append(event)
+
+    async def ignore(*_):
+        pass
+
+    def encode(texts):
+        calls.append(len(texts))
+        return bag_of_words(texts)
+
+    monkeypatch.setattr(handlers, "publish_token", on_token)
+    monkeypatch.setattr(handlers, "publish_done", on_done)
+    event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, embedding_model="minilm",
+                         passages=[scored(HARBOUR), scored(FESTIVAL)], answer_mode="extractive")
+    await handlers.answer(event, asyncio.Event(), SimpleNamespace(connection=SimpleNamespace(flush=ignore)),
+                          ScriptedLLM("never called"), TokenCounter(), GeneratorSettings(),
+                          Attributor(encode, model="minilm"))
+    done = published[-1]
+    assert first_token_after == [0] and calls  # streamed before any embedding; attributed after
+    assert done.answer_mode == "extractive" and "nine crowns" in done.answer and done.citations
+
+
 async def test_the_generator_prompts_with_the_focused_sources_and_cites_the_whole_passages(monkeypatch):
     from agents.generator import handlers
     from agents.generator.attribution import Attributor
