@@ -445,6 +445,9 @@ class Database:
                             **config: Any) -> list[dict[str, Any]]:
         from projections.retrieval import HybridSearch, RetrievalConfig
 
+        # The harness's vector table holds no sentence vectors, so each chunk would count as its own one
+        # sentence (1.5 x cosine): without the sentence term, this is ragbus's ranking before them.
+        config.setdefault("sentence_weight", 0.0)
         return await HybridSearch(self.pool, RetrievalConfig(**config)).search(vector, question, top_k,
                                                                                model=model)
 
