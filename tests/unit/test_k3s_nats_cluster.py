@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -84,6 +85,30 @@ class Member:
         self.log.close()
 
 
+def _healthy_members(root: Path, n: int, env: Callable[[int], dict[str, str]], data: dict[str, str], service: str,
+                     attempts: int = 3) -> tuple[list[Member], dict[str, int]]:
+    """n members on free ports, all healthy. A port that was free a moment ago can be taken by another process
+    before the server binds it (the suite runs many servers at once): a member that exits while starting is
+    retried, every member on new ports; its log is in the failure when every attempt fails."""
+    logs: list[str] = []
+    for attempt in range(attempts):
+        ports = [{"client": free_port(), "monitor": free_port(), "cluster": free_port()} for _ in range(n)]
+        names = {f"nats-{i}.{service}.ragbus.svc.cluster.local": ports[i]["cluster"] for i in range(n)}
+        members = [Member(root / f"attempt-{attempt}", i, data, env(i), ports[i], names) for i in range(n)]
+        deadline = time.monotonic() + 30
+        while not all(_get(f"http://127.0.0.1:{m.monitor}/healthz")[0] == 200 for m in members):
+            logs = [(m.folder / "log").read_text()[-2000:] for m in members]
+            if any(m.proc.poll() is not None for m in members):
+                break
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.2)
+        else:
+            return members, names
+        for m in members:
+            m.stop()
+    raise AssertionError(f"a member exited while starting, {attempts} times: {logs}")
+
+
 async def test_the_overlay_s_nats_cluster_forms_authenticates_its_routes_and_takes_r3_streams() -> None:
     check = _check_module()
     objs = check.render(K3S / "overlays" / "pi-cluster-pc")
@@ -96,18 +121,10 @@ async def test_the_overlay_s_nats_cluster_forms_authenticates_its_routes_and_tak
         secrets = {o["metadata"]["name"]: o["stringData"] for o in k3s_secrets.manifests(credentials)}
         data["auth.conf"] = secrets["ragbus-nats-auth"]["auth.conf"]
         n = sts["spec"]["replicas"]
-        ports = [{"client": free_port(), "monitor": free_port(), "cluster": free_port()} for _ in range(n)]
-        names = {f"nats-{i}.{sts['spec']['serviceName']}.ragbus.svc.cluster.local": ports[i]["cluster"]
-                 for i in range(n)}
-        members = [Member(Path(tmp), i, data, check.pod_env(sts, container, secrets, ordinal=i), ports[i], names)
-                   for i in range(n)]
+        members, names = _healthy_members(Path(tmp), n, lambda i: check.pod_env(sts, container, secrets, ordinal=i),
+                                          data, sts["spec"]["serviceName"])
         intruder = None
         try:
-            deadline = time.monotonic() + 30
-            while not all(_get(f"http://127.0.0.1:{m.monitor}/healthz")[0] == 200 for m in members):
-                assert time.monotonic() < deadline, [(m.folder / "log").read_text()[-2000:] for m in members]
-                assert all(m.proc.poll() is None for m in members)
-                time.sleep(0.2)
             for i, m in enumerate(members):  # a full mesh, each member under its pod's name
                 assert m.routes() == {f"nats-{j}" for j in range(n) if j != i}
                 _, varz = _get(f"http://127.0.0.1:{m.monitor}/varz")
