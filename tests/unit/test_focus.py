@@ -77,6 +77,35 @@ def test_without_sentence_scores_or_with_spans_not_of_the_text_the_cut_falls_bac
     assert focus_scored(QUESTION, [HARBOUR], words, 0) == [HARBOUR]  # no budget: nothing to cut
 
 
+class Recorded:
+    """The generator's publishers and its attribution model, recorded: the model's calls (texts per call), how
+    many calls came before the first token, and the answer.done events."""
+
+    def __init__(self, monkeypatch) -> None:
+        from agents.generator import handlers
+
+        self.calls: list[int] = []
+        self.first_token_after: list[int] = []
+        self.published: list = []
+        monkeypatch.setattr(handlers, "publish_token", self._token)
+        monkeypatch.setattr(handlers, "publish_done", self._done)
+        self.broker = SimpleNamespace(connection=SimpleNamespace(flush=self._flush))
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        return bag_of_words(texts)
+
+    async def _token(self, event) -> None:
+        if not self.first_token_after:
+            self.first_token_after.append(len(self.calls))
+
+    async def _done(self, event) -> None:
+        self.published.append(event)
+
+    async def _flush(self) -> None:
+        pass
+
+
 async def test_with_its_own_models_sentence_scores_nothing_is_embedded_before_the_prompt(monkeypatch):
     """From an index of the attributor's own model, the prompt goes out before that model is called at all; the
     answer is attributed all the same (its evidence is gathered from the first token on)."""
@@ -86,35 +115,20 @@ async def test_with_its_own_models_sentence_scores_nothing_is_embedded_before_th
     from agents.generator.tokens import TokenCounter
     from streams.events import ContextBuilt
 
-    published: list = []
-    calls: list[int] = []
-
-    async def on_done(event):
-        published.append(event)
-
-    async def ignore(*_):
-        pass
-
-    def encode(texts):
-        calls.append(len(texts))
-        return bag_of_words(texts)
-
-    monkeypatch.setattr(handlers, "publish_token", ignore)
-    monkeypatch.setattr(handlers, "publish_done", on_done)
-    broker = SimpleNamespace(connection=SimpleNamespace(flush=ignore))
+    recorded = Recorded(monkeypatch)
     settings = GeneratorSettings(prompt_source_tokens=24)
     embedded_before_prompt: list[int] = []
     for index in ("minilm", "static-256"):  # the attributor's own model, another one
-        calls.clear()
+        recorded.calls.clear()
         event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, embedding_model=index,
                              passages=[scored(HARBOUR), scored(FESTIVAL)])
         llm = ScriptedLLM("Boats pay nine crowns a night [1]. The harbourmaster collects it.")
         original = llm.stream
-        llm.stream = lambda *args, _o=original: (embedded_before_prompt.append(len(calls)), _o(*args))[1]
-        await handlers.answer(event, asyncio.Event(), broker, llm, TokenCounter(), settings,
-                              Attributor(encode, model="minilm"))
-        done = published[-1]
-        assert calls  # the attribution did embed
+        llm.stream = lambda *args, _o=original: (embedded_before_prompt.append(len(recorded.calls)), _o(*args))[1]
+        await handlers.answer(event, asyncio.Event(), recorded.broker, llm, TokenCounter(), settings,
+                              Attributor(recorded.encode, model="minilm"))
+        done = recorded.published[-1]
+        assert recorded.calls  # the attribution did embed
         assert [s.text for s in done.sources] == [HARBOUR.text, FESTIVAL.text]
         assert all(s.supported for s in done.sentences) and {c.n for c in done.citations} == {1}
     # nothing before the prompt from its own index; another model's scores are not its own: it embeds for the cut
@@ -137,33 +151,14 @@ async def test_an_extractive_answer_from_its_own_index_streams_before_anything_i
     from agents.generator.tokens import TokenCounter
     from streams.events import ContextBuilt
 
-    calls: list[int] = []
-    first_token_after: list[int] = []
-    published: list = []
-
-    async def on_token(event):
-        if not first_token_after:
-            first_token_after.append(len(calls))
-
-    async def on_done(event):
-        published.append(event)
-
-    async def ignore(*_):
-        pass
-
-    def encode(texts):
-        calls.append(len(texts))
-        return bag_of_words(texts)
-
-    monkeypatch.setattr(handlers, "publish_token", on_token)
-    monkeypatch.setattr(handlers, "publish_done", on_done)
+    recorded = Recorded(monkeypatch)
     event = ContextBuilt(event_id="c", query_id="q", question=QUESTION, embedding_model="minilm",
                          passages=[scored(HARBOUR), scored(FESTIVAL)], answer_mode="extractive")
-    await handlers.answer(event, asyncio.Event(), SimpleNamespace(connection=SimpleNamespace(flush=ignore)),
-                          ScriptedLLM("never called"), TokenCounter(), GeneratorSettings(),
-                          Attributor(encode, model="minilm"))
-    done = published[-1]
-    assert first_token_after == [0] and calls  # streamed before any embedding; attributed after
+    await handlers.answer(event, asyncio.Event(), recorded.broker, ScriptedLLM("never called"), TokenCounter(),
+                          GeneratorSettings(), Attributor(recorded.encode, model="minilm"))
+    done = recorded.published[-1]
+    # streamed before any embedding; attributed after
+    assert recorded.first_token_after == [0] and recorded.calls
     assert done.answer_mode == "extractive" and "nine crowns" in done.answer and done.citations
 
 
