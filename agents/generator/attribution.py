@@ -251,17 +251,17 @@ class Attributor:
     async def extract(self, question: str, evidence: Evidence) -> Extract:
         return await self._run(extract, question, evidence, self.encode, self.config)
 
-    def own_scores(self, passages: Sequence[Passage], index_model: str) -> bool:
-        """The passages carry sentence scores from an index of this model: they can stand in for its own."""
-        return bool(index_model) and index_model == self.model and bool(passages) and \
-            all(scored_sentences(p) for p in passages)
+    def own_index(self, index_model: str) -> bool:
+        """Passages from an index of this model: their sentence scores can stand in for its own."""
+        return bool(index_model) and index_model == self.model
 
     async def extract_from(self, question: str, passages: Sequence[Passage], index_model: str
                            ) -> tuple[Extract, Evidence | None]:
         """The extractive answer, from retrieval's sentence scores where they are this model's (nothing is
         embedded before it: the evidence is None), else from the passages' sentences embedded here."""
-        if self.own_scores(passages, index_model):
-            return extract_scored(question, passages, self.config) or Extract(""), None
+        extracted = extract_scored(question, passages, self.config) if self.own_index(index_model) else None
+        if extracted is not None:
+            return extracted, None
         evidence = await self.evidence(passages)
         return await self.extract(question, evidence), evidence
 
@@ -274,7 +274,8 @@ class Attributor:
         are another model's (a static 256-d one cuts worse): then the sentences are embedded here."""
         from agents.generator.focus import focus, focus_scored  # focus builds on this module's sentences and scores
 
-        if self.own_scores(passages, index_model):
-            return focus_scored(question, passages, count, budget, self.config) or list(passages), None
+        scored = focus_scored(question, passages, count, budget, self.config) if self.own_index(index_model) else None
+        if scored is not None:
+            return scored, None
         evidence = await self.evidence(passages)
         return await self._run(focus, question, evidence, self.encode, count, budget, self.config), evidence
