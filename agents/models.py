@@ -81,11 +81,10 @@ def pool_spans(states: np.ndarray, offsets: np.ndarray, content: np.ndarray, spa
     return _normalise(out)
 
 
-def _content(encoding: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A tokenizers Encoding's (offsets, content mask): special tokens and empty pieces are no content."""
-    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
-    special = np.asarray(encoding.special_tokens_mask, dtype=bool)
-    return offsets, ~special & (offsets[:, 1] > offsets[:, 0])
+def _content(offsets: Any, special_tokens_mask: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A tokenization's (offsets, content mask): special tokens and empty pieces are no content."""
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    return spans, ~np.asarray(special_tokens_mask, dtype=bool) & (spans[:, 1] > spans[:, 0])
 
 
 @dataclass(frozen=True)
@@ -451,11 +450,10 @@ class TorchModel:
         vectors, pooled = [], []
         for i, text_spans in enumerate(spans):
             hidden = np.asarray(states[i].float().cpu().numpy(), dtype=np.float32)
-            offsets = np.asarray(marks["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)[:len(hidden)]
-            content = ~np.asarray(marks["special_tokens_mask"][i], dtype=bool)[:len(hidden)]
+            offsets, content = _content(marks["offset_mapping"][i], marks["special_tokens_mask"][i])
             whole = hidden.mean(axis=0)
             vectors.append(whole)
-            pooled.append(pool_spans(hidden, offsets, content & (offsets[:, 1] > offsets[:, 0]), text_spans, whole))
+            pooled.append(pool_spans(hidden, offsets[:len(hidden)], content[:len(hidden)], text_spans, whole))
         return _normalise(np.stack(vectors)), pooled
 
 
@@ -527,7 +525,7 @@ class OnnxModel:
             weights = mask[:, :, None].astype(np.float32)
             out[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             for j, r in enumerate(rows if spans is not None else []):
-                offsets, content = _content(encodings[r])
+                offsets, content = _content(encodings[r].offsets, encodings[r].special_tokens_mask)
                 pooled[r] = pool_spans(hidden[j, :len(ids[r])], offsets, content, spans[r], out[r])
         return _normalise(out), pooled
 
@@ -575,7 +573,7 @@ class Model2VecModel:
         pooled = []
         for text_spans, encoding, whole in zip(spans, self.tokenizer.encode_batch(texts, add_special_tokens=False),
                                                vectors, strict=True):
-            offsets, content = _content(encoding)
+            offsets, content = _content(encoding.offsets, encoding.special_tokens_mask)
             known = content & (np.asarray(encoding.ids) != self.unk_id)
             pooled.append(pool_spans(self.embeddings[np.asarray(encoding.ids, dtype=np.int64)], offsets, known,
                                      text_spans, whole))

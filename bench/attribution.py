@@ -58,7 +58,7 @@ from agents.generator.attribution import (  # noqa: E402
 from agents.generator.handlers import decide  # noqa: E402
 from agents.generator.repetition import RepetitionGuard  # noqa: E402
 from agents.generator.service import build_prompt, citations_for, citing_grammar  # noqa: E402
-from streams.events import ContextBuilt, Passage, SentenceScore  # noqa: E402
+from streams.events import ContextBuilt, Passage  # noqa: E402
 
 COPY_RUN = 6  # consecutive words copied from one passage: that passage is the sentence's known source
 CACHE = harness.CACHE / "attribution-answers.json"
@@ -159,9 +159,7 @@ def late_scored(question: str, passages: list[Passage], model_name: str, models_
     embedder = _EMBEDDERS[model_name]
     q = embedder.embed([question])[0]
     _, sentences = embedder.embed_with_sentences([p.text for p in passages])
-    return [p.model_copy(update={"sentences": [SentenceScore(start=a, end=b, score=round(float(v @ q), 4))
-                                               for (a, b), v in zip(s.spans, s.vectors, strict=True)]})
-            for p, s in zip(passages, sentences, strict=True)]
+    return [p.model_copy(update={"sentences": s.scored(q)}) for p, s in zip(passages, sentences, strict=True)]
 
 
 _EMBEDDERS: dict[str, Any] = {}  # one model load for every question

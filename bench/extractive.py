@@ -21,7 +21,7 @@ from pathlib import Path
 from agents.embedder.service import Embedder
 from agents.generator.app import load_attributor
 from agents.generator.settings import GeneratorSettings
-from streams.events import Passage, SentenceScore
+from streams.events import Passage
 
 QUESTION = "Can I charge money for distributing GPL software?"
 
@@ -35,9 +35,7 @@ async def measure(passages: int, words: int, rounds: int) -> dict[str, float]:
                      text=" ".join(text[n * 700:n * 700 + words])) for n in range(1, passages + 1)]
     question = embedder.embed([QUESTION])[0]
     _, sentences = embedder.embed_with_sentences([p.text for p in plain])
-    scored = [p.model_copy(update={"sentences": [SentenceScore(start=a, end=b, score=float(v @ question))
-                                                 for (a, b), v in zip(s.spans, s.vectors, strict=True)]})
-              for p, s in zip(plain, sentences, strict=True)]
+    scored = [p.model_copy(update={"sentences": s.scored(question)}) for p, s in zip(plain, sentences, strict=True)]
     out = {}
     for label, ps, index in (("embedded", plain, ""), ("retrieval_scores", scored, attributor.model)):
         await attributor.extract_from(QUESTION, ps, index)  # warm-up

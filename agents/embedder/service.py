@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.models import EmbeddingModel, load_model
+from streams.events import SentenceScore
 from streams.sentences import split_sentences
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,17 @@ class Embedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts, computing each distinct text once (identical chunks in a document are common)."""
-        unique = list(dict.fromkeys(texts))
-        vectors = self.model.encode(unique)
-        index = {text: i for i, text in enumerate(unique)}
-        return np.asarray([vectors[index[t]] for t in texts], dtype=np.float32)
+        unique, where = _distinct(texts)
+        return np.asarray(self.model.encode(unique)[where], dtype=np.float32)
 
     def embed_with_sentences(self, texts: list[str]) -> tuple[np.ndarray, list[Sentences]]:
         """`embed`, and each text's sentences (`split_sentences`) with a vector each, pooled from the text's own
         forward pass: what retrieval scores a chunk's sentences with and the generator cuts passages by."""
-        unique = list(dict.fromkeys(texts))
+        unique, where = _distinct(texts)
         spans = [[(s.start, s.end) for s in split_sentences(t)] for t in unique]
         vectors, pooled = self.model.encode_with_spans(unique, spans)
-        index = {text: i for i, text in enumerate(unique)}
-        return (np.asarray([vectors[index[t]] for t in texts], dtype=np.float32),
-                [Sentences(spans[index[t]], pooled[index[t]]) for t in texts])
+        return (np.asarray(vectors[where], dtype=np.float32),
+                [Sentences(spans[i], pooled[i]) for i in where])
 
     async def embed_async(self, texts: list[str]) -> np.ndarray:
         """`embed` off the event loop, one call at a time."""
@@ -67,3 +65,15 @@ class Sentences:
 
     spans: list[tuple[int, int]]
     vectors: np.ndarray
+
+    def scored(self, question: np.ndarray) -> list[SentenceScore]:
+        """Each sentence with its cosine to an embedded question, as retrieval sends them (`Passage.sentences`)."""
+        return [SentenceScore(start=a, end=b, score=round(float(v @ question), 4))
+                for (a, b), v in zip(self.spans, self.vectors, strict=True)]
+
+
+def _distinct(texts: list[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts in order of first use, and where each text is among them."""
+    unique = list(dict.fromkeys(texts))
+    index = {text: i for i, text in enumerate(unique)}
+    return unique, [index[t] for t in texts]
