@@ -11,7 +11,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -77,6 +78,17 @@ async def _answers_per_question(js, query_ids: list[str]) -> dict[str, int]:
     return {q: (info.state.subjects or {}).get(f"answer.done.{q}", 0) for q in query_ids}
 
 
+async def _with_two_copies(info: Callable[[], Awaitable[Any]]) -> Any:
+    """A stream's or consumer's info once it reports two copies besides its leader, or after 30 s as it is: new
+    copies take a moment to join, and while one moves, its info may come without cluster details at all."""
+    for _ in range(150):
+        found = await info()
+        if found.cluster is not None and len(found.cluster.replicas or []) == 2:
+            break
+        await asyncio.sleep(0.2)
+    return found
+
+
 async def test_declare_replicas_3_moves_a_running_single_replica_system_without_loss(cluster_stack):
     cluster, stack, servers = cluster_stack
     nc = await connect(servers.settings(), "test-cluster")
@@ -90,21 +102,12 @@ async def test_declare_replicas_3_moves_a_running_single_replica_system_without_
         done = _cli(stack, "streams", "declare", "--replicas", "3")
         assert done.returncode == 0, done.stderr
         assert "R1 -> R3" in done.stdout
-        for name, state in before.items():
-            for _ in range(150):  # the stream's new copies take a moment to be reported (seen: OBJ_documents)
-                info = await js.stream_info(name)
-                if info.cluster is not None and len(info.cluster.replicas or []) == 2:
-                    break
-                await asyncio.sleep(0.2)
+        for name, state in before.items():  # (seen: OBJ_documents reported without its new copies at first)
+            info = await _with_two_copies(lambda name=name: js.stream_info(name))
             assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2, name
             assert (info.state.messages, info.state.last_seq) == (state.messages, state.last_seq), name
         for durable in (*DURABLES, index_durable(DEFAULT_EMBEDDING_MODEL)):  # consumers keep their own count
-            for _ in range(150):  # their new copies take a moment to join
-                info = await js.consumer_info(durable.stream, durable.name)
-                # while it moves, a consumer's info may come without cluster details at all
-                if info.cluster is not None and len(info.cluster.replicas or []) == 2:
-                    break
-                await asyncio.sleep(0.2)
+            info = await _with_two_copies(lambda d=durable: js.consumer_info(d.stream, d.name))
             assert info.config.num_replicas == 3 and info.cluster is not None, durable.name
             assert len(info.cluster.replicas or []) == 2, durable.name
         again = _cli(stack, "streams", "declare")  # without --replicas: R3 stays
