@@ -4,12 +4,8 @@
 # fixtures start on free ports. Extra arguments go to pytest (e.g. `bash scripts/test.sh -k projector`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
-# torch first, pinned, so nothing else can pull a CUDA build
-.venv/bin/pip install --quiet "torch==2.13.0"
-# llama-cpp-python compiles from source: for a generic CPU, as the README says (a native build on an AMX CPU crashes)
-CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/pip install --quiet -e ".[test]"
+# the venv with the test extras; llama-cpp-python's build is checked on the packaged model (scripts/install.sh)
+bash scripts/install.sh test
 # the web page's browser test drives Debian's Chromium (Playwright only talks to it, it downloads nothing)
 command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 # the dashboard and alert rules (ops/) are checked by Debian's Prometheus scraping the test stack, and promtool

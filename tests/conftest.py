@@ -69,6 +69,14 @@ async def prepared(nats_server: NatsServer, postgres: EmbeddedPostgres, credenti
 def llama() -> Iterator[LlamaServer]:
     server = LlamaServer()
     server.start()
+    # a build that answers /models can still die on its first prompt (see scripts/install.sh): say so here,
+    # with the server's own last lines, rather than as a dozen unready stacks later
+    try:
+        httpx.post(f"{server.url}/completions", json={"model": server.model, "prompt": "Red, green and",
+                                                       "max_tokens": 2}, timeout=60).raise_for_status()
+    except httpx.HTTPError as exc:
+        server.stop()
+        pytest.fail(f"the llama.cpp server does not complete a prompt: {exc!r}\n{server.log_tail()}")
     yield server
     server.stop()
 
