@@ -17,9 +17,12 @@ from ragbus.servers.llm import find_smollm2_gguf
 def main() -> int:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(find_smollm2_gguf()), n_ctx=256, n_threads=1, verbose=False)
-    out = llm.create_completion("The three primary colours are red, yellow and", max_tokens=4, temperature=0)
-    text = out["choices"][0]["text"]
+    # as the server runs it: default threads and batch, a chat prompt of a few dozen tokens
+    llm = Llama(model_path=str(find_smollm2_gguf()), n_ctx=512, verbose=False)
+    question = "Using only the sources, answer in one sentence. Source [1]: The lighthouse at the harbour " \
+               "entrance is 42 metres tall and was built in 1871. Question: how tall is the lighthouse?"
+    out = llm.create_chat_completion([{"role": "user", "content": question}], max_tokens=8, temperature=0)
+    text = out["choices"][0]["message"]["content"]
     tokens = out["usage"]["completion_tokens"]
     if tokens < 1:
         print(f"llama-cpp-python ran but produced no tokens: {out!r}", file=sys.stderr)
