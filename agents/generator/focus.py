@@ -75,9 +75,13 @@ def _within(passages: list[Passage], best: dict[tuple[int, int], float], spans: 
         firsts.setdefault(key[0], key)
     kept = set(firsts.values())  # every source keeps its best sentence, whatever the budget
     used = sum(count(spans[key].text) + 1 for key in kept)
-    for key in ranked:
+    for key in ranked:  # a count is a tokenize: none twice, and none once the budget is spent
+        if used >= budget:
+            break
+        if key in kept:
+            continue
         cost = count(spans[key].text) + 1
-        if key not in kept and used + cost <= budget:
+        if used + cost <= budget:
             kept.add(key)
             used += cost
     return [_cut(p, sorted((spans[key] for key in kept if key[0] == p.n), key=lambda s: s.start))

@@ -24,6 +24,11 @@ def test_counts_are_exact_tokens_of_the_model(tokens):
     assert tokens.exact
     assert tokens.count("Hello world") < tokens.count("Hello world, this is a longer sentence.")
     assert tokens.count("") == 0
+    # the direct llama.cpp call counts what llama-cpp-python's own tokenize does, multi-byte text included
+    vocab = tokens._vocab
+    assert vocab is not None
+    for text in ("Hello world", "naïve café — 東京 ✓", "lighthouse " * 300, "x"):
+        assert tokens.count(text) == len(vocab.tokenize(text.encode(), add_bos=False, special=False)), text
 
 
 @pytest.mark.parametrize("context", [512, 1024, 2048])
