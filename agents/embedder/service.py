@@ -22,6 +22,10 @@ from streams.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 
+# Texts in one joined call at most: a question's embedding waits for one call at most (128 of 200 word pieces:
+# ~0.6 s on 2 cores). bench/ingest.py with 8 batches in hand: ...
+JOINED_TEXTS = 128
+
 
 class Embedder:
     """One index's model: distinct texts once, one model call at a time, off the event loop. Vectors are
@@ -38,6 +42,7 @@ class Embedder:
         self.dim = model.dim
         self.fingerprint = model.fingerprint
         self._lock = asyncio.Lock()  # torch and onnxruntime already use every core they are given
+        self._batches = asyncio.Lock()  # batches take turns here, and questions (embed_async) only at _lock
         self._waiting: list[_Waiting] = []  # batches that wait for the model, oldest first
 
     @classmethod
@@ -71,19 +76,31 @@ class Embedder:
         self._waiting.append(waiting)
         try:
             await asyncio.sleep(0)  # batches fetched together are all waiting before the first call starts
-            async with self._lock:
+            async with self._batches:
                 while not waiting.result.done():
-                    taken, self._waiting = self._waiting, []
-                    call = asyncio.ensure_future(asyncio.to_thread(self._embed_each, [w.texts for w in taken]))
-                    # the results reach every batch in the call, even if this one is cancelled meanwhile
-                    call.add_done_callback(functools.partial(_hand_out, taken))
-                    with contextlib.suppress(Exception):  # each batch's error is in its own result
-                        await asyncio.shield(call)
+                    async with self._lock:  # per call: a question waiting here goes before the next call
+                        taken = self._take()
+                        if not taken:  # ours is in a call under way whose caller went away: its result comes
+                            break
+                        call = asyncio.ensure_future(asyncio.to_thread(self._embed_each, [w.texts for w in taken]))
+                        # the results reach every batch in the call, even if this one is cancelled meanwhile
+                        call.add_done_callback(functools.partial(_hand_out, taken))
+                        with contextlib.suppress(Exception):  # each batch's error is in its own result
+                            await asyncio.shield(call)
             return await waiting.result
         finally:
             if waiting in self._waiting:
                 self._waiting.remove(waiting)
             waiting.result.cancel()  # nothing when done; unread otherwise
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest waiting batches, up to JOINED_TEXTS texts (at least one batch)."""
+        n = count = 0
+        while n < len(self._waiting) and (n == 0 or count + len(self._waiting[n].texts) <= JOINED_TEXTS):
+            count += len(self._waiting[n].texts)
+            n += 1
+        taken, self._waiting = self._waiting[:n], self._waiting[n:]
+        return taken
 
     def _embed_each(self, batches: list[list[str]]) -> list[tuple[np.ndarray, list[Sentences]] | Exception]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from agents import models as M
-from agents.embedder.service import Embedder
+from agents.embedder.service import JOINED_TEXTS, Embedder
 from streams.topology import DEFAULT_EMBEDDING_MODEL
 
 TEXTS = [
@@ -28,13 +29,21 @@ class Recording:
 
     POISON = "\x00poison"
 
-    def __init__(self, model: M.EmbeddingModel) -> None:
+    def __init__(self, model: M.EmbeddingModel, hold: threading.Event | None = None) -> None:
         self.model = model
         self.calls: list[list[str]] = []
         self.name, self.dim, self.fingerprint = model.name, model.dim, model.fingerprint
+        self.hold = hold  # the first call waits for it: what else arrives meanwhile has to wait for the model
+
+    def encode(self, texts: list[str]) -> Any:
+        self.calls.append(["question:", *texts])
+        return self.model.encode(texts)
 
     def encode_with_spans(self, texts: list[str], spans: Any) -> Any:
         self.calls.append(list(texts))
+        if self.hold is not None:
+            self.hold.wait(30)
+            self.hold = None
         if any(self.POISON in t for t in texts):
             raise ValueError("this batch cannot be embedded")
         return self.model.encode_with_spans(texts, spans)
@@ -93,3 +102,24 @@ async def test_a_caller_that_goes_away_does_not_lose_the_others_results(model):
     # and the model is free again
     again, _ = await asyncio.wait_for(embedder.embed_with_sentences_async(TEXTS[:1]), 30)
     assert again.shape == (1, model.dim)
+
+
+async def test_a_question_goes_before_the_next_joined_call_and_joined_calls_are_bounded(model):
+    hold = threading.Event()
+    recording = Recording(model, hold)
+    embedder = Embedder(recording, "minilm")  # type: ignore[arg-type]
+    first = asyncio.create_task(embedder.embed_with_sentences_async(TEXTS[:1]))
+    while not recording.calls:  # the first batch is in the model
+        await asyncio.sleep(0.01)
+    many = [[f"{TEXTS[k % len(TEXTS)]} ({n}.{k})" for k in range(32)] for n in range(6)]  # 6 batches of 32
+    later = [asyncio.create_task(embedder.embed_with_sentences_async(b)) for b in many]
+    await asyncio.sleep(0.05)
+    question = asyncio.create_task(embedder.embed_async(["how do I keep the copyright notice?"]))
+    await asyncio.sleep(0.05)
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(first, question, *later), 60)
+    assert recording.calls[1] == ["question:", "how do I keep the copyright notice?"]  # before any later batch
+    joined = recording.calls[2:]
+    assert [t for call in joined for t in call] == [t for b in many for t in b]  # every batch, in order
+    assert all(len(call) <= JOINED_TEXTS for call in joined)
+    assert len(joined) == -(-len(many) * 32 // JOINED_TEXTS)  # as few calls as the bound allows
