@@ -51,6 +51,10 @@ BATCH_SIZE = 32  # texts per forward pass (torch), as the embedder agent's defau
 # at ~430 MB, runs of at most 1024 word pieces (4 such texts; short texts still go 32 at a time) at ~170 MB, and
 # were ~10 % faster too (smaller attention matrices stay in cache).
 ONNX_TOKENS_PER_RUN = 1024
+# A run's texts are at least this share of its longest, so padding stays under ~10 %: one document's batch of
+# 32 chunks ranges from 20 to 200 word pieces. bench/ingest.py's corpus in calls of 32 texts: 15.4-16.3 s
+# without the rule, 13.5-13.9 s with it; in calls of 512, 11.8-11.9 vs 11.5-11.7 s.
+RUN_FILL = 0.9
 
 
 class EmbeddingModel(Protocol):
@@ -513,8 +517,12 @@ class OnnxModel:
         start = 0
         while start < len(order):
             width = len(ids[order[start]])  # the longest of this run: sorted descending
-            rows = order[start:start + max(1, min(BATCH_SIZE, ONNX_TOKENS_PER_RUN // max(width, 1)))]
-            start += len(rows)
+            most = max(1, min(BATCH_SIZE, ONNX_TOKENS_PER_RUN // max(width, 1)))
+            end = start + 1
+            while end < min(start + most, len(order)) and len(ids[order[end]]) >= RUN_FILL * width:
+                end += 1
+            rows = order[start:end]
+            start = end
             input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
             mask = np.zeros_like(input_ids)
             for j, r in enumerate(rows):
