@@ -342,6 +342,10 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
     # what the client waits for beyond the generator's own LLM call: gateway, NATS, retrieval, pulls, relay
     outside_llm = [p.system.ttft_s * 1000 - p.system.timings["ttft_ms"] for p in pairs if "ttft_ms" in p.system.timings]
     rate_ratios = [p.system.rate / p.direct.rate for p in pairs if p.system.rate and p.direct.rate]
+    # the bound is "direct + 10 ms": the paired difference, at the client and inside the generator
+    over_direct = [s - d for s, d in zip(sys_ttft, dir_ttft, strict=True)]
+    generator_over_direct = [p.system.timings["ttft_ms"] - p.direct.ttft_s * 1000 for p in pairs
+                             if "ttft_ms" in p.system.timings]
 
     def stat(values: list[float]) -> dict[str, float | None]:
         return {"p50": pct(values, 50), "p90": pct(values, 90)}
@@ -367,9 +371,10 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
             "rate_system_over_direct_median_paired": pct(rate_ratios, 50),
         },
         "system_ttft_outside_llm_ms": stat(outside_llm),
+        "ttft_over_direct_ms": {"system_ws": stat(over_direct), "generator": stat(generator_over_direct)},
         "system_breakdown_p50_ms": {
             "retrieval_embed": timing("embed_ms"), "retrieval_search": timing("search_ms"),
-            "generator_ttft": timing("ttft_ms"),
+            "generator_ttft": timing("ttft_ms"), "generator_prompt": timing("prompt_ms"),
         },
         # the generator's sentence attribution after the last token (timings.attribution_ms of answer.done)
         "attribution_ms": {**stat([p.system.timings["attribution_ms"] for p in pairs
@@ -436,6 +441,11 @@ def report(result: dict[str, Any], console: Console) -> None:
                   fmt(x["rate_system_over_direct_p50"], ".2f") + "x",
                   fmt(x["rate_system_over_direct_median_paired"], ".2f") + "x")
     console.print(table)
+    d = result["ttft_over_direct_ms"]
+    console.print(f"TTFT over direct, paired per question: at the websocket p50 {fmt(d['system_ws']['p50'], '.1f')} ms "
+                  f"(p90 {fmt(d['system_ws']['p90'], '.1f')}); inside the generator (its own TTFT - direct) p50 "
+                  f"{fmt(d['generator']['p50'], '.1f')} ms (p90 {fmt(d['generator']['p90'], '.1f')}), of which the cut "
+                  f"and the prompt p50 {fmt(result['system_breakdown_p50_ms']['generator_prompt'], '.1f')} ms")
     b, tk, c = result["system_breakdown_p50_ms"], result["tokens"], result["checks"]
     o = result["system_ttft_outside_llm_ms"]
     console.print(f"system TTFT outside the generator's LLM call (client TTFT - generator's own TTFT, per question): "

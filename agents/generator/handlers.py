@@ -147,7 +147,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     pieces: list[str] = []
     finish: list[str] = []
     first_token_at: float | None = None
-    passages, prompt_tokens = event.passages, 0
+    passages, prompt_tokens, prompt_ms = event.passages, 0, 0.0
     evidence = None
     extracted_text = ""
     guard = RepetitionGuard()
@@ -168,7 +168,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
                                                      event.embedding_model)
         prompt = build_prompt(event.question, shown, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
-        prompt_tokens = prompt.tokens
+        prompt_tokens, prompt_ms = prompt.tokens, (time.perf_counter() - started) * 1000
         if not focused or len(prompt.passages) < len(passages):
             # the sources are what the model was shown (a passage cut to fit the window, as it was cut)
             passages, evidence = prompt.passages, None
@@ -228,6 +228,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
             "generate_ms": (finished - started) * 1000,
             "tokens_per_s": len(pieces) / streaming,
             "prompt_tokens": prompt_tokens,
+            "prompt_ms": prompt_ms,  # the cut and the prompt, before the LLM request
             "attribution_ms": decided.ms,
         },
         model=settings.llm_model if passages and decided.mode == "generative" else "none",
