@@ -47,14 +47,11 @@ BUILD_MANIFEST = "ragbus-build.json"
 # Bump when a build recipe changes: folders built by an older recipe are rebuilt (their vectors would differ).
 RECIPE_VERSION = 1
 BATCH_SIZE = 32  # texts per forward pass (torch), as the embedder agent's default
-# onnxruntime's arena keeps the largest activations it ever held: a run of 32 x 256 word pieces left the process
-# at ~430 MB, runs of at most 1024 word pieces (4 such texts; short texts still go 32 at a time) at ~170 MB, and
-# were ~10 % faster too (smaller attention matrices stay in cache).
-ONNX_TOKENS_PER_RUN = 1024
-# A run's texts are at least this share of its longest, so padding stays under ~10 %: one document's batch of
-# 32 chunks ranges from 20 to 200 word pieces. bench/ingest.py's corpus in calls of 32 texts: 15.4-16.3 s
-# without the rule, 13.5-13.9 s with it; in calls of 512, 11.8-11.9 vs 11.5-11.7 s.
-RUN_FILL = 0.9
+# ONNX runs one text at a time. The int8 model quantizes each run's activations by the whole run's range, so a
+# text run beside others got a vector that moved with its company (cosine 0.985 to itself alone): re-embedding a
+# batch joined differently then changed its vectors, and a replay could differ from the live projection. Alone,
+# a chunk's vector is a function of its text, as a question's is; no padding either. bench/ingest.py's corpus:
+# 13.1 s alone, against 12.0 s in sorted runs of 32 and 15.9 s in the padded runs of one batch before.
 
 
 class EmbeddingModel(Protocol):
@@ -481,8 +478,7 @@ class OnnxModel:
             log.warning("%s has no Normalize module; its vectors are normalised anyway", folder)
         max_length = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
-        self.tokenizer.no_padding()  # MiniLM's tokenizer.json pads to a fixed 128: pad per batch below instead
+        self.tokenizer.no_padding()  # MiniLM's tokenizer.json pads to a fixed 128: each text runs alone instead
         self.tokenizer.enable_truncation(max_length)  # and it truncates at 128; ST uses max_seq_length (256)
         options = ort.SessionOptions()
         # 0: onnxruntime's default, one per physical core. Its threads spin a while after each call (~7 % faster
@@ -510,31 +506,17 @@ class OnnxModel:
         # offsets only when spans are pooled: encode_batch_fast does not compute them
         encodings = self.tokenizer.encode_batch(texts) if spans is not None else \
             self.tokenizer.encode_batch_fast(texts)
-        ids = [e.ids for e in encodings]
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = [int(i) for i in np.argsort([-len(i) for i in ids], kind="stable")]  # similar lengths: less padding
-        start = 0
-        while start < len(order):
-            width = len(ids[order[start]])  # the longest of this run: sorted descending
-            most = max(1, min(BATCH_SIZE, ONNX_TOKENS_PER_RUN // max(width, 1)))
-            end = start + 1
-            while end < min(start + most, len(order)) and len(ids[order[end]]) >= RUN_FILL * width:
-                end += 1
-            rows = order[start:end]
-            start = end
-            input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros_like(input_ids)
-            for j, r in enumerate(rows):
-                input_ids[j, :len(ids[r])] = ids[r]
-                mask[j, :len(ids[r])] = 1
-            feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-            hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
-            weights = mask[:, :, None].astype(np.float32)
-            out[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            for j, r in enumerate(rows if spans is not None else []):
-                offsets, content = _content(encodings[r].offsets, encodings[r].special_tokens_mask)
-                pooled[r] = pool_spans(hidden[j, :len(ids[r])], offsets, content, spans[r], out[r])
+        for r, encoding in enumerate(encodings):
+            input_ids = np.asarray([encoding.ids], dtype=np.int64)
+            feed = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids),
+                    "token_type_ids": np.zeros_like(input_ids)}
+            hidden = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0][0]
+            out[r] = hidden.mean(axis=0)
+            if spans is not None:
+                offsets, content = _content(encoding.offsets, encoding.special_tokens_mask)
+                pooled[r] = pool_spans(hidden, offsets, content, spans[r], out[r])
         return _normalise(out), pooled
 
 

@@ -64,12 +64,9 @@ async def test_batches_waiting_together_share_one_call_and_get_their_own_vectors
     offset = 0
     for batch, (vectors, sentences) in zip(batches, results, strict=True):
         assert vectors.shape == (len(batch), model.dim)
-        # each vector is its own text's: the int8 model quantizes a run's activations by the run's range, so a
-        # text's vector moves a little with its company (cosine >= 0.98 here), as it did before batches joined
-        similarity = vectors @ alone.T
-        mine = np.arange(offset, offset + len(batch))
-        assert (similarity.argmax(axis=1) == mine).all()
-        assert similarity[np.arange(len(batch)), mine].min() > 0.97
+        # each vector is its own text's, exactly as embedded alone: the ONNX model runs one text at a time,
+        # so a vector does not depend on the batches it was joined with (a replay gives the same rows)
+        np.testing.assert_allclose(vectors, alone[offset:offset + len(batch)], atol=1e-6)
         assert [s.spans for s in sentences] == [s.spans for s in embedder.embed_with_sentences(batch)[1]]
         offset += len(batch)
 
