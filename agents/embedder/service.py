@@ -6,13 +6,9 @@ The models themselves (catalogue, building, loaders) are in `agents.models`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,19 +18,10 @@ from streams.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 
-# Texts in one joined call at most: a question's embedding waits for one call at most (128 of 200 word pieces:
-# ~0.6 s on 2 cores). bench/ingest.py with 8 batches in hand: ...
-JOINED_TEXTS = 128
-
 
 class Embedder:
     """One index's model: distinct texts once, one model call at a time, off the event loop. Vectors are
-    L2-normalised (cosine = dot product).
-
-    Batches that wait for the model together are embedded in one call (`embed_with_sentences_async`): a call
-    sorts its texts by length before padding them into model runs, and one document's 32 chunks range from a
-    heading of 20 word pieces to a full 200, so alone each batch pads far more. bench/ingest.py's corpus,
-    in-process: 17.1 s in one call per batch, 14.1 s per three, 12.5 s per 512 texts."""
+    L2-normalised (cosine = dot product)."""
 
     def __init__(self, model: EmbeddingModel, name: str | None = None) -> None:
         self.model = model
@@ -43,7 +30,6 @@ class Embedder:
         self.fingerprint = model.fingerprint
         self._lock = asyncio.Lock()  # torch and onnxruntime already use every core they are given
         self._batches = asyncio.Lock()  # batches take turns here, and questions (embed_async) only at _lock
-        self._waiting: list[_Waiting] = []  # batches that wait for the model, oldest first
 
     @classmethod
     def load(cls, name: str, source: str, models_dir: Path, threads: int = 0, spin: bool = True) -> Embedder:
@@ -70,78 +56,10 @@ class Embedder:
             return await asyncio.to_thread(self.embed, texts)
 
     async def embed_with_sentences_async(self, texts: list[str]) -> tuple[np.ndarray, list[Sentences]]:
-        """`embed_with_sentences` off the event loop, joined with every batch waiting for the model (one
-        call, split again here); a call that fails is retried batch by batch, so a bad batch fails alone."""
-        waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiting)
-        try:
-            await asyncio.sleep(0)  # batches fetched together are all waiting before the first call starts
-            async with self._batches:
-                while not waiting.result.done():
-                    async with self._lock:  # per call: a question waiting here goes before the next call
-                        taken = self._take()
-                        if not taken:  # ours is in a call under way whose caller went away: its result comes
-                            break
-                        call = asyncio.ensure_future(asyncio.to_thread(self._embed_each, [w.texts for w in taken]))
-                        # the results reach every batch in the call, even if this one is cancelled meanwhile
-                        call.add_done_callback(functools.partial(_hand_out, taken))
-                        with contextlib.suppress(Exception):  # each batch's error is in its own result
-                            await asyncio.shield(call)
-            return await waiting.result
-        finally:
-            if waiting in self._waiting:
-                self._waiting.remove(waiting)
-            waiting.result.cancel()  # nothing when done; unread otherwise
-
-    def _take(self) -> list[_Waiting]:
-        """The oldest waiting batches, up to JOINED_TEXTS texts (at least one batch)."""
-        n = count = 0
-        while n < len(self._waiting) and (n == 0 or count + len(self._waiting[n].texts) <= JOINED_TEXTS):
-            count += len(self._waiting[n].texts)
-            n += 1
-        taken, self._waiting = self._waiting[:n], self._waiting[n:]
-        return taken
-
-    def _embed_each(self, batches: list[list[str]]) -> list[tuple[np.ndarray, list[Sentences]] | Exception]:
-        try:
-            vectors, sentences = self.embed_with_sentences([t for texts in batches for t in texts])
-        except Exception:  # each batch alone: the bad one gets its own error
-            if len(batches) == 1:
-                raise
-            return [_or_error(self.embed_with_sentences, texts) for texts in batches]
-        out: list[tuple[np.ndarray, list[Sentences]] | Exception] = []
-        start = 0
-        for texts in batches:
-            out.append((vectors[start:start + len(texts)], sentences[start:start + len(texts)]))
-            start += len(texts)
-        return out
-
-
-@dataclass
-class _Waiting:
-    texts: list[str]
-    result: asyncio.Future[tuple[np.ndarray, list[Sentences]]]
-
-
-def _hand_out(taken: list[_Waiting], call: asyncio.Future[list[Any]]) -> None:
-    for i, waiting in enumerate(taken):
-        if waiting.result.done():  # its caller went away
-            continue
-        if call.cancelled():
-            waiting.result.cancel()
-        elif (error := call.exception()) is not None:
-            waiting.result.set_exception(error)
-        elif isinstance(outcome := call.result()[i], Exception):
-            waiting.result.set_exception(outcome)
-        else:
-            waiting.result.set_result(outcome)
-
-
-def _or_error(embed: Callable[[list[str]], Any], texts: list[str]) -> Any:
-    try:
-        return embed(texts)
-    except Exception as exc:  # noqa: BLE001 - handed to that batch's caller
-        return exc
+        """`embed_with_sentences` off the event loop. Batches take turns before they wait for the model, so a
+        question (`embed_async`) waits for the batch in the model at most, not for every batch in hand."""
+        async with self._batches, self._lock:
+            return await asyncio.to_thread(self.embed_with_sentences, texts)
 
 
 @dataclass(frozen=True)

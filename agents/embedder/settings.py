@@ -16,9 +16,7 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     # onnxruntime's threads busy-wait between model calls; the embedder shares its cores with the parser,
     # PostgreSQL and NATS during ingest (bench/ingest.py)
     embedding_spin: bool = False
-    # chunks.ready batches held per index: the model never waits on the bus, and those waiting together are
-    # embedded in one call (agents.embedder.service.JOINED_TEXTS; bench/ingest.py: 3 in hand 26.0 s, 8 21.6-22.6 s)
-    embedding_in_flight: int = 8
+    embedding_in_flight: int = 3  # chunks.ready batches held per index, so the model never waits on the bus
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion
