@@ -2,9 +2,9 @@
 
 scripts/install.sh runs this in its own process after pip builds llama-cpp-python, because a build can load
 and still crash the process on its first real prompt: built natively on an AMX Xeon, 0.3.36 segfaults in
-``decode`` on any prompt longer than one token, while the same source built with ``GGML_NATIVE=OFF``
-failed on another machine where the native build works. A crash here makes the installer rebuild with the
-next set of flags instead of leaving every chat to fail later.
+``decode`` on any prompt longer than one token, while CI's machine lost its llama.cpp server with the
+same source built ``GGML_NATIVE=OFF``, where the native build had passed. A crash here makes the installer
+rebuild with the next set of flags instead of leaving every chat to fail later.
 """
 
 from __future__ import annotations
