@@ -29,6 +29,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -458,6 +459,13 @@ class TorchModel:
         return _normalise(np.stack(vectors)), pooled
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on (a container's cpuset), not the host's
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -481,9 +489,13 @@ class OnnxModel:
         self.tokenizer.no_padding()  # MiniLM's tokenizer.json pads to a fixed 128: each text runs alone instead
         self.tokenizer.enable_truncation(max_length)  # and it truncates at 128; ST uses max_seq_length (256)
         options = ort.SessionOptions()
-        # 0: onnxruntime's default, one per physical core. Its threads spin a while after each call (~7 % faster
-        # batches here), which slowed a torch model's next query in the same process from 8 to ~18 ms.
-        options.intra_op_num_threads = threads
+        # One intra-op thread per run, and the texts of a batch spread over `threads` runs at a time: a single
+        # ~200-piece text is too small for onnxruntime to split well (600 chunks: 3.8 s on 2 intra-op threads,
+        # 2.2 s as two 1-thread runs side by side, the same vectors). onnxruntime releases the GIL during a run.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.workers = threads if threads > 0 else _usable_cores()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx") if self.workers > 1 else None
         if not spin:  # a process sharing its cores with others: a spinning thread takes CPU they are waiting for
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -508,7 +520,9 @@ class OnnxModel:
             self.tokenizer.encode_batch_fast(texts)
         pooled: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for r, encoding in enumerate(encodings):
+
+        def one(r: int) -> None:
+            encoding = encodings[r]
             input_ids = np.asarray([encoding.ids], dtype=np.int64)
             feed = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids),
                     "token_type_ids": np.zeros_like(input_ids)}
@@ -517,6 +531,13 @@ class OnnxModel:
             if spans is not None:
                 offsets, content = _content(encoding.offsets, encoding.special_tokens_mask)
                 pooled[r] = pool_spans(hidden, offsets, content, spans[r], out[r])
+
+        if self._pool is None or len(texts) == 1:
+            for r in range(len(texts)):
+                one(r)
+        else:  # each worker takes the next text when it is done: long and short texts balance themselves
+            for _ in self._pool.map(one, range(len(texts))):
+                pass
         return _normalise(out), pooled
 
 
