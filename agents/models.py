@@ -496,7 +496,9 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         self.workers = threads if threads > 0 else _usable_cores()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx") if self.workers > 1 else None
-        if not spin:  # a process sharing its cores with others: a spinning thread takes CPU they are waiting for
+        # (with one intra-op thread onnxruntime starts no pool of its own, so nothing spins; kept for an explicit
+        # spin=False should the pool come back)
+        if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_mem_pattern = False  # plans per input shape, and every batch has a new one: +250 MB, no gain
@@ -598,7 +600,8 @@ _LOADERS: dict[Backend, Callable[[Path, str, int, bool], EmbeddingModel]] = {
 def load_model(name_or_path: str, models_dir: Path, threads: int = 0, spin: bool = True) -> EmbeddingModel:
     """A catalogue model by name (built into models_dir on first use), or a model folder by path.
 
-    threads: intra-op threads for torch (process-wide) or onnxruntime (this session); 0 keeps the default.
+    threads: intra-op threads for torch (process-wide); for onnxruntime, texts run side by side on one thread each;
+    0 keeps the default (torch: its own; onnxruntime: every usable core).
     spin: onnxruntime's threads busy-wait for the next call (faster alone, slower next to other processes).
     """
     started = time.perf_counter()

@@ -180,16 +180,18 @@ async def generate(questions: list[dict[str, Any]], passages: list[list[Passage]
         for q, ps in zip(questions, passages, strict=True):
             if v == "focused" and ps:  # as the generator did with RAGBUS_PROMPT_SOURCE_TOKENS before sentence scores
                 ps, _ = await attributor.focus(q["question"], ps, tokens.count, source_tokens)
-            elif v == "focused-late" and ps:  # as it does now: the cut by retrieval's sentence scores
+            elif v in ("focused-late", "focused-late-qlast") and ps:  # as it does now: cut by retrieval's scores
                 ps, _ = await attributor.focus(q["question"], late_scored(q["question"], ps, attributor.model,
                                                                           models_dir),
                                                tokens.count, source_tokens, attributor.model)
-            prompts[v].append(build_prompt(q["question"], ps, [], tokens, 2048, max_tokens))
+            prompts[v].append(build_prompt(q["question"], ps, [], tokens, 2048, max_tokens,
+                                           question_first=v != "focused-late-qlast"))
     # "unguarded" is the plain prompt without the generator's loop stop: its answers are cached under the name
     # "generative" had before the guard (RepetitionGuard) existed, so they are not generated again
     names = {v: CACHE_NAMES.get(v) or (v if v in UNGUARDED else f"{v}+guard") for v in variants}
     names["focused"] = f"focused:{source_tokens}+guard"
     names["focused-late"] = f"focused-late:{source_tokens}+guard"
+    names["focused-late-qlast"] = f"focused-late-qlast:{source_tokens}+guard"
     keys = {v: [hashlib.sha1(json.dumps([names[v], max_tokens, p.messages]).encode()).hexdigest()
                 for p in prompts[v]] for v in variants}
     # answers cached before time to first token was recorded are generated again where it is compared
@@ -388,7 +390,8 @@ def report(result: dict[str, Any], console: Console) -> None:
                  "unguarded": "generative, no loop stop",
                  "focused": f"generative, sources cut to {result['source_tokens']} tokens",
                  "focused-late": f"generative, cut to {result['source_tokens']} tokens by retrieval's sentence "
-                                 "scores"}.get(
+                                 "scores",
+                 "focused-late-qlast": "the same, the question after the sources (the layout before)"}.get(
             v, f"generative, repeat penalty {PENALIZED}")
         facts.add_row(label, f"{f['generative']['exact']:.3f} | {f['generative']['words70']:.3f}")
         facts.add_row(f"auto (on {label})", f"{f['auto']['exact']:.3f} | {f['auto']['words70']:.3f}")
@@ -416,7 +419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "grammar, loop stop), penalized (plain prompt, llama.cpp repeat_penalty, no loop stop), "
                         "focused (generative with the passages cut to --source-tokens, sentences embedded alone), "
                         "focused-late (the same cut by sentence scores as retrieval sends them: what the generator "
-                        "does now)")
+                        "does now), focused-late-qlast (the same with the question after the sources, the "
+                        "layout before)")
     parser.add_argument("--source-tokens", type=int, default=FOCUS_TOKENS,
                         help="the focused variant's RAGBUS_PROMPT_SOURCE_TOKENS: passages cut to their sentences "
                         "that answer the question, to this many tokens")

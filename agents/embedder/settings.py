@@ -12,7 +12,7 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     # which index is active (`ragbus reindex`). A catalogue name or a sentence-transformers folder.
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     models_dir: Path = Path("~/.ragbus/models").expanduser()  # where models built from the packaged MiniLM live
-    embedding_threads: int = 0  # per model; 0: the library's default (every core)
+    embedding_threads: int = 0  # texts a model runs side by side, one thread each; 0: every usable core
     # onnxruntime's threads busy-wait between model calls; the embedder shares its cores with the parser,
     # PostgreSQL and NATS during ingest (bench/ingest.py)
     embedding_spin: bool = False

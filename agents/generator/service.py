@@ -36,14 +36,28 @@ def _source_block(p: Passage, text: str) -> str:
     return f"[{p.n}] ({where})\n{text}"
 
 
+def question_head(question: str) -> str:
+    """How the user message opens when the question goes first: all of the prompt that is known before
+    retrieval, so the LLM server can evaluate it meanwhile (prefill_messages)."""
+    return f"Question: {question}\n\nSources:\n"
+
+
+def prefill_messages(question: str) -> list[dict[str, str]]:
+    """The system prompt and the head of the user message of a question without history: the prefix that
+    build_prompt's messages will share, token for token up to the sources."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question_head(question)}]
+
+
 def build_prompt(question: str, passages: list[Passage], history: list[Turn], tokens: TokenCounter,
-                 context_tokens: int, answer_tokens: int) -> Prompt:
-    """System, earlier turns and the sources + question, fitted to the model's window by token count:
+                 context_tokens: int, answer_tokens: int, question_first: bool = True) -> Prompt:
+    """System, earlier turns and the question + sources, fitted to the model's window by token count:
     oldest turns go first, then passages are added best-first and the last one that does not fit whole is
-    truncated. The answer's own tokens are reserved, so the server never overflows."""
+    truncated. The answer's own tokens are reserved, so the server never overflows.
+    question_first: the question opens the user message (the head is evaluated while retrieval runs); False:
+    the earlier layout, sources first and the question last (bench/attribution.py compares the answers)."""
     budget = context_tokens - answer_tokens - SAFETY_TOKENS
-    question_part = f"\n\nQuestion: {question}"
-    budget -= tokens.count(SYSTEM_PROMPT) + tokens.count("Sources:\n") + tokens.count(question_part)
+    head, tail = (question_head(question), "") if question_first else ("Sources:\n", f"\n\nQuestion: {question}")
+    budget -= tokens.count(SYSTEM_PROMPT) + tokens.count(head) + tokens.count(tail)
 
     turns: list[dict[str, str]] = []
     history_budget = budget // 3  # history may not crowd out the sources
@@ -71,7 +85,7 @@ def build_prompt(question: str, passages: list[Passage], history: list[Turn], to
         blocks.append(block)
         used.append(p)
         budget -= cost
-    user = "Sources:\n" + "\n\n".join(blocks) + question_part
+    user = head + "\n\n".join(blocks) + tail
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *turns, {"role": "user", "content": user}]
     total = sum(tokens.count(m["content"]) for m in messages) + SAFETY_TOKENS
     return Prompt(messages, used, total)

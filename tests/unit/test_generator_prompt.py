@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agents.generator.service import build_prompt, citations_for, clean_standalone, condense_messages
+from agents.generator.service import (
+    build_prompt,
+    citations_for,
+    clean_standalone,
+    condense_messages,
+    prefill_messages,
+    question_head,
+)
 from agents.generator.tokens import TokenCounter
 from ragbus.servers import find_smollm2_gguf
 from streams.events import Passage, Turn
@@ -41,7 +48,21 @@ def test_prompt_never_exceeds_the_window_and_truncates_the_last_passage(tokens, 
     assert prompt.passages, "at least the best passage (truncated) must fit"
     assert len(prompt.passages) < len(passages)
     assert prompt.passages[-1].text.endswith("…")  # the last one was cut, not dropped
-    assert prompt.messages[-1]["content"].endswith("Question: How tall is it?")
+    assert prompt.messages[-1]["content"].startswith(question_head("How tall is it?"))
+
+
+def test_the_prompt_opens_with_what_is_known_before_retrieval(tokens):
+    """The prefill's messages are the prompt's own opening: the system prompt, then the user message's head."""
+    question = "Can I keep the lighthouse's lamp on all night?"
+    prompt = build_prompt(question, [passage(1, 30), passage(2, 30)], [], tokens, 2048, 256)
+    head = prefill_messages(question)
+    assert prompt.messages[0] == head[0]
+    assert prompt.messages[1]["content"].startswith(head[1]["content"])
+    assert "[1] (doc1.pdf, page 1)" in prompt.messages[1]["content"][len(head[1]["content"]):]
+    before = build_prompt(question, [passage(1, 30), passage(2, 30)], [], tokens, 2048, 256, question_first=False)
+    assert before.messages[1]["content"].startswith("Sources:\n")
+    assert before.messages[1]["content"].endswith(f"Question: {question}")
+    assert abs(before.tokens - prompt.tokens) <= 2  # the same words in another order
 
 
 def test_short_context_keeps_all_passages_and_recent_history(tokens):
