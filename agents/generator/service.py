@@ -19,6 +19,9 @@ CONDENSE_PROMPT = (
     "Rewrite the user's follow-up question so that it can be understood without the conversation. "
     "Keep every name and detail it refers to. Answer with the rewritten question only."
 )
+# closes the question-first user message: without it SmolLM2 repeated itself in 21 of 40 answers, with it 12
+# (bench/attribution.py, 2026-12-03)
+ANSWER_CUE = "\n\nAnswer the question from these sources."
 SAFETY_TOKENS = 48  # chat-template tokens the server adds around each message
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -56,7 +59,10 @@ def build_prompt(question: str, passages: list[Passage], history: list[Turn], to
     question_first: the question opens the user message (the head is evaluated while retrieval runs); False:
     the earlier layout, sources first and the question last (bench/attribution.py compares the answers)."""
     budget = context_tokens - answer_tokens - SAFETY_TOKENS
-    head, tail = (question_head(question), "") if question_first else ("Sources:\n", f"\n\nQuestion: {question}")
+    if question_first:
+        head, tail = question_head(question), ANSWER_CUE
+    else:
+        head, tail = "Sources:\n", f"\n\nQuestion: {question}"
     budget -= tokens.count(SYSTEM_PROMPT) + tokens.count(head) + tokens.count(tail)
 
     turns: list[dict[str, str]] = []

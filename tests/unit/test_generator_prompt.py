@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.generator.service import (
+    ANSWER_CUE,
     build_prompt,
     citations_for,
     clean_standalone,
@@ -23,8 +24,9 @@ def tokens() -> TokenCounter:
 
 
 def passage(n: int, words: int) -> Passage:
-    return Passage(n=n, chunk_id=f"c{n}", doc_id="d", name=f"doc{n}.pdf", page=n, text=" ".join(["lighthouse"] * words),
-                   score=0.5)
+    return Passage(
+        n=n, chunk_id=f"c{n}", doc_id="d", name=f"doc{n}.pdf", page=n, text=" ".join(["lighthouse"] * words), score=0.5
+    )
 
 
 def test_counts_are_exact_tokens_of_the_model(tokens):
@@ -58,11 +60,13 @@ def test_the_prompt_opens_with_what_is_known_before_retrieval(tokens):
     head = prefill_messages(question)
     assert prompt.messages[0] == head[0]
     assert prompt.messages[1]["content"].startswith(head[1]["content"])
-    assert "[1] (doc1.pdf, page 1)" in prompt.messages[1]["content"][len(head[1]["content"]):]
+    assert "[1] (doc1.pdf, page 1)" in prompt.messages[1]["content"][len(head[1]["content"]) :]
     before = build_prompt(question, [passage(1, 30), passage(2, 30)], [], tokens, 2048, 256, question_first=False)
     assert before.messages[1]["content"].startswith("Sources:\n")
     assert before.messages[1]["content"].endswith(f"Question: {question}")
-    assert abs(before.tokens - prompt.tokens) <= 2  # the same words in another order
+    assert prompt.messages[1]["content"].endswith(ANSWER_CUE)
+    # the same words in another order, and the closing cue in place of the question's own line
+    assert abs(prompt.tokens - before.tokens - tokens.count(ANSWER_CUE)) <= 3
 
 
 def test_short_context_keeps_all_passages_and_recent_history(tokens):
