@@ -89,7 +89,6 @@ class ChatStack:
     max_tokens: int
     llm_threads: int | None = None
     source_tokens: int = 0  # RAGBUS_PROMPT_SOURCE_TOKENS of the generator
-    prefill: bool = True  # RAGBUS_PREFILL_PROMPT of the generator
     servers: Servers | None = None
     agents: AgentStack | None = None
 
@@ -115,7 +114,7 @@ class ChatStack:
             self.servers, self.workdir / "logs", RAGBUS_LLM_CONTEXT_TOKENS=str(self.context_tokens),
             RAGBUS_MAX_ANSWER_TOKENS=str(self.max_tokens), RAGBUS_TEMPERATURE="0.0",
             RAGBUS_GENERATOR_ID="generator-1", RAGBUS_LOG_LEVEL="WARNING",
-            RAGBUS_PROMPT_SOURCE_TOKENS=str(self.source_tokens), RAGBUS_PREFILL_PROMPT=str(self.prefill).lower())
+            RAGBUS_PROMPT_SOURCE_TOKENS=str(self.source_tokens))
         for name in ("projector", "parser", "embedder", "generator", "gateway"):
             self.agents.start(name)
         await self.agents.wait_ready({PARSER: 1, index_durable(DEFAULT_EMBEDDING_MODEL): 1, EMBEDDER_QUERIES: 1,
@@ -382,7 +381,6 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
                                    if "attribution_ms" in p.system.timings]),
                            "generate_p50": timing("generate_ms")},
         "source_tokens": args.source_tokens,
-        "prefill": args.prefill,
         "tokens": {"system_mean": float(np.mean([p.system.tokens for p in pairs])) if pairs else None,
                    "direct_mean": float(np.mean([p.direct.tokens for p in pairs])) if pairs else None,
                    "prompt_mean": float(np.mean([p.prompt_tokens for p in pairs])) if pairs else None,
@@ -463,8 +461,7 @@ def report(result: dict[str, Any], console: Console) -> None:
                   f"{fmt(tk['direct_mean'], '.0f')}; prompt tokens (mean) {fmt(tk['prompt_mean'], '.0f')}, "
                   f"evaluated at {fmt(tk['prompt_per_s_p50'], '.0f')} tokens/s (p50, prompt tokens / direct TTFT); "
                   f"sources cut to {result['source_tokens'] or 'whole passages'}"
-                  + (" tokens" if result["source_tokens"] else "")
-                  + ("; the prompt's head sent ahead at query.asked" if result["prefill"] else "; no prefill"))
+                  + (" tokens" if result["source_tokens"] else ""))
     console.print(f"checks: rebuilt prompt has the generator's token count in {c['same_prompt_tokens']}/{c['pairs']}, "
                   f"identical answer text in {c['same_answer_text']}/{c['pairs']}")
     ld = result["load1_during"]
@@ -497,9 +494,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source-tokens", type=int, default=GeneratorSettings().prompt_source_tokens,
                         help="RAGBUS_PROMPT_SOURCE_TOKENS: the prompt's passages cut to their sentences that answer "
                         "the question, to this many tokens (0: whole passages)")
-    parser.add_argument("--no-prefill", dest="prefill", action="store_false",
-                        help="RAGBUS_PREFILL_PROMPT=false: the generator does not send the prompt's head to the LLM "
-                        "at query.asked (the system's first token then waits for retrieval and the hops)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any websocket frame")
     parser.add_argument("--workdir", type=Path, default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true",
@@ -524,8 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragbus-bench-chat-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = ChatStack(workdir, args.context_tokens, args.max_tokens, args.llm_threads, args.source_tokens,
-                      args.prefill)
+    stack = ChatStack(workdir, args.context_tokens, args.max_tokens, args.llm_threads, args.source_tokens)
     keep = args.keep
     try:
         with err.status("starting nats-server, PostgreSQL, llama.cpp and the agents..."):

@@ -244,7 +244,7 @@ def bus_batches(texts: list[str], doc_of_text: list[str]) -> list[list[str]]:
     return [batch for group in per_doc.values() for batch in slices(group, EMBED_BATCH)]
 
 
-def embed_baselines(run: BusRun, with_bus_batches: bool) -> dict[str, Baseline]:
+def embed_baselines(run: BusRun, with_bus_batches: bool, threads: int = 0) -> dict[str, Baseline]:
     """Time only the encode calls; the model is loaded (and warmed up) before."""
     from transformers.utils import logging as transformers_logging
 
@@ -253,7 +253,8 @@ def embed_baselines(run: BusRun, with_bus_batches: bool) -> dict[str, Baseline]:
 
     transformers_logging.disable_progress_bar()  # its tqdm bar would garble rich's progress display
     with err.status(f"loading {MODEL} in-process ..."):
-        embedder = Embedder.load(MODEL, "", EmbedderSettings().models_dir)  # the index model of the bus run
+        # the index model of the bus run, on the bus's embedder's threads
+        embedder = Embedder.load(MODEL, "", EmbedderSettings().models_dir, threads)
         embedder.embed(run.texts[:EMBED_BATCH] or ["warm-up"])
     plans = {"embed": list(slices(run.texts, BASELINE_SLICE))}
     # what the embedder agent runs: the same forward pass plus each sentence's vector pooled from it
@@ -350,7 +351,8 @@ def results(args: argparse.Namespace, docs: list[CorpusDoc], run: BusRun, parse:
             "bytes_kb": round(sum(len(d.data) for d in docs) / 1000),
         },
         "config": {"parsers": args.parsers, "embedders": args.embedders, "concurrency": args.concurrency,
-                   "model": MODEL, "batch_size": EMBED_BATCH},
+                   "model": MODEL, "batch_size": EMBED_BATCH,
+                   "embedding_threads": args.embedding_threads or len(os.sched_getaffinity(0))},
         "bus": {k: v for k, v in asdict(run).items() if k not in ("texts", "doc_of_text")}
         | {"chunks_per_s": run.chunks_per_s},
         "in_process": {k: asdict(b) | {"chunks_per_s": b.chunks_per_s} for k, b in embeds.items()}
@@ -382,6 +384,7 @@ def rows(r: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     yield "bus: all parsed", f"{bus['parsed_s']:.1f} s", "from the first upload"
     yield "bus: all indexed", f"{bus['indexed_s']:.1f} s", "from the first upload (wall time)"
     yield "[bold]bus chunks/s", f"[bold]{bus['chunks_per_s']:.1f}", "upload → parse → embed → project"
+    yield "model threads", str(cfg["embedding_threads"]), "texts side by side, in the bus's embedder and in-process"
     emb = ip["embed"]
     yield ("[bold]in-process embed chunks/s", f"[bold]{emb['chunks_per_s']:.1f}",
            f"{emb['seconds']:.1f} s for the same {emb['chunks']} texts, batch {cfg['batch_size']}")
@@ -446,6 +449,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spin", action="store_true",
                    help="let the bus's embedders' onnxruntime threads busy-wait between calls "
                    "(RAGBUS_EMBEDDING_SPIN=true, the default before; the in-process baseline always spins)")
+    p.add_argument("--embedding-threads", type=int, default=0,
+                   help="texts the model runs side by side, one thread each, in the bus's embedders "
+                   "(RAGBUS_EMBEDDING_THREADS) and in the in-process baseline alike (0: the usable cores); "
+                   "fewer than the cores leaves the rest to parsing, PostgreSQL and NATS")
     p.add_argument("--seed", type=int, default=42, help="corpus order and format mix (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds to wait for every document to be indexed (default: %(default)s)")
@@ -475,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {"RAGBUS_EMBEDDING_IN_FLIGHT": str(args.in_flight)} if args.in_flight else {}
     if args.spin:
         env["RAGBUS_EMBEDDING_SPIN"] = "true"
+    if args.embedding_threads:
+        env["RAGBUS_EMBEDDING_THREADS"] = str(args.embedding_threads)
     stack = BenchStack(workdir, args.parsers, args.embedders, env)
     keep = args.keep
     try:
@@ -490,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     # The stack is down: the baselines have the machine to themselves, as the bus had.
     parse = parse_baseline(docs)
-    embeds = embed_baselines(run, args.bus_batches)
+    embeds = embed_baselines(run, args.bus_batches, args.embedding_threads)
     peer = None
     if args.peer:
         peer_dir = Path(tempfile.mkdtemp(prefix="ragbus-bench-peer-"))

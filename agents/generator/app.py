@@ -16,7 +16,6 @@ from prometheus_client import Gauge
 from agents.generator.attribution import AttributionConfig, Attributor
 from agents.generator.handlers import router
 from agents.generator.llm import ChatClient, CircuitBreaker
-from agents.generator.prefill import Prefiller
 from agents.generator.settings import GeneratorSettings
 from agents.generator.tokens import TokenCounter
 from streams.agent import make_app, make_broker, require_durables
@@ -48,14 +47,11 @@ def create_app(settings: GeneratorSettings) -> FastStream:
                          settings.llm_retries, breaker)
         context.set_global("settings", settings)
         context.set_global("llm", llm)
-        prefiller = Prefiller(llm, settings.prefill_prompt)
-        context.set_global("prefiller", prefiller)
         context.set_global("tokens", await asyncio.to_thread(TokenCounter, settings.llm_tokenizer))
         context.set_global("attributor", await asyncio.to_thread(load_attributor, settings))
         try:
             yield
         finally:
-            await prefiller.close()
             await llm.close()
 
     return make_app(broker, "ragbus generator", "Streams grounded answers from an OpenAI-compatible LLM server",

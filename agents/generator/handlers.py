@@ -21,7 +21,6 @@ from prometheus_client import Counter, Histogram
 
 from agents.generator.attribution import Attribution, Attributor, Evidence
 from agents.generator.llm import ChatClient, LLMError, LLMUnavailable
-from agents.generator.prefill import Prefiller
 from agents.generator.repetition import RepetitionGuard
 from agents.generator.service import (
     NO_SUPPORT,
@@ -61,7 +60,6 @@ LLM = Annotated[ChatClient, Context("llm")]
 Tokens = Annotated[TokenCounter, Context("tokens")]
 Settings = Annotated[GeneratorSettings, Context("settings")]
 Attribution_ = Annotated[Attributor, Context("attributor")]
-Prefill = Annotated[Prefiller, Context("prefiller")]
 
 # tokens/s is the counter's rate; the queue wait is from context.built (retrieval done) to a generator taking it
 GENERATED_TOKENS = Counter("ragbus_generated_tokens_total", "Answer tokens streamed from the LLM", ["model"])
@@ -91,12 +89,9 @@ async def generation_failed(event: ContextBuilt, reason: str) -> None:
 @worker(CONDENSER, on_failure=condense_failed, gave_up="the follow-up question could not be processed",
         title="rewrite follow-up questions",
         description="A question with conversation history is rewritten by the LLM into one that stands alone "
-        "(query.condensed), which retrieval then searches for. A question without history has the head of its "
-        "prompt evaluated by the LLM server while retrieval runs (agents/generator/prefill.py).")
-async def on_query_asked(event: QueryAsked, llm: LLM, settings: Settings, prefiller: Prefill) -> None:
+        "(query.condensed), which retrieval then searches for. Questions without history pass untouched.")
+async def on_query_asked(event: QueryAsked, llm: LLM, settings: Settings) -> None:
     if not event.history:
-        if event.generate and (event.answer_mode or settings.answer_mode) != "extractive":
-            prefiller.start(event.query_id, event.question)
         return
     started = time.perf_counter()
     try:
@@ -115,14 +110,13 @@ async def on_query_asked(event: QueryAsked, llm: LLM, settings: Settings, prefil
         title="generate answers",
         description="Streams a grounded answer as answer.token.<query_id> events, then answer.done.<query_id>.")
 async def on_context_built(event: ContextBuilt, broker: NatsBroker, llm: LLM, tokens: Tokens,
-                           settings: Settings, attributor: Attribution_, prefiller: Prefill) -> None:
+                           settings: Settings, attributor: Attribution_) -> None:
     if not event.generate:
         return  # retrieval only (POST /search)
     QUEUE_WAIT.observe(max((datetime.now(UTC) - event.occurred_at).total_seconds(), 0.0))
     try:
-        with prefiller.answer(event.query_id):
-            async with cancellation(broker, event.query_id) as stopped:
-                await answer(event, stopped, broker, llm, tokens, settings, attributor)
+        async with cancellation(broker, event.query_id) as stopped:
+            await answer(event, stopped, broker, llm, tokens, settings, attributor)
     except LLMUnavailable as exc:
         raise PoisonMessage(str(exc)) from exc  # fail this question now: the user sees an error at once
 

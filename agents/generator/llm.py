@@ -79,14 +79,6 @@ class ChatClient:
     async def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> str:
         return "".join([piece async for piece in self.stream(messages, max_tokens, temperature)])
 
-    async def prefill(self, messages: list[dict[str, str]], timeout: float = 30.0) -> None:
-        """A one-token completion of `messages`, for its side effect: the server's KV cache then holds their
-        tokens, and a request that starts with them evaluates only the rest. No retries, and the circuit
-        breaker is left to the real requests."""
-        body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "stream": False}
-        response = await self.http.post("/chat/completions", json=body, timeout=timeout)
-        response.raise_for_status()
-
     async def stream(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
                      grammar: str | None = None, finish: list[str] | None = None, *,
                      repeat_penalty: float = 1.0) -> AsyncIterator[str]:

@@ -40,15 +40,9 @@ def _source_block(p: Passage, text: str) -> str:
 
 
 def question_head(question: str) -> str:
-    """How the user message opens when the question goes first: all of the prompt that is known before
-    retrieval, so the LLM server can evaluate it meanwhile (prefill_messages)."""
+    """How the user message opens: the question before the sources (with a closing cue after them, SmolLM2's
+    answers lean on the sources more than with the question last: bench/README.md, bench/attribution.py)."""
     return f"Question: {question}\n\nSources:\n"
-
-
-def prefill_messages(question: str) -> list[dict[str, str]]:
-    """The system prompt and the head of the user message of a question without history: the prefix that
-    build_prompt's messages will share, token for token up to the sources."""
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question_head(question)}]
 
 
 def build_prompt(question: str, passages: list[Passage], history: list[Turn], tokens: TokenCounter,
@@ -56,7 +50,7 @@ def build_prompt(question: str, passages: list[Passage], history: list[Turn], to
     """System, earlier turns and the question + sources, fitted to the model's window by token count:
     oldest turns go first, then passages are added best-first and the last one that does not fit whole is
     truncated. The answer's own tokens are reserved, so the server never overflows.
-    question_first: the question opens the user message (the head is evaluated while retrieval runs); False:
+    question_first: the question opens the user message and ANSWER_CUE closes it; False:
     the earlier layout, sources first and the question last (bench/attribution.py compares the answers)."""
     budget = context_tokens - answer_tokens - SAFETY_TOKENS
     if question_first:

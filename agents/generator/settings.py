@@ -42,7 +42,4 @@ class GeneratorSettings(BusSettings):
     # would take cores from other answers' decoding for little
     attribution_threads: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1))
     attribution_threshold: float = 0.5  # tuned with bench/attribution.py
-    # at query.asked, the prompt's head (system prompt and question) is sent to the LLM server, which evaluates it
-    # while retrieval runs; the real prompt then reuses it from the server's cache (agents/generator/prefill.py)
-    prefill_prompt: bool = True
     constrained_citing: bool = False  # a llama.cpp grammar that makes every sentence end in [n]: see bench

@@ -6,11 +6,11 @@ import pytest
 
 from agents.generator.service import (
     ANSWER_CUE,
+    SYSTEM_PROMPT,
     build_prompt,
     citations_for,
     clean_standalone,
     condense_messages,
-    prefill_messages,
     question_head,
 )
 from agents.generator.tokens import TokenCounter
@@ -53,18 +53,16 @@ def test_prompt_never_exceeds_the_window_and_truncates_the_last_passage(tokens, 
     assert prompt.messages[-1]["content"].startswith(question_head("How tall is it?"))
 
 
-def test_the_prompt_opens_with_what_is_known_before_retrieval(tokens):
-    """The prefill's messages are the prompt's own opening: the system prompt, then the user message's head."""
+def test_the_question_opens_the_user_message_and_the_cue_closes_it(tokens):
     question = "Can I keep the lighthouse's lamp on all night?"
     prompt = build_prompt(question, [passage(1, 30), passage(2, 30)], [], tokens, 2048, 256)
-    head = prefill_messages(question)
-    assert prompt.messages[0] == head[0]
-    assert prompt.messages[1]["content"].startswith(head[1]["content"])
-    assert "[1] (doc1.pdf, page 1)" in prompt.messages[1]["content"][len(head[1]["content"]) :]
+    assert prompt.messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    user = prompt.messages[1]["content"]
+    assert user.startswith(question_head(question)) and user.endswith(ANSWER_CUE)
+    assert "[1] (doc1.pdf, page 1)" in user[len(question_head(question)) :]
     before = build_prompt(question, [passage(1, 30), passage(2, 30)], [], tokens, 2048, 256, question_first=False)
     assert before.messages[1]["content"].startswith("Sources:\n")
     assert before.messages[1]["content"].endswith(f"Question: {question}")
-    assert prompt.messages[1]["content"].endswith(ANSWER_CUE)
     # the same words in another order, and the closing cue in place of the question's own line
     assert abs(prompt.tokens - before.tokens - tokens.count(ANSWER_CUE)) <= 3
 
