@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -202,5 +203,32 @@ async def test_the_hnsw_search_breadth_grows_with_the_index_unless_it_is_set(poo
         assert await breadth(1_000_000, RetrievalConfig()) == (EF_MAX, str(EF_MAX))  # 635, at most 400
         # SET LOCAL semantics: outside those transactions the setting is unset (or pgvector's default) again
         assert await pool.fetchval("SHOW hnsw.ef_search") in ("", "40")
+    finally:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_one_round_trip_sets_the_search_up_as_the_three_did(pool):
+    """prepare_search: the breadth, the iterative scan and the question's lexemes in one statement, the same as
+    search_breadth, SET LOCAL and question_lexemes one after the other; local to the transaction."""
+    from projections.retrieval import prepare_search, question_lexemes, search_breadth
+
+    table = "hs_prepare_probe"
+    question = "Which pumps' filters are covered by the warranty, and the pump's?"
+    try:
+        await pool.execute(f"CREATE TABLE {table} AS SELECT g AS x FROM generate_series(1, 100000) g")
+        await pool.execute(f"ANALYZE {table}")
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                lexemes = await prepare_search(conn, table, RetrievalConfig(), question)
+                together = (await conn.fetchval("SHOW hnsw.ef_search"), await conn.fetchval("SHOW hnsw.iterative_scan"))
+            async with conn.transaction():
+                apart = (str(await search_breadth(conn, table, RetrievalConfig())), "relaxed_order")
+            assert together == apart == ("225", "relaxed_order")
+            assert lexemes == await question_lexemes(conn, question) and "pump" in lexemes
+            assert len(lexemes) == len(set(lexemes))
+            assert await conn.fetchval("SHOW hnsw.iterative_scan") != "relaxed_order"  # SET LOCAL semantics
+            with pytest.raises(asyncpg.UndefinedTableError):  # no index table yet: search() returns no passages
+                async with conn.transaction():
+                    await prepare_search(conn, "hs_no_such_table", RetrievalConfig(), question)
     finally:
         await pool.execute(f"DROP TABLE IF EXISTS {table}")
