@@ -24,9 +24,8 @@ def tokens() -> TokenCounter:
 
 
 def passage(n: int, words: int) -> Passage:
-    return Passage(
-        n=n, chunk_id=f"c{n}", doc_id="d", name=f"doc{n}.pdf", page=n, text=" ".join(["lighthouse"] * words), score=0.5
-    )
+    return Passage(n=n, chunk_id=f"c{n}", doc_id="d", name=f"doc{n}.pdf", page=n, text=" ".join(["lighthouse"] * words),
+                   score=0.5)
 
 
 def test_counts_are_exact_tokens_of_the_model(tokens):
@@ -59,7 +58,7 @@ def test_the_question_opens_the_user_message_and_the_cue_closes_it(tokens):
     assert prompt.messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
     user = prompt.messages[1]["content"]
     assert user.startswith(question_head(question)) and user.endswith(ANSWER_CUE)
-    assert "[1] (doc1.pdf, page 1)" in user[len(question_head(question)) :]
+    assert "[1] (doc1.pdf, page 1)" in user[len(question_head(question)):]
     before = build_prompt(question, [passage(1, 30), passage(2, 30)], [], tokens, 2048, 256, question_first=False)
     assert before.messages[1]["content"].startswith("Sources:\n")
     assert before.messages[1]["content"].endswith(f"Question: {question}")
