@@ -55,15 +55,11 @@ class BenchStack:
         """CPU time (user + system) used so far, per role, children included (PostgreSQL's backends too)."""
         totals: dict[str, float] = {}
         if self.agents is not None:
-            totals = {role: _cpu(pids) for role, pids in self.agents.pids().items()}
+            totals = {role: _cpu(_with_children(pids)) for role, pids in self.agents.pids().items()}
         if self.servers is not None:
             for role, server in (("nats-server", self.servers.nats), ("postgres", self.servers.postgres)):
                 if server.pid:
-                    try:
-                        children = [c.pid for c in psutil.Process(server.pid).children(recursive=True)]
-                    except psutil.Error:
-                        children = []
-                    totals[role] = _cpu([server.pid, *children])
+                    totals[role] = _cpu(_with_children([server.pid]))
         totals["benchmark"] = _cpu([os.getpid()])
         return totals
 
@@ -75,6 +71,17 @@ class BenchStack:
             self.servers.stop()
 
 
+def _with_children(pids: list[int]) -> list[int]:
+    """The processes and their live descendants (the parser's parse child, PostgreSQL's backends)."""
+    every = list(pids)
+    for pid in pids:
+        try:
+            every += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            continue
+    return every
+
+
 def _cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -82,6 +89,6 @@ def _cpu(pids: list[int]) -> float:
             t = psutil.Process(pid).cpu_times()
         except psutil.Error:  # a process that ended meanwhile
             continue
-        # children_*: reaped children, e.g. the parser's per-document forks, PostgreSQL's ended backends
+        # children_*: reaped children, e.g. a parse child that was replaced, PostgreSQL's ended backends
         total += t.user + t.system + t.children_user + t.children_system
     return total

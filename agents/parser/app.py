@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from faststream import ContextRepo, FastStream
 
 from agents.parser.handlers import router
-from agents.parser.isolation import warm_up
+from agents.parser.isolation import ParseWorker, warm_up
 from agents.parser.settings import ParserSettings
 from streams.agent import make_app, make_broker, require_durables
 from streams.topology import PARSER
@@ -28,6 +28,8 @@ def create_app(settings: ParserSettings) -> FastStream:
         context.set_global("settings", settings)
         await require_durables(settings, PARSER)
         await asyncio.to_thread(warm_up)  # before the first fork: every parse child inherits the libraries
-        yield
+        with ParseWorker(settings.parse_memory_mb * 2**20, settings.parse_nice) as parsing:
+            context.set_global("parse_worker", parsing)
+            yield
 
     return make_app(broker, "ragbus parser", "Turns uploaded documents into text chunks", lifespan)

@@ -11,7 +11,7 @@ from faststream import Context
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsBroker
 
-from agents.parser.isolation import parse_isolated
+from agents.parser.isolation import ParseWorker
 from agents.parser.service import ParsedDocument, ParseError
 from agents.parser.settings import ParserSettings
 from streams.delivery import PoisonMessage, Workers
@@ -23,6 +23,7 @@ log = logging.getLogger("ragbus.parser")
 router = NatsRouter()
 worker = Workers(router, "parser")
 Settings = Annotated[ParserSettings, Context("settings")]
+Parsing = Annotated[ParseWorker, Context("parse_worker")]
 
 publish_chunks = EventPublisher(router, DocumentChunked,
                                 "Text chunks of a document in batches, with page, section path and offsets.")
@@ -43,12 +44,12 @@ async def document_failed(event: DocumentUploaded, reason: str) -> None:
         title="parse uploaded documents",
         description="Fetches the bytes from the Object Store, extracts text and publishes chunks.ready batches, "
         "then document.parsed; a document that cannot be parsed becomes document.failed.")
-async def on_document_uploaded(event: DocumentUploaded, broker: NatsBroker, settings: Settings) -> None:
+async def on_document_uploaded(event: DocumentUploaded, broker: NatsBroker, settings: Settings,
+                               parsing: Parsing) -> None:
     data = await fetch_bytes(broker, event)
     try:
         parsed = await asyncio.to_thread(
-            parse_isolated, data, event.name,
-            timeout=settings.parse_timeout, memory_limit=settings.parse_memory_mb * 2**20,
+            parsing.parse, data, event.name, timeout=settings.parse_timeout,
             strategy=event.metadata.get("chunk_strategy", settings.chunk_strategy),
             chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
         )

@@ -42,3 +42,64 @@ def test_a_child_that_dies_is_a_parse_error_not_a_crash(monkeypatch):
     monkeypatch.setattr(isolation, "parse_document", lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
     with pytest.raises(ParseError, match="died"):
         parse_isolated(b"x", "boom.txt", timeout=30, memory_limit=2**30)
+
+
+def test_one_child_parses_document_after_document_at_the_niceness_asked():
+    import os
+
+    with isolation.ParseWorker(2**30, nice=7) as worker:
+        first = worker.parse(b"# One\nThe first document.", "one.md", timeout=30)
+        pid = worker.pid
+        second = worker.parse(b"# Two\nThe second document.", "two.md", timeout=30)
+        assert first.chunks[0].section == ("One",) and second.chunks[0].section == ("Two",)
+        assert pid is not None and worker.pid == pid  # the same child, warm
+        assert os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(os.PRIO_PROCESS, 0) == 7
+    assert worker.pid is None
+
+
+def test_after_a_document_that_hung_died_or_ran_out_of_memory_the_next_one_parses_in_a_fresh_child(monkeypatch):
+    import os
+    import signal
+
+    real = isolation.parse_document
+
+    def hostile(data, filename, **options):
+        if filename == "slow.txt":
+            time.sleep(60)
+        if filename == "boom.txt":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if filename == "huge.txt":
+            return bytearray(2**31)
+        return real(data, filename, **options)
+
+    monkeypatch.setattr(isolation, "parse_document", hostile)
+    with isolation.ParseWorker(64 * 2**20) as worker:
+        pids = []
+        for name, reason in (("slow.txt", "longer than 1 s"), ("boom.txt", "died"), ("huge.txt", "more than 64 MB")):
+            worker.parse(b"# Before\nA good one.", "good.md", timeout=30)
+            pids.append(worker.pid)
+            with pytest.raises(ParseError, match=reason):
+                worker.parse(b"x", name, timeout=1)
+            assert worker.parse(b"# After\nStill parsing.", "after.md", timeout=30).chunks[0].section == ("After",)
+            assert worker.pid not in pids  # the child that failed is gone
+        pid = worker.pid
+        with pytest.raises(ParseError, match="empty"):  # an ordinary parse error keeps the child
+            worker.parse(b"   \n ", "blank.txt", timeout=30)
+        assert worker.pid == pid is not None
+
+
+def test_a_document_that_ran_out_of_memory_in_a_used_child_gets_a_fresh_one(monkeypatch):
+    real, seen = isolation.parse_document, []
+
+    def holds_memory(data, filename, **options):  # a child that parsed before has less of its limit left
+        if seen and filename == "big.md":
+            raise MemoryError
+        seen.append(filename)
+        return real(data, filename, **options)
+
+    monkeypatch.setattr(isolation, "parse_document", holds_memory)
+    with isolation.ParseWorker(2**30) as worker:
+        worker.parse(b"# First\nA document.", "first.md", timeout=30)
+        used = worker.pid
+        assert worker.parse(b"# Big\nA large one.", "big.md", timeout=30).chunks[0].section == ("Big",)
+        assert worker.pid != used
