@@ -130,13 +130,26 @@ async def cancellation(broker: NatsBroker, query_id: str) -> AsyncIterator[async
     async def on_cancel(_: Msg) -> None:
         stopped.set()
 
-    sub = await broker.connection.subscribe(subject, cb=on_cancel)
-    try:
-        with contextlib.suppress(NotFoundError):  # a cancel from before we listened is in the log
+    async def cancelled_before() -> None:  # a cancel from before we listened is in the log
+        try:
             await broker.connection.jetstream().get_last_msg(QUERIES, subject)
             stopped.set()
+        except NotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the live subscription still sees a cancel from now on
+            log.warning("could not look up an earlier cancel of %s: %r", query_id, exc)
+
+    sub = await broker.connection.subscribe(subject, cb=on_cancel)
+    # looked up while the prompt is built and sent, not before: the answer checks `stopped` at every token, and
+    # the lookup is a round trip to the server (~1 ms) that the first token need not wait for
+    lookup = asyncio.create_task(cancelled_before())
+    try:
         yield stopped
     finally:
+        if not lookup.done():
+            lookup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lookup
         await sub.unsubscribe()
 
 
@@ -147,7 +160,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
     pieces: list[str] = []
     finish: list[str] = []
     first_token_at: float | None = None
-    passages, prompt_tokens, prompt_ms = event.passages, 0, 0.0
+    passages, prompt, prompt_ms = event.passages, None, 0.0
     evidence = None
     extracted_text = ""
     guard = RepetitionGuard()
@@ -168,7 +181,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
                                                      event.embedding_model)
         prompt = build_prompt(event.question, shown, event.history, tokens,
                               settings.llm_context_tokens, settings.max_answer_tokens)
-        prompt_tokens, prompt_ms = prompt.tokens, (time.perf_counter() - started) * 1000
+        prompt_ms = (time.perf_counter() - started) * 1000
         if not focused or len(prompt.passages) < len(passages):
             # the sources are what the model was shown (a passage cut to fit the window, as it was cut)
             passages, evidence = prompt.passages, None
@@ -227,7 +240,7 @@ async def answer(event: ContextBuilt, stopped: asyncio.Event, broker: NatsBroker
             "ttft_ms": ((first_token_at or finished) - started) * 1000,
             "generate_ms": (finished - started) * 1000,
             "tokens_per_s": len(pieces) / streaming,
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt.tokens if prompt else 0,
             "prompt_ms": prompt_ms,  # the cut and the prompt, before the LLM request
             "attribution_ms": decided.ms,
         },

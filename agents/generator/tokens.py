@@ -13,11 +13,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN_ESTIMATE = 3.0  # English averages ~4 chars per token; 3 leaves a margin
+COUNTS_KEPT = 8192  # texts whose counts are remembered (a sentence is ~100 bytes: ~1 MB)
 
 
 class TokenCounter:
     def __init__(self, gguf: str = "") -> None:
         self._vocab = None
+        self._counted: dict[str, int] = {}
         if gguf and Path(gguf).is_file():
             import llama_cpp
 
@@ -35,6 +37,15 @@ class TokenCounter:
     def count(self, text: str) -> int:
         if self._vocab is None:
             return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+        # the system prompt, the prompt's frame and the sentences of passages that come up again: counted once
+        known = self._counted.get(text)
+        if known is None:
+            known = self._counted[text] = self._count(text)
+            if len(self._counted) > COUNTS_KEPT:
+                del self._counted[next(iter(self._counted))]  # the oldest first
+        return known
+
+    def _count(self, text: str) -> int:
         # straight into llama.cpp: Llama.tokenize sizes its buffer by the training context, which a vocab-only
         # load reports as 0, so every call tokenized twice (110 µs a sentence, half of it wasted; the prompt
         # cut counts ~40 sentences before the first token)

@@ -183,3 +183,24 @@ async def test_stop_cancels_generation_and_the_answer_ends_stopped(client, stack
     assert len(streamed) < 96  # RAGBUS_MAX_ANSWER_TOKENS in the test stack: it stopped early
     assert done["answer"] == "".join(t["text"] for t in streamed).strip()
     assert (await client.post("/answers/nope/cancel")).status_code == 404
+
+
+async def test_a_cancel_already_in_the_log_stops_the_answer_and_a_later_one_too(js, nc):
+    """The generator looks up a cancel from before it listened while it builds the prompt (off the first token's
+    path); both ways of hearing of a cancel set `stopped`."""
+    from types import SimpleNamespace
+
+    from agents.generator.handlers import cancellation
+    from streams.events import QueryCancelled
+
+    broker = SimpleNamespace(connection=nc)
+    earlier, later = "q-cancelled-before", "q-cancelled-while"
+    await js.publish(f"query.cancelled.{earlier}", QueryCancelled(
+        event_id=f"query.cancelled:{earlier}", query_id=earlier, correlation_id=earlier).model_dump_json().encode())
+    async with cancellation(broker, earlier) as stopped:
+        await asyncio.wait_for(stopped.wait(), 5)
+    async with cancellation(broker, later) as stopped:
+        await asyncio.sleep(0.3)
+        assert not stopped.is_set()  # nothing in the log for this one
+        await nc.publish(f"query.cancelled.{later}", b"{}")
+        await asyncio.wait_for(stopped.wait(), 5)
