@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,15 @@ from ragbus.servers import LlamaServer, NatsServer
 from ragbus.stack import AgentStack, Servers
 from streams.connect import connect
 from streams.events import ContextBuilt
-from streams.topology import DEFAULT_EMBEDDING_MODEL, EMBEDDER_QUERIES, GENERATOR, PARSER, QUERIES, index_durable
+from streams.topology import (
+    DEFAULT_EMBEDDING_MODEL,
+    EMBEDDER_QUERIES,
+    GENERATOR,
+    PARSER,
+    QUERIES,
+    TOKENS,
+    index_durable,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LICENSES = Path("/usr/share/common-licenses")
@@ -179,9 +188,13 @@ class Stream:
 class SystemRun(Stream):
     query_id: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # from the done frame (generator + retrieval)
+    sent_at: float = 0.0  # wall clock (time.time) of the ask frame, and of the first token frame: the stored
+    first_at: float = 0.0  # events' JetStream timestamps (same machine, same clock) split the time between them
+    hops: dict[str, float] = field(default_factory=dict)
 
 
 async def ask_system(ws: Any, question: str, timeout: float) -> SystemRun:
+    sent_at, first_at = time.time(), 0.0
     started = time.perf_counter()
     await ws.send(json.dumps({"type": "ask", "question": question}))
     first = last = None
@@ -191,6 +204,7 @@ async def ask_system(ws: Any, question: str, timeout: float) -> SystemRun:
         now = time.perf_counter()
         kind = frame.get("type")
         if kind == "token":
+            first_at = first_at or time.time()
             first = first if first is not None else now
             last = now
             pieces.append(frame["text"])
@@ -198,7 +212,8 @@ async def ask_system(ws: Any, question: str, timeout: float) -> SystemRun:
             if first is None or last is None:
                 raise RuntimeError(f"answer without token frames: {frame}")
             return SystemRun(first - started, len(pieces), last - first, "".join(pieces).strip(),
-                             query_id=frame["query_id"], timings=frame.get("timings") or {})
+                             query_id=frame["query_id"], timings=frame.get("timings") or {}, sent_at=sent_at,
+                             first_at=first_at)
         elif kind == "error":
             raise RuntimeError(f"the system answered with an error: {frame.get('message')}")
 
@@ -254,6 +269,26 @@ async def generator_prompt(js: Any, query_id: str, counter: TokenCounter, contex
     return Prepared(prompt.messages, prompt.tokens, len(prompt.passages))
 
 
+def stored_at(msg: Any) -> float:
+    """When JetStream stored a message (wall clock, seconds)."""
+    stamp = msg.time
+    if isinstance(stamp, str):  # RFC 3339 with nanoseconds: datetime takes microseconds
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp() + float(f"0.{frac or 0}")
+    return float(stamp.timestamp())
+
+
+async def hops(js: Any, run: SystemRun) -> dict[str, float]:
+    """Where the first token's time went, in ms, from JetStream's own timestamps of the stored events: the ask
+    frame to query.asked stored (gateway), to context.built stored (embedder: delivery, embedding, search,
+    publish), to the first answer.token stored (generator: delivery, prompt, LLM), to the token frame (relay)."""
+    asked = stored_at(await js.get_last_msg(QUERIES, f"query.asked.{run.query_id}"))
+    built = stored_at(await js.get_last_msg(QUERIES, f"context.built.{run.query_id}"))
+    first = stored_at(await js.get_msg(TOKENS, seq=1, subject=f"answer.token.{run.query_id}", next=True))
+    return {"gateway": (asked - run.sent_at) * 1000, "embedder": (built - asked) * 1000,
+            "generator": (first - built) * 1000, "relay": (run.first_at - first) * 1000}
+
+
 # ---- the run -------------------------------------------------------------------------------------------------
 @dataclass
 class Pair:
@@ -292,6 +327,7 @@ async def measure(args: argparse.Namespace, stack: ChatStack) -> dict[str, Any]:
 
             async def system(question: str) -> tuple[SystemRun, Prepared | None]:
                 run = await ask_system(ws, question, args.timeout)
+                run.hops = await hops(js, run)
                 prepared = await generator_prompt(js, run.query_id, counter, args.context_tokens, args.max_tokens,
                                                   attributor, args.source_tokens)
                 return run, prepared
@@ -376,6 +412,17 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
             "retrieval_embed": timing("embed_ms"), "retrieval_search": timing("search_ms"),
             "generator_ttft": timing("ttft_ms"), "generator_prompt": timing("prompt_ms"),
         },
+        # per question, then the median of each: the parts need not add up to the median of the whole
+        "hops_p50_ms": {
+            "gateway": pct([p.system.hops["gateway"] for p in pairs if p.system.hops], 50),
+            "embedder": pct([p.system.hops["embedder"] for p in pairs if p.system.hops], 50),
+            "embedder_outside_retrieval": pct([p.system.hops["embedder"] - p.system.timings["embed_ms"]
+                                               - p.system.timings["search_ms"] for p in pairs
+                                               if p.system.hops and "search_ms" in p.system.timings], 50),
+            "generator_before_its_ttft": pct([p.system.hops["generator"] - p.system.timings["ttft_ms"] for p in pairs
+                                              if p.system.hops and "ttft_ms" in p.system.timings], 50),
+            "relay": pct([p.system.hops["relay"] for p in pairs if p.system.hops], 50),
+        },
         # the generator's sentence attribution after the last token (timings.attribution_ms of answer.done)
         "attribution_ms": {**stat([p.system.timings["attribution_ms"] for p in pairs
                                    if "attribution_ms" in p.system.timings]),
@@ -400,7 +447,7 @@ def summarize(args: argparse.Namespace, stack: ChatStack, chunks: int, pairs: li
              "prompt_tokens_per_s": p.prompt_tokens / p.direct.ttft_s if p.direct.ttft_s else None,
              "system_tokens": p.system.tokens,
              "direct_tokens": p.direct.tokens, "system_tok_s": p.system.rate, "direct_tok_s": p.direct.rate,
-             "system_timings": p.system.timings, "load1": p.load1}
+             "system_timings": p.system.timings, "hops_ms": p.system.hops, "load1": p.load1}
             for p in pairs
         ],
     }
@@ -453,6 +500,15 @@ def report(result: dict[str, Any], console: Console) -> None:
                   f"{fmt(b['retrieval_embed'])} ms and hybrid search {fmt(b['retrieval_search'])} ms; the rest is "
                   f"gateway, NATS hops, durable pull fetches and the token relay. Generator's own TTFT p50 "
                   f"{fmt(b['generator_ttft'])} ms (build_prompt + LLM).")
+    h = result.get("hops_p50_ms") or {}
+    if h.get("gateway") is not None:
+        console.print(f"where that goes (p50 per hop, from the stored events' JetStream timestamps): gateway to "
+                      f"query.asked stored {fmt(h['gateway'], '.1f')} ms; embedder to context.built stored "
+                      f"{fmt(h['embedder'], '.1f')} ms ({fmt(h['embedder_outside_retrieval'], '.1f')} of it outside "
+                      f"embedding and search: delivery, decoding, publishing); generator before its own TTFT "
+                      f"starts {fmt(h['generator_before_its_ttft'], '.1f')} ms (delivery, decoding, cancel "
+                      f"subscription) plus the first token's publish; first token stored to the websocket frame "
+                      f"{fmt(h['relay'], '.1f')} ms")
     a = result.get("attribution_ms") or {}
     if a.get("p50") is not None:
         console.print(f"sentence attribution after the last token (generator, per answer): p50 {fmt(a['p50'])} ms, "
