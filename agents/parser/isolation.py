@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import stat
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
@@ -151,11 +152,23 @@ class ParseWorker:
         return code
 
 
+def _close_inherited(keep: int) -> None:
+    """Close the parser's sockets the fork copied (its NATS connection, the metrics listener): a long-lived
+    child holding a copy would keep a connection the parser closed or lost open on the server's side. Pipes stay:
+    multiprocessing watches one to see the child end."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            if fd != keep and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+
+
 def _serve(conn: Connection, memory_limit: int, nice: int) -> None:
     """The child: documents until told to stop. `healthy` False asks the parent for a fresh child: after a
     MemoryError, or once this one's address space has grown by a quarter of the limit (memory Python keeps
     after a large document would otherwise shrink the next documents' share)."""
     _die_with_parent()
+    _close_inherited(keep=conn.fileno())
     if nice > 0:
         os.nice(nice)
     baseline = _address_space()

@@ -103,3 +103,19 @@ def test_a_document_that_ran_out_of_memory_in_a_used_child_gets_a_fresh_one(monk
         used = worker.pid
         assert worker.parse(b"# Big\nA large one.", "big.md", timeout=30).chunks[0].section == ("Big",)
         assert worker.pid != used
+
+
+def test_the_child_keeps_none_of_the_parsers_sockets():
+    import os
+    import socket
+
+    listener = socket.socket()  # stands for the parser's NATS connection
+    listener.bind(("127.0.0.1", 0))
+    try:
+        with isolation.ParseWorker(2**30) as worker:
+            worker.parse(b"# One\nA document.", "one.md", timeout=30)
+            inherited = [os.readlink(f"/proc/{worker.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{worker.pid}/fd")]
+            assert f"socket:[{os.fstat(listener.fileno()).st_ino}]" not in inherited, inherited
+            assert worker.parse(b"# Two\nStill parsing.", "two.md", timeout=30).chunks
+    finally:
+        listener.close()
