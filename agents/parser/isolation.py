@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import resource
@@ -37,6 +38,10 @@ def warm_up() -> None:
 
     parse_document(b"# Warm-up\n\nA sentence to load the tokenizer.", "warm-up.md")
     parse_document(b"<html><body><h1>Warm-up</h1><p>Text.</p></body></html>", "warm-up.html")
+    # What is loaded now lives as long as the parser: out of the collector's sight, the child's collections do not
+    # write to (and so copy) the pages they share with the parent: child 33 -> 23 MB USS after 60 documents
+    gc.collect()
+    gc.freeze()
 
 
 def _address_space() -> int:
