@@ -192,15 +192,18 @@ async def test_a_cancel_already_in_the_log_stops_the_answer_and_a_later_one_too(
 
     from agents.generator.handlers import cancellation
     from streams.events import QueryCancelled
+    from streams.publish import publish
+
+    def cancel(query_id: str) -> QueryCancelled:
+        return QueryCancelled(event_id=f"query.cancelled:{query_id}", query_id=query_id)
 
     broker = SimpleNamespace(connection=nc)
     earlier, later = "q-cancelled-before", "q-cancelled-while"
-    await js.publish(f"query.cancelled.{earlier}", QueryCancelled(
-        event_id=f"query.cancelled:{earlier}", query_id=earlier, correlation_id=earlier).model_dump_json().encode())
+    await publish(js, cancel(earlier))
     async with cancellation(broker, earlier) as stopped:
         await asyncio.wait_for(stopped.wait(), 5)
     async with cancellation(broker, later) as stopped:
         await asyncio.sleep(0.3)
         assert not stopped.is_set()  # nothing in the log for this one
-        await nc.publish(f"query.cancelled.{later}", b"{}")
+        await publish(js, cancel(later))
         await asyncio.wait_for(stopped.wait(), 5)
