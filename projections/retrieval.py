@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from projections.schema import vectors_table
-from streams.sentences import unpack_vectors
+from streams.sentences import packed_cosines
 
 # The stages of answering a question's retrieval: embed (the question, in the embedder), search (the SQL:
 # lexemes, HNSW and BM25 candidates), fuse (scores, threshold, near-duplicates)
@@ -160,7 +160,7 @@ def sentence_cosines(rows: list[dict[str, Any]], question: np.ndarray) -> list[n
         raws.append((base64.b64decode(packed) if isinstance(packed, str) else packed) if packed and offsets else b"")
     if not rows:
         return []
-    cosines = unpack_vectors(b"".join(raws), dim) @ question
+    cosines = packed_cosines(b"".join(raws), dim, question)
     return np.split(cosines, np.cumsum([len(raw) // dim for raw in raws])[:-1])
 
 

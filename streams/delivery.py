@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsRouter, PullSub
-from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from streams.access import inbox_prefix
+from streams.context import NatsBroker, NatsMessage
 from streams.events import DeadLettered, Event
 from streams.logs import correlated
 from streams.publish import EventPublisher

