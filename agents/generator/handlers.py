@@ -145,8 +145,7 @@ async def cancellation(broker: NatsBroker, query_id: str) -> AsyncIterator[async
     try:
         yield stopped
     finally:
-        if not lookup.done():
-            lookup.cancel()
+        lookup.cancel()  # a no-op once it is done
         with contextlib.suppress(asyncio.CancelledError):
             await lookup
         await sub.unsubscribe()

@@ -76,28 +76,26 @@ def build_prompt(question: str, passages: list[Passage], history: list[Turn], to
         budget -= cost
         turns[:0] = [{"role": "user", "content": turn.question}, {"role": "assistant", "content": turn.answer}]
 
-    blocks: list[str] = []
-    used: list[Passage] = []
+    whole = [_source_block(p, p.text) for p in passages]
     # A token covers at least one byte: when every block's bytes fit, every block fits whole, and none needs a
     # count of its own (the cut prompt's sources are ~1.5 KB against a budget of ~1,500 tokens)
-    whole = [_source_block(p, p.text) for p in passages]
     if sum(len(b.encode()) + 2 for b in whole) <= budget:
         blocks, used = whole, list(passages)
-        passages = []
-    for p in passages:
-        block = _source_block(p, p.text)
-        cost = tokens.count(block) + 2
-        if cost > budget:
-            header = tokens.count(_source_block(p, "")) + 4
-            text = tokens.truncate(p.text, budget - header)
-            if text and budget - header > 20:
-                blocks.append(_source_block(p, text))
-                used.append(p.model_copy(update={"text": text}))
-                budget -= header + tokens.count(text)
-            break
-        blocks.append(block)
-        used.append(p)
-        budget -= cost
+    else:
+        blocks, used = [], []
+        for p, block in zip(passages, whole, strict=True):
+            cost = tokens.count(block) + 2
+            if cost > budget:
+                header = tokens.count(_source_block(p, "")) + 4
+                text = tokens.truncate(p.text, budget - header)
+                if text and budget - header > 20:
+                    blocks.append(_source_block(p, text))
+                    used.append(p.model_copy(update={"text": text}))
+                    budget -= header + tokens.count(text)
+                break
+            blocks.append(block)
+            used.append(p)
+            budget -= cost
     user = head + "\n\n".join(blocks) + tail
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *turns, {"role": "user", "content": user}]
     return Prompt(messages, used, tokens)

@@ -195,9 +195,3 @@ def _serve(conn: Connection, memory_limit: int, nice: int) -> None:
         conn.send((*reply, healthy))
     conn.close()
 
-
-def parse_isolated(data: bytes, filename: str, *, timeout: float, memory_limit: int, nice: int = 0,
-                   **options: Any) -> ParsedDocument:
-    """`ParseWorker.parse` in a child of its own, for one document."""
-    with ParseWorker(memory_limit, nice) as worker:
-        return worker.parse(data, filename, timeout=timeout, **options)

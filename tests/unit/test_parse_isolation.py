@@ -7,8 +7,13 @@ import time
 import pytest
 
 import agents.parser.isolation as isolation
-from agents.parser.isolation import parse_isolated
 from agents.parser.service import ParseError
+
+
+def parse_isolated(data: bytes, filename: str, *, timeout: float, memory_limit: int):
+    """One document in a child of its own (a fresh ParseWorker): the limits on their own."""
+    with isolation.ParseWorker(memory_limit) as worker:
+        return worker.parse(data, filename, timeout=timeout)
 
 
 def test_a_good_document_parses_in_the_child_like_in_process():
