@@ -107,6 +107,17 @@ class HeadingPath:
     def current(self) -> tuple[str, ...]:
         return tuple(title for _, title in self._open)
 
+    @property
+    def level(self) -> int:
+        """Level of the innermost open heading (0 before the first)."""
+        return self._open[-1][0] if self._open else 0
+
+    def snapshot(self) -> list[tuple[int, str]]:
+        return list(self._open)
+
+    def restore(self, snapshot: list[tuple[int, str]]) -> None:
+        self._open = list(snapshot)
+
 
 def clean_text(text: str) -> str:
     """One newline convention, and no NULs (PostgreSQL text cannot store them)."""
@@ -493,6 +504,8 @@ _HTML_BLOCK_TAGS = frozenset(
     }
 )
 _HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HTML_LINK_MARKS = ["headerlink", "viewcode-link", "viewcode-back"]
+_PERMALINK_SYMBOLS = frozenset({"", "¶", "#", "§", "🔗", "\u200b"})
 _HTML_DECLARED_CHARSET = re.compile(
     rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)|<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_.:-]+)""",
     re.IGNORECASE,
@@ -529,6 +542,14 @@ def _drop_boilerplate(soup: Any) -> None:
     for tag in soup.find_all(_HTML_ALWAYS_DROPPED):
         if not tag.decomposed:
             tag.decompose()
+    # Permalink marks ("¶" after every Sphinx or MkDocs heading, "#" or "§" elsewhere) and Sphinx's "[source]"
+    # / "[docs]" links would otherwise end every heading, section path and citation.
+    for tag in soup.find_all(["a", "span"], class_=_HTML_LINK_MARKS):
+        if not tag.decomposed:
+            tag.decompose()
+    for anchor in soup.select(":is(h1, h2, h3, h4, h5, h6, dt) a[href^='#']"):
+        if not anchor.decomposed and anchor.get_text().strip() in _PERMALINK_SYMBOLS:
+            anchor.decompose()
     for tag in soup.find_all(attrs={"role": ["navigation", "search", "complementary"]}):
         if not tag.decomposed:
             tag.decompose()
@@ -567,10 +588,13 @@ def _collect_html_blocks(root: Any, assembler: TextAssembler, headings: HeadingP
         inline.clear()
 
     pending: list[Any] = [root]
+    signature_levels: dict[int, int] = {}  # id of a <dl> of API entries -> heading level of its signatures
     while pending:
         node = pending.pop()
         if node is block_end:
             flush()
+        elif isinstance(node, _RestoreHeadings):
+            headings.restore(node.snapshot)
         elif isinstance(node, NavigableString):
             if not isinstance(node, PreformattedString) or isinstance(node, CData):  # skip comments, doctype
                 inline.append(str(node))
@@ -580,6 +604,15 @@ def _collect_html_blocks(root: Any, assembler: TextAssembler, headings: HeadingP
                 title = collapse_whitespace(node.get_text(" "))
                 if title:
                     assembler.add(title, section=headings.enter(int(node.name[1]), title), heading=True)
+            elif node.name == "dt" and id(node.parent) in signature_levels:
+                # An API entry's signature (Sphinx "requests.get(url, params=None, **kwargs)", an option, an
+                # environment variable) heads its description like a sub-heading: citations and the keyword
+                # index see "Main Interface > requests.get(...)" instead of one long untitled section.
+                flush()
+                title = collapse_whitespace(node.get_text())
+                if title:
+                    section = headings.enter(signature_levels[id(node.parent)], title)
+                    assembler.add(title, section=section, heading=True)
             elif node.name == "br":
                 inline.append("\n")
             elif node.name in ("pre", "table"):
@@ -587,11 +620,29 @@ def _collect_html_blocks(root: Any, assembler: TextAssembler, headings: HeadingP
                 block = node.get_text() if node.name == "pre" else _html_table_text(node)
                 assembler.add(block, section=headings.current)
             else:
+                if node.name == "dl" and _holds_signatures(node):
+                    flush()
+                    signature_levels[id(node)] = headings.level + 1
+                    pending.append(_RestoreHeadings(headings.snapshot()))  # the text after the entries
                 if node.name in _HTML_BLOCK_TAGS:
                     flush()
                     pending.append(block_end)
                 pending.extend(reversed(node.contents))
     flush()
+
+
+@dataclass(frozen=True)
+class _RestoreHeadings:
+    snapshot: list[tuple[int, str]]
+
+
+def _holds_signatures(dl: Any) -> bool:
+    """A Sphinx description list of API objects: its terms are signatures (Sphinx 4+ marks them "sig", older
+    versions hold a "descname"), not glossary words or field names."""
+    for dt in dl.find_all("dt", recursive=False):
+        if "sig" in (dt.get("class") or ()) or dt.find(class_=("sig-name", "descname")) is not None:
+            return True
+    return False
 
 
 def _html_table_text(table: Any) -> str:

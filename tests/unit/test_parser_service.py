@@ -380,6 +380,71 @@ def test_html_headings_build_the_section_path() -> None:
     ]
 
 
+# Sphinx writes a signature's spans with no whitespace between them (whitespace would be rendered as a space).
+_GET_SIGNATURE = (
+    '<span class="sig-prename descclassname"><span class="pre">demo.</span></span><span class="sig-name descname">'
+    '<span class="pre">get</span></span><span class="sig-paren">(</span><em class="sig-param"><span class="n">'
+    '<span class="pre">url</span></span></em>, <em class="sig-param"><span class="pre">**kwargs</span></em>'
+    '<span class="sig-paren">)</span><a class="reference internal" href="_modules/demo.html#get">'
+    '<span class="viewcode-link"><span class="pre">[source]</span></span></a>'
+    '<a class="headerlink" href="#demo.get" title="Permalink">¶</a>'
+)
+_CLOSE_SIGNATURE = (
+    '<span class="sig-name descname"><span class="pre">close</span></span><span class="sig-paren">(</span>'
+    '<span class="sig-paren">)</span>'
+)
+SPHINX_PAGE = f"""<html><head><title>API — Demo 1.0 documentation</title></head><body>
+<div class="sphinxsidebar" role="navigation"><h3>Table of Contents</h3><ul><li>Main Interface</li></ul></div>
+<div class="body" role="main"><section id="api">
+<h1>API<a class="headerlink" href="#api" title="Permalink to this heading">¶</a></h1>
+<section id="main"><h2>Main Interface<a class="headerlink" href="#main">¶</a></h2>
+<p>Every call returns a Response.</p>
+<dl class="py function">
+<dt class="sig sig-object py" id="demo.get">{_GET_SIGNATURE}</dt>
+<dd><p>Sends a GET request.</p>
+<dl class="field-list simple"><dt class="field-odd">Parameters</dt>
+<dd class="field-odd"><p>url – the address.</p></dd></dl>
+</dd></dl>
+<dl class="py class">
+<dt class="sig sig-object py" id="demo.Session"><em class="property"><span class="pre">class</span> </em>
+<span class="sig-name descname"><span class="pre">demo.Session</span></span>
+<a class="headerlink" href="#demo.Session">¶</a></dt>
+<dd><p>Keeps cookies.</p>
+<dl class="py method"><dt class="sig sig-object py" id="demo.Session.close">{_CLOSE_SIGNATURE}</dt>
+<dd><p>Closes every adapter.</p></dd></dl>
+</dd></dl>
+<p>Timeouts apply to every call above.</p>
+</section>
+<section id="faq"><h2><a class="toc-backref" href="#id1">Why a Session?</a></h2><p>To reuse connections.</p></section>
+<section id="md">
+<h2 id="mk"><a class="anchor" href="#mk" aria-hidden="true"><svg></svg></a>Proxies <a href="#mk">#</a></h2>
+<p>Set them per session.</p></section>
+</section></div></body></html>"""
+
+
+def test_html_sphinx_permalinks_and_source_links_are_dropped() -> None:
+    doc = parse_document(SPHINX_PAGE.encode(), "api.html")
+    for mark in ("¶", "[source]", "#", "Table of Contents"):
+        assert mark not in doc.text
+    assert all("¶" not in title and "#" not in title for chunk in doc.chunks for title in chunk.section)
+    # a heading whose own text is a link to its anchor keeps that text
+    assert ("API", "Why a Session?") in [chunk.section for chunk in doc.chunks]
+    assert ("API", "Proxies") in [chunk.section for chunk in doc.chunks]
+
+
+def test_html_api_signatures_head_their_descriptions() -> None:
+    doc = parse_document(SPHINX_PAGE.encode(), "api.html")
+    sections = {chunk.text.split("\n")[-1]: chunk.section for chunk in doc.chunks}
+    assert sections["Every call returns a Response."] == ("API", "Main Interface")
+    get = ("API", "Main Interface", "demo.get(url, **kwargs)")
+    assert sections["url – the address."] == get  # a field name ("Parameters") is no heading
+    session = ("API", "Main Interface", "class demo.Session")
+    assert sections["Keeps cookies."] == session
+    assert sections["Closes every adapter."] == (*session, "close()")
+    # the text after the entries is the enclosing section's again
+    assert sections["Timeouts apply to every call above."] == ("API", "Main Interface")
+
+
 def test_html_without_main_uses_the_body() -> None:
     page = b"<html><body><nav>Menu</nav><h1>Notes</h1><p>Plain body text.</p></body></html>"
     doc = parse_document(page, "notes.htm")
