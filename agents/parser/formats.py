@@ -107,17 +107,6 @@ class HeadingPath:
     def current(self) -> tuple[str, ...]:
         return tuple(title for _, title in self._open)
 
-    @property
-    def level(self) -> int:
-        """Level of the innermost open heading (0 before the first)."""
-        return self._open[-1][0] if self._open else 0
-
-    def snapshot(self) -> list[tuple[int, str]]:
-        return list(self._open)
-
-    def restore(self, snapshot: list[tuple[int, str]]) -> None:
-        self._open = list(snapshot)
-
 
 def clean_text(text: str) -> str:
     """One newline convention, and no NULs (PostgreSQL text cannot store them)."""
@@ -588,13 +577,10 @@ def _collect_html_blocks(root: Any, assembler: TextAssembler, headings: HeadingP
         inline.clear()
 
     pending: list[Any] = [root]
-    signature_levels: dict[int, int] = {}  # id of a <dl> of API entries -> heading level of its signatures
     while pending:
         node = pending.pop()
         if node is block_end:
             flush()
-        elif isinstance(node, _RestoreHeadings):
-            headings.restore(node.snapshot)
         elif isinstance(node, NavigableString):
             if not isinstance(node, PreformattedString) or isinstance(node, CData):  # skip comments, doctype
                 inline.append(str(node))
@@ -604,15 +590,6 @@ def _collect_html_blocks(root: Any, assembler: TextAssembler, headings: HeadingP
                 title = collapse_whitespace(node.get_text(" "))
                 if title:
                     assembler.add(title, section=headings.enter(int(node.name[1]), title), heading=True)
-            elif node.name == "dt" and id(node.parent) in signature_levels:
-                # An API entry's signature (Sphinx "requests.get(url, params=None, **kwargs)", an option, an
-                # environment variable) heads its description like a sub-heading: citations and the keyword
-                # index see "Main Interface > requests.get(...)" instead of one long untitled section.
-                flush()
-                title = collapse_whitespace(node.get_text())
-                if title:
-                    section = headings.enter(signature_levels[id(node.parent)], title)
-                    assembler.add(title, section=section, heading=True)
             elif node.name == "br":
                 inline.append("\n")
             elif node.name in ("pre", "table"):
@@ -620,29 +597,11 @@ def _collect_html_blocks(root: Any, assembler: TextAssembler, headings: HeadingP
                 block = node.get_text() if node.name == "pre" else _html_table_text(node)
                 assembler.add(block, section=headings.current)
             else:
-                if node.name == "dl" and _holds_signatures(node):
-                    flush()
-                    signature_levels[id(node)] = headings.level + 1
-                    pending.append(_RestoreHeadings(headings.snapshot()))  # the text after the entries
                 if node.name in _HTML_BLOCK_TAGS:
                     flush()
                     pending.append(block_end)
                 pending.extend(reversed(node.contents))
     flush()
-
-
-@dataclass(frozen=True)
-class _RestoreHeadings:
-    snapshot: list[tuple[int, str]]
-
-
-def _holds_signatures(dl: Any) -> bool:
-    """A Sphinx description list of API objects: its terms are signatures (Sphinx 4+ marks them "sig", older
-    versions hold a "descname"), not glossary words or field names."""
-    for dt in dl.find_all("dt", recursive=False):
-        if "sig" in (dt.get("class") or ()) or dt.find(class_=("sig-name", "descname")) is not None:
-            return True
-    return False
 
 
 def _html_table_text(table: Any) -> str:

@@ -432,19 +432,6 @@ def test_html_sphinx_permalinks_and_source_links_are_dropped() -> None:
     assert ("API", "Proxies") in [chunk.section for chunk in doc.chunks]
 
 
-def test_html_api_signatures_head_their_descriptions() -> None:
-    doc = parse_document(SPHINX_PAGE.encode(), "api.html")
-    sections = {chunk.text.split("\n")[-1]: chunk.section for chunk in doc.chunks}
-    assert sections["Every call returns a Response."] == ("API", "Main Interface")
-    get = ("API", "Main Interface", "demo.get(url, **kwargs)")
-    assert sections["url – the address."] == get  # a field name ("Parameters") is no heading
-    session = ("API", "Main Interface", "class demo.Session")
-    assert sections["Keeps cookies."] == session
-    assert sections["Closes every adapter."] == (*session, "close()")
-    # the text after the entries is the enclosing section's again
-    assert sections["Timeouts apply to every call above."] == ("API", "Main Interface")
-
-
 def test_html_without_main_uses_the_body() -> None:
     page = b"<html><body><nav>Menu</nav><h1>Notes</h1><p>Plain body text.</p></body></html>"
     doc = parse_document(page, "notes.htm")
