@@ -97,13 +97,14 @@ def load_model(path: Path, threads: int | None) -> Any:
 Result = tuple[dict[str, dict[str, float]], list[dict[str, Any]], dict[str, float]]
 
 
-def run(model: Any, questions: list[dict[str, Any]], size: int, overlap: int, k: int) -> Result:
+def run(model: Any, questions: list[dict[str, Any]], size: int, overlap: int, k: int,
+        corpus: Path = check.CORPUS) -> Result:
     """Chunk, embed, search; returns (metrics, per-question trace, counts and timings)."""
     import numpy as np
 
     started = time.perf_counter()
     passages: list[score.Passage] = []
-    for path in sorted(check.CORPUS.iterdir()):
+    for path in sorted(corpus.iterdir()):
         passages += [{"doc": path.name, "text": c} for c in split_text(check.doc_text(path), size, overlap)]
     chunk_vectors = model.encode([p["text"] for p in passages], batch_size=32, normalize_embeddings=True)
     embedded = time.perf_counter()
@@ -139,16 +140,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--trace-dir", type=Path, help="write trace-SIZE-OVERLAP.json files into this folder")
     parser.add_argument("--json", action="store_true", help="print all results as one JSON object")
+    parser.add_argument("--set", choices=check.SETS, default="debian", help="evaluation set (default: %(default)s)")
     args = parser.parse_args()
-    problems = check.check()
+    corpus, questions_path = check.SETS[args.set]
+    problems = check.check(questions_path, corpus)
     if problems:
         print("\n".join(["the evaluation set is inconsistent:", *problems]), file=sys.stderr)
         return 1
-    questions = check.load_questions()
+    questions = check.load_questions(questions_path)
     model = load_model(args.model or model_path(), args.threads)
     results: dict[str, Any] = {}
     for size, overlap in args.chunking or [(1000, 200), (500, 50)]:
-        metrics, rows, timings = run(model, questions, size, overlap, args.top_k)
+        metrics, rows, timings = run(model, questions, size, overlap, args.top_k, corpus)
         name = f"{size}/{overlap}"
         results[name] = {"metrics": metrics, **timings}
         if args.trace_dir:

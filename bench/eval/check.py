@@ -22,6 +22,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 QUESTIONS = HERE / "questions.json"
+# Named evaluation sets: (corpus folder, questions file). "debian" is the first one (Debian FAQ, Git, APT);
+# "sphinx" is Sphinx-built HTML (the Requests and Sphinx manuals), the page format of the held-out set.
+SETS = {"debian": (CORPUS, QUESTIONS), "sphinx": (HERE / "sphinx" / "corpus", HERE / "sphinx" / "questions.json")}
 KINDS = ("literal", "paraphrased")
 FIELDS = ("id", "question", "kind", "doc", "answer_contains", "heading")
 PHRASE_WORDS = (5, 15)

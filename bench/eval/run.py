@@ -1,6 +1,6 @@
 """ragbus and a plain dense baseline on the evaluation set, in one run: hit@1/3/5 and MRR@5 per kind.
 
-    .venv/bin/python bench/eval/run.py [--baseline 1000/200] [--trace-dir DIR] [--json]
+    .venv/bin/python bench/eval/run.py [--set debian|sphinx] [--baseline 1000/200] [--trace-dir DIR] [--json]
 
 ragbus is measured as users get it: its own nats-server and PostgreSQL (free ports, a temporary directory),
 the projector, parser, embedder and gateway as processes, the corpus uploaded with POST /documents and every
@@ -37,7 +37,7 @@ from streams.topology import PARSER, index_durable  # noqa: E402
 MODEL = initial_index()[0]  # the first index's model: RAGBUS_EMBEDDING_MODEL, as on a fresh system
 
 
-async def ragbus_rankings(questions: list[dict[str, Any]], workdir: Path,
+async def ragbus_rankings(questions: list[dict[str, Any]], workdir: Path, corpus: Path = check.CORPUS,
                           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Rankings (doc, text) and debug traces per question id, from a fresh stack with its first index (the
     default model, or RAGBUS_EMBEDDING_MODEL)."""
@@ -50,7 +50,7 @@ async def ragbus_rankings(questions: list[dict[str, Any]], workdir: Path,
         async with httpx.AsyncClient(base_url=agents.url, timeout=120.0) as client:
             started = time.perf_counter()
             ids = []
-            for path in sorted((HERE / "corpus").iterdir()):
+            for path in sorted(corpus.iterdir()):
                 response = await client.post("/documents", files={"file": (path.name, path.read_bytes())})
                 response.raise_for_status()
                 ids.append(response.json()["doc_id"])
@@ -87,16 +87,20 @@ def main() -> int:
                         help="the baseline's character chunking, repeatable (default: 1000/200)")
     parser.add_argument("--trace-dir", type=Path, help="write ragbus's per-question traces here")
     parser.add_argument("--json", action="store_true", help="all results as one JSON object on stdout")
+    parser.add_argument("--set", choices=check.SETS, default="debian",
+                        help="evaluation set: debian (Debian FAQ, Git, APT) or sphinx (Sphinx-built HTML manuals); "
+                        "default %(default)s")
     args = parser.parse_args()
-    problems = check.check()
+    corpus, questions_path = check.SETS[args.set]
+    problems = check.check(questions_path, corpus)
     if problems:
         print("\n".join(["the evaluation set is inconsistent:", *problems]), file=sys.stderr)
         return 1
-    questions = check.load_questions()
+    questions = check.load_questions(questions_path)
     workdir = Path(tempfile.mkdtemp(prefix="ragbus-eval-"))
     try:
         print(f"ragbus on {len(questions)} questions: starting, ingesting, asking...", file=sys.stderr)
-        rankings, traces, info = asyncio.run(ragbus_rankings(questions, workdir))
+        rankings, traces, info = asyncio.run(ragbus_rankings(questions, workdir, corpus))
     except BaseException:
         print(f"work directory kept: {workdir}", file=sys.stderr)
         raise
@@ -110,7 +114,7 @@ def main() -> int:
     print("dense baseline (in this process)...", file=sys.stderr)
     model = baseline.load_model(baseline.model_path(), threads=None)
     for size, overlap in args.baseline or [(1000, 200)]:
-        metrics, _rows, timings = baseline.run(model, questions, size, overlap, score.TOP_K)
+        metrics, _rows, timings = baseline.run(model, questions, size, overlap, score.TOP_K, corpus)
         results[f"baseline {size}/{overlap}"] = {"metrics": metrics, **timings}
     if args.json:
         print(json.dumps(results, indent=1))
