@@ -510,16 +510,19 @@ async def plans(pool: asyncpg.Pool, vector: np.ndarray, question: str, k: int,
                 cfg: RetrievalConfig) -> dict[str, list[str]]:
     """Which scans each query uses (EXPLAIN with the real parameters): proves hybrid uses the indexes and
     the baseline does not."""
-    from projections.retrieval import _SQL, _filters, question_lexemes
+    from projections.retrieval import prepare_search, search_statements
 
-    join, where, extra = _filters({}, first_arg=4)  # filled in as HybridSearch.search does
-    hybrid_sql = _SQL.format(vectors=VECTORS, join=join, where=where,
-                             dense_join=f"JOIN chunks c USING (chunk_id) {join}" if where != "TRUE" else "")
+    (keyword_sql, keyword_extra), (dense_sql, dense_extra) = search_statements(VECTORS, {})  # as HybridSearch
     out = {}
     async with pool.acquire() as conn:
+        async with conn.transaction():
+            lexemes = await prepare_search(conn, VECTORS, cfg, question)
+            best = await conn.fetch(keyword_sql, lexemes, cfg.candidates, *keyword_extra)
         for name, setup, sql, args in (
-            ("hybrid", ["SET LOCAL hnsw.iterative_scan = relaxed_order"],
-             hybrid_sql, (vector, await question_lexemes(conn, question), cfg.candidates, *extra)),
+            ("hybrid keyword", [], keyword_sql, (lexemes, cfg.candidates, *keyword_extra)),
+            ("hybrid dense", ["SET LOCAL hnsw.iterative_scan = relaxed_order"], dense_sql,
+             (vector, [r["chunk_id"] for r in best], [float(r["keyword"]) for r in best], cfg.candidates,
+              *dense_extra)),
             ("exact", ["SET LOCAL enable_indexscan = off"], EXACT_SQL, (vector, k)),
             ("hnsw", ["SET LOCAL hnsw.iterative_scan = relaxed_order"], HNSW_SQL, (vector, k)),
         ):
@@ -560,7 +563,8 @@ def shared_recall(truth: set[str], got: set[str], windows: Windows) -> float:
 
 
 async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: int, warmup: int,
-                       cfg: RetrievalConfig, sweep: list[int], windows: Windows) -> dict[str, Any]:
+                       cfg: RetrievalConfig, sweep: list[int], windows: Windows,
+                       embedder: Embedder) -> dict[str, Any]:
     search = HybridSearch(pool, cfg)
     times: dict[str, list[float]] = {"hybrid": [], "exact": [], "hnsw": []}
     recall_at_k: list[float] = []
@@ -618,6 +622,7 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
                 progress.advance(task)
             swept[str(ef)] = {"recall": float(np.mean(found)), "shared_recall": float(np.mean(near)),
                               "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95)}
+    from_question = await question_to_passages(search, embedder, qs, k)
     with err.status("counting the keyword half's matches per question..."):
         matches = np.array([await keyword_matches(pool, q) for q in qs])
     heavy = matches >= np.percentile(matches, 90)  # the tenth of the questions whose keyword query matches most
@@ -634,9 +639,33 @@ async def measure_size(pool: asyncpg.Pool, qs: list[str], qvecs: np.ndarray, k: 
                             "hybrid_p50_ms_other_90pct": float(np.median(hybrid_ms[~heavy]))
                             if (~heavy).any() else None},
         "hybrid_passages_mean": float(np.mean(hybrid_counts)),
+        "question_to_passages": from_question,
         "plans": await plans(pool, qvecs[0], qs[0], k, cfg),
         "ef_search": await _breadth(pool, cfg),
     }
+
+
+async def question_to_passages(search: HybridSearch, embedder: Embedder, qs: list[str], k: int) -> dict[str, Any]:
+    """A question's text to its passages, as the embedder's retrieval does it (the question embedded by the real
+    model in its worker thread): the vector first and then the whole search ("sequential", how it was done
+    before), against the search given the embedding in flight, its keyword half running meanwhile ("overlapped",
+    HybridSearch.search with an awaitable). The order alternates per question."""
+    times: dict[str, list[float]] = {"sequential": [], "overlapped": []}
+    with progress_bar() as progress:
+        task = progress.add_task(f"{len(qs)} questions from their text, 2 ways", total=len(qs) * 2)
+        for i, q in enumerate(qs):
+            for way in (("sequential", "overlapped") if i % 2 else ("overlapped", "sequential")):
+                started = time.perf_counter()
+                if way == "sequential":
+                    vector = (await embedder.embed_async([q]))[0]
+                    await search.search(vector, q, k, model=MODEL)
+                else:
+                    async def embed(text: str = q) -> np.ndarray:
+                        return (await embedder.embed_async([text]))[0]
+                    await search.search(embed(), q, k, model=MODEL)
+                times[way].append((time.perf_counter() - started) * 1000)
+                progress.advance(task)
+    return {way: {"p50_ms": pct(t, 50), "p95_ms": pct(t, 95)} for way, t in times.items()}
 
 
 async def _breadth(pool: asyncpg.Pool, cfg: RetrievalConfig) -> int:
@@ -698,7 +727,7 @@ async def run(args: argparse.Namespace, postgres: EmbeddedPostgres) -> dict[str,
             results[str(size)] = {"chunks": size, "load_s": load_s, "index_build_s": build,
                                   "sizes": await table_sizes(conn),
                                   **await measure_size(pool, qs, qvecs, args.top_k, args.warmup, cfg,
-                                                       args.ef_search, windows)}
+                                                       args.ef_search, windows, embedder)}
     finally:
         await pool.close()
         await conn.close()
@@ -790,6 +819,13 @@ def report(result: dict[str, Any], console: Console) -> None:
                 f"{ef}: {e['recall']:.3f}, {e['shared_recall']:.3f}, "
                 f"{e['p50_ms']:.1f} / {e['p95_ms']:.1f}"
                 for ef, e in r["ef_search_sweep"].items()))
+        qp = r.get("question_to_passages")
+        if qp:
+            seq, over = qp["sequential"], qp["overlapped"]
+            console.print(f"   question text to passages (embedding + hybrid), p50 / p95 ms: embedding first "
+                          f"{seq['p50_ms']:.1f} / {seq['p95_ms']:.1f}, keyword half while embedding "
+                          f"{over['p50_ms']:.1f} / {over['p95_ms']:.1f} "
+                          f"({over['p50_ms'] / seq['p50_ms']:.2f}x p50)")
         console.print("   plans: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in r["plans"].items()))
 
 

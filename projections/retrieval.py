@@ -13,8 +13,11 @@ RRF; cosine + 0.2 BM25 beats both, on literal questions too."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,16 +91,20 @@ async def question_lexemes(conn: asyncpg.Connection | asyncpg.Pool, question: st
     """The question's distinct lexemes: what the search's SQL takes as $2."""
     return list(dict.fromkeys(await conn.fetchval(_LEXEMES, question) or []))
 
-# {vectors} is the index's table (from embedding_indexes, never user input). Without filters the dense half
-# reads the vector table alone, so the HNSW index drives it; with filters it joins the chunks it filters on.
-_SQL = f"""
+# The search is two statements in one transaction. The keyword half needs only the question's words, so it runs
+# while the question is being embedded (HybridSearch.search takes the vector as an awaitable): PostgreSQL works
+# on the other core meanwhile, and after the vector only the HNSW half and the join are left on the path to the
+# first token. {vectors} is the index's table (from embedding_indexes, never user input). Without filters the
+# dense half reads the vector table alone, so the HNSW index drives it; with filters it joins the chunks it
+# filters on.
+_KEYWORD_SQL = f"""
 WITH corpus AS (
     SELECT greatest(n, 1)::float8 AS n, greatest(total_len::float8 / greatest(n, 1), 1) AS avglen FROM term_corpus
 ), q AS (
     SELECT lexeme, idf FROM (
         SELECT s.lexeme, ln(1 + (corpus.n - s.ndoc + 0.5) / (s.ndoc + 0.5)) AS idf,
                sum(s.ndoc) OVER (ORDER BY s.ndoc, s.lexeme) AS postings
-        FROM term_stats s, corpus WHERE s.lexeme = ANY($2::text[]) AND s.ndoc > 0
+        FROM term_stats s, corpus WHERE s.lexeme = ANY($1::text[]) AND s.ndoc > 0
         ORDER BY s.ndoc, s.lexeme LIMIT {MAX_LEXEMES}
     ) rarest WHERE postings <= {MAX_POSTINGS}
 ), bm25 AS (
@@ -105,28 +112,42 @@ WITH corpus AS (
            sum(q.idf * p.tf * {BM25_K1 + 1} / (p.tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * p.len / corpus.avglen)))
                AS keyword
     FROM q JOIN chunk_terms p USING (lexeme) CROSS JOIN corpus GROUP BY p.chunk_id
-), keyword AS (
-    -- best first, each scored chunk is looked up by its key until $3 pass (OFFSET 0 and LATERAL ... LIMIT 1 keep
-    -- the planner from flattening this into a join: it guesses tens of thousands of postings rows and then read
-    -- the whole vector and chunk tables, 43 of 65 ms at 100k chunks, to check the few hundred there are)
-    SELECT chunk_id, keyword, row_number() OVER (ORDER BY keyword DESC, chunk_id) AS rank FROM (
-        SELECT k.chunk_id, k.keyword FROM (SELECT * FROM bm25 ORDER BY keyword DESC, chunk_id OFFSET 0) k
-        CROSS JOIN LATERAL (
-            SELECT 1 FROM {{vectors}} v {{dense_join}} WHERE v.chunk_id = k.chunk_id AND {{where}} LIMIT 1
-        ) present
-        LIMIT $3
-    ) best
+)
+-- best first, each scored chunk is looked up by its key until $2 pass (OFFSET 0 and LATERAL ... LIMIT 1 keep
+-- the planner from flattening this into a join: it guesses tens of thousands of postings rows and then read
+-- the whole vector and chunk tables, 43 of 65 ms at 100k chunks, to check the few hundred there are)
+SELECT k.chunk_id, k.keyword FROM (SELECT * FROM bm25 ORDER BY keyword DESC, chunk_id OFFSET 0) k
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {{vectors}} v {{dense_join}} WHERE v.chunk_id = k.chunk_id AND {{where}} LIMIT 1
+) present
+LIMIT $2
+"""
+# $2 / $3: the keyword half's chunk ids and scores, best first
+_DENSE_SQL = """
+WITH keyword AS (
+    SELECT chunk_id, keyword, rank FROM unnest($2::text[], $3::float8[]) WITH ORDINALITY AS k(chunk_id, keyword, rank)
 ), dense AS (
     SELECT chunk_id, row_number() OVER () AS rank FROM (
-        SELECT v.chunk_id FROM {{vectors}} v {{dense_join}} WHERE NOT v.toc AND {{where}}
-        ORDER BY v.embedding <=> $1 LIMIT $3
+        SELECT v.chunk_id FROM {vectors} v {dense_join} WHERE NOT v.toc AND {where}
+        ORDER BY v.embedding <=> $1 LIMIT $4
     ) ranked
 )
 SELECT c.chunk_id, c.doc_id, c.name, c.page, c.section, c.text, c.ordinal, v.embedding,
        v.sentence_spans, v.sentence_vectors, 1 - (v.embedding <=> $1) AS dense, coalesce(k.keyword, 0) AS keyword,
        d.rank AS dense_rank, k.rank AS keyword_rank
-FROM dense d FULL JOIN keyword k USING (chunk_id) JOIN chunks c USING (chunk_id) JOIN {{vectors}} v USING (chunk_id)
+FROM dense d FULL JOIN keyword k USING (chunk_id) JOIN chunks c USING (chunk_id) JOIN {vectors} v USING (chunk_id)
 """
+
+
+def search_statements(table: str, filters: dict[str, Any]) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
+    """(keyword SQL, its filter arguments), (dense SQL, its filter arguments) for the index `table`."""
+    statements = []
+    for sql, first_arg in ((_KEYWORD_SQL, 3), (_DENSE_SQL, 5)):
+        join, where, extra = _filters(filters, first_arg=first_arg)
+        dense_join = f"JOIN chunks c USING (chunk_id) {join}" if where != "TRUE" else ""
+        statements.append((sql.format(vectors=table, where=where, dense_join=dense_join), extra))
+    return statements[0], statements[1]
+
 
 
 def _filters(filters: dict[str, Any], first_arg: int) -> tuple[str, str, list[Any]]:
@@ -230,28 +251,39 @@ class HybridSearch:
         self.pool = pool
         self.config = config or RetrievalConfig()
 
-    async def search(self, embedding: np.ndarray, query: str, top_k: int, filters: dict[str, Any] | None = None,
-                     threshold: float | None = None, *, model: str,
+    async def search(self, embedding: np.ndarray | Awaitable[np.ndarray], query: str, top_k: int,
+                     filters: dict[str, Any] | None = None, threshold: float | None = None, *, model: str,
                      trace: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """The `top_k` passages for a question embedded by `model`, from that model's index (`trace`: see
-        `fuse`)."""
+        `fuse`). `embedding` may still be on its way (an awaitable): the keyword half runs meanwhile."""
         cfg = self.config
-        join, where, extra = _filters(filters or {}, first_arg=4)
-        filtered = where != "TRUE"
         table = vectors_table(model)
-        sql = _SQL.format(vectors=table, join=join, where=where,
-                          dense_join=f"JOIN chunks c USING (chunk_id) {join}" if filtered else "")
+        (keyword_sql, keyword_args), (dense_sql, dense_args) = search_statements(table, filters or {})
+        if inspect.isawaitable(embedding):
+            embedding = asyncio.ensure_future(embedding)
         started = time.perf_counter()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 lexemes = await prepare_search(conn, table, cfg, query)
-                rows = await conn.fetch(sql, np.asarray(embedding, dtype=np.float32), lexemes, cfg.candidates,
-                                        *extra)
+                best = await conn.fetch(keyword_sql, lexemes, cfg.candidates, *keyword_args)
+                if inspect.isawaitable(embedding):
+                    waited = time.perf_counter()
+                    embedding = await embedding
+                    started += time.perf_counter() - waited  # the search's own time, not the embedding's
+                vector = np.asarray(embedding, dtype=np.float32)
+                rows = await conn.fetch(dense_sql, vector, [r["chunk_id"] for r in best],
+                                        [float(r["keyword"]) for r in best], cfg.candidates, *dense_args)
         except asyncpg.UndefinedTableError:  # the index has no vectors yet (nothing uploaded so far)
+            if isinstance(embedding, asyncio.Future):
+                await embedding  # the caller's embedding errors are still its errors
             return []
+        except BaseException:
+            if isinstance(embedding, asyncio.Future) and not embedding.done():
+                embedding.cancel()
+            raise
         searched = time.perf_counter()
         RETRIEVAL_SECONDS.labels("search").observe(searched - started)
         threshold = cfg.min_similarity if threshold is None else threshold
-        passages = fuse([dict(r) for r in rows], embedding, top_k, cfg, threshold, trace)
+        passages = fuse([dict(r) for r in rows], vector, top_k, cfg, threshold, trace)
         RETRIEVAL_SECONDS.labels("fuse").observe(time.perf_counter() - searched)
         return passages

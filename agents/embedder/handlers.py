@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from faststream.nats import NatsRouter
 
@@ -29,6 +29,9 @@ from streams.events import (
 )
 from streams.publish import EventPublisher
 from streams.topology import EMBEDDER_FOLLOWUPS, EMBEDDER_QUERIES, INDEX_ADVISORIES, index_durable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("ragbus.embedder")
 router = NatsRouter()
@@ -99,12 +102,19 @@ async def retrieve(asked: QueryAsked, query: str, timings: dict[str, float], ind
     being built meanwhile."""
     model = await indexes.active()
     started = time.perf_counter()
-    vector = (await model.embed_async([query]))[0]
-    embedded = time.perf_counter()
-    RETRIEVAL_SECONDS.labels("embed").observe(embedded - started)
+    embedded = started
+
+    async def embed() -> np.ndarray:
+        nonlocal embedded
+        vector = (await model.embed_async([query]))[0]
+        embedded = time.perf_counter()
+        RETRIEVAL_SECONDS.labels("embed").observe(embedded - started)
+        return vector
+
     top_k = max(1, min(asked.top_k or settings.default_top_k, settings.max_top_k))
     trace: list[dict] | None = [] if asked.debug else None
-    passages = await search.search(vector, query, top_k, asked.filters, asked.threshold, model=model.name,
+    # the keyword half of the search runs while the question is embedded (HybridSearch.search)
+    passages = await search.search(embed(), query, top_k, asked.filters, asked.threshold, model=model.name,
                                    trace=trace)
     searched = time.perf_counter()
     await publish_context(ContextBuilt.caused_by(

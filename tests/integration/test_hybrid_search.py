@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import asyncpg
@@ -88,6 +89,42 @@ async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
     # no sentence vectors here: each chunk counts as one sentence, its own cosine (weight 0.5)
     assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(1.5 * by_doc["hs-c"]["scores"]["dense"] + 0.2, abs=1e-3)
     assert all(set(h["scores"]) == {"dense", "sentence", "keyword", "fused"} for h in hits)
+
+
+async def test_keyword_half_runs_while_the_question_is_still_being_embedded(pool, corpus):
+    """Given the vector as an awaitable, the search reads the keyword half before it awaits the vector (the
+    embedder's model computes it meanwhile), and ranks exactly as with the vector in hand."""
+    activity = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%chunk_terms%'"
+    seen: list[int] = []
+    searches: list[asyncpg.Connection] = []
+
+    class Pool:  # the pool, noting the connection the search holds
+        def acquire(self):
+            acquired = pool.acquire()
+
+            class Held:
+                async def __aenter__(self):
+                    conn = await acquired.__aenter__()
+                    searches.append(conn)
+                    return conn
+
+                async def __aexit__(self, *exc):
+                    return await acquired.__aexit__(*exc)
+
+            return Held()
+
+    async def vector_later() -> np.ndarray:
+        # the search's connection last ran the keyword statement (the BM25 postings) before the vector exists
+        seen.append(await pool.fetchval(activity, searches[-1].get_server_pid()))
+        await asyncio.sleep(0.05)
+        return corpus
+
+    ask = {"top_k": 5, "model": MODEL, "threshold": -1.0, "filters": {"doc_ids": ["hs-a", "hs-b", "hs-c", "hs-d"]}}
+    later = await HybridSearch(Pool()).search(vector_later(), "serial number for warranty", **ask)  # type: ignore[arg-type]
+    now = await HybridSearch(pool).search(corpus, "serial number for warranty", **ask)
+    assert seen == [1]
+    assert [(h["chunk_id"], h["scores"]) for h in later] == [(h["chunk_id"], h["scores"]) for h in now]
+    assert later[1]["doc_id"] == "hs-c" and later[1]["scores"]["keyword"] > 0
 
 
 async def test_sentence_vectors_score_every_sentence_and_can_lift_a_chunk(pool, corpus):
