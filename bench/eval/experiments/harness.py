@@ -81,6 +81,7 @@ CACHE = Path(os.environ.get("RAGBUS_EVAL_CACHE", Path.home() / ".cache" / "ragbu
 QSETS = {
     "eval": (EVAL / "corpus", EVAL / "questions.json"),
     "quality": (ROOT / "tests" / "quality" / "corpus", ROOT / "tests" / "quality" / "questions.json"),
+    "sphinx": (EVAL / "sphinx" / "corpus", EVAL / "sphinx" / "questions.json"),
 }
 # Half the eval documents (every other one in name order): for the domain-adaptation generalisation test.
 def doc_split(names: Sequence[str]) -> dict[str, str]:
@@ -477,6 +478,14 @@ SELECT p.chunk_id, sum(q.idf * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.len /
 FROM q JOIN bm25_postings p USING (lexeme) CROSS JOIN corpus
 GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT $3
 """
+# sum of the IDFs of the question lexemes BM25 uses: what a chunk holding each once, at mean length, scores
+BM25_IDF_MASS_SQL = """
+WITH corpus AS (SELECT n, avglen FROM bm25_corpus)
+SELECT sum(idf) FROM (
+    SELECT ln(1 + (corpus.n - s.ndoc + 0.5) / (s.ndoc + 0.5)) AS idf
+    FROM bm25_lexemes s, corpus WHERE s.lexeme = ANY($1::text[]) ORDER BY s.ndoc, s.lexeme LIMIT $2
+) q
+"""
 BM25_SQL = """
 WITH corpus AS (SELECT n, avglen FROM bm25_corpus),
 q AS (
@@ -539,6 +548,7 @@ class State:
     H: np.ndarray = field(default=None)  # question x chunk: cosine to the chunk's heading path
     gold: list[set[int]] = field(default=None)
     kw: dict[tuple[str, str], list[list[tuple[int, float]]]] = field(default_factory=dict)
+    kideal: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # the IDF mass per question
     lex: list[list[str]] = field(default=None)
     df: dict[str, int] = field(default=None)
     timings: dict[str, float] = field(default_factory=dict)
@@ -644,6 +654,9 @@ class State:
             rare = {"any2": 8, "rare": 8, "or": 1000}.get(mode, int(mode) if mode.isdigit() else 8)
             sql = BM25_SQL if index == "bm25sql" else BM25_POSTINGS_SQL
             self.kw[key] = [[(ids[c], x) for c, x in await self.db.bm25_sql(lex, 200, rare, sql)] for lex in self.lex]
+            async with self.db.pool.acquire() as conn:  # the question's IDF mass (kwn=cov)
+                self.kideal[key] = [float(await conn.fetchval(BM25_IDF_MASS_SQL, list(dict.fromkeys(lex)), rare)
+                                          or 0.0) for lex in self.lex]
         if key not in self.kw:
             if self.df is None:
                 self.df = await self.db.doc_freq()
@@ -799,9 +812,14 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
             pool = list(dict.fromkeys([*kws, *map(int, dense_top)] if v["tb"] == "kw" else
                                       sorted({*kws, *map(int, dense_top)}, key=lambda i: -float(s[i]))))
         kmax = max(k_score.values(), default=0.0) or 1.0
+        kideal = state.kideal.get((v["kw"], v["kq"]), [0.0] * len(state.questions))[qi]
 
         def kwv(i: int) -> float:
             raw = k_score.get(i, 0.0)
+            if v["kwn"] == "cov":  # share of the question's IDF mass the chunk matches: weak matches weigh little
+                return raw / (kideal or 1.0)
+            if v["kwn"] == "covc":
+                return min(1.0, raw / (kideal or 1.0))
             return raw / kmax if v["kwn"] == "max" else raw
 
         docmax: dict[str, float] = {}
