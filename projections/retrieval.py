@@ -88,7 +88,7 @@ BM25_K1, BM25_B = 1.2, 0.75
 
 
 async def question_lexemes(conn: asyncpg.Connection | asyncpg.Pool, question: str) -> list[str]:
-    """The question's distinct lexemes: what the search's SQL takes as $2."""
+    """The question's distinct lexemes: what the keyword statement takes as $1."""
     return list(dict.fromkeys(await conn.fetchval(_LEXEMES, question) or []))
 
 # The search is two statements in one transaction. The keyword half needs only the question's words, so it runs
@@ -147,7 +147,6 @@ def search_statements(table: str, filters: dict[str, Any]) -> tuple[tuple[str, l
         dense_join = f"JOIN chunks c USING (chunk_id) {join}" if where != "TRUE" else ""
         statements.append((sql.format(vectors=table, where=where, dense_join=dense_join), extra))
     return statements[0], statements[1]
-
 
 
 def _filters(filters: dict[str, Any], first_arg: int) -> tuple[str, str, list[Any]]:
