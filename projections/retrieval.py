@@ -1,5 +1,5 @@
 """Hybrid retrieval over the chunk projection: pgvector HNSW cosine + BM25 over PostgreSQL's lexemes, fused
-linearly (cosine + a weighted best sentence cosine + a weighted, per-question normalised BM25), with a
+linearly (cosine + a weighted best sentence cosine + a weighted BM25 as a share of the question's IDF mass), with a
 similarity threshold, metadata filters and near-duplicate removal. Chunks flagged as a table of contents are no
 candidates. Every candidate's sentences are scored from the sentence vectors the embedder made at ingest: a
 question asked in other words often matches one sentence of the answer better than the whole chunk, and the
@@ -37,7 +37,7 @@ RETRIEVAL_SECONDS = Histogram("ragbus_retrieval_stage_seconds", "Time per retrie
 @dataclass(frozen=True)
 class RetrievalConfig:
     candidates: int = 40  # taken from each of the dense and the keyword ranking before fusion
-    keyword_weight: float = 0.2  # fused = cosine + keyword_weight * bm25 / (the question's best bm25) ...
+    keyword_weight: float = 0.2  # fused = cosine + keyword_weight * bm25 / (the question's IDF mass) ...
     sentence_weight: float = 0.5  # ... + sentence_weight * the best cosine of one of the chunk's sentences
     min_similarity: float = 0.2  # passages less similar than this (cosine) are not context at all
     duplicate_similarity: float = 0.95  # a passage this close to a better-ranked one adds nothing
@@ -116,7 +116,8 @@ WITH corpus AS (
 -- best first, each scored chunk is looked up by its key until $2 pass (OFFSET 0 and LATERAL ... LIMIT 1 keep
 -- the planner from flattening this into a join: it guesses tens of thousands of postings rows and then read
 -- the whole vector and chunk tables, 43 of 65 ms at 100k chunks, to check the few hundred there are)
-SELECT k.chunk_id, k.keyword FROM (SELECT * FROM bm25 ORDER BY keyword DESC, chunk_id OFFSET 0) k
+SELECT k.chunk_id, k.keyword, (SELECT sum(idf) FROM q) AS idf_mass
+FROM (SELECT * FROM bm25 ORDER BY keyword DESC, chunk_id OFFSET 0) k
 CROSS JOIN LATERAL (
     SELECT 1 FROM {{vectors}} v {{dense_join}} WHERE v.chunk_id = k.chunk_id AND {{where}} LIMIT 1
 ) present
@@ -192,11 +193,17 @@ def sentence_scores(row: dict[str, Any], cosines: np.ndarray) -> list[dict[str, 
 
 
 def fuse(rows: list[dict[str, Any]], question: np.ndarray, top_k: int, cfg: RetrievalConfig, threshold: float,
-         trace: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+         trace: list[dict[str, Any]] | None = None, idf_mass: float = 0.0) -> list[dict[str, Any]]:
     """Keep rows at or above the threshold, rank by the fused score (ties: cosine), drop near-duplicates,
     number 1..top_k. With `trace`, every candidate's ranks, scores and what became of it are appended there
-    (POST /search with debug)."""
-    best = max((float(r["keyword"]) for r in rows), default=0.0) or 1.0
+    (POST /search with debug).
+
+    BM25 enters as a share of the question's IDF mass (`idf_mass`: the sum of the IDFs of the lexemes it used,
+    what a chunk holding each of them once at mean length scores), not of the best match: the best match of a
+    question asked in other words than the documents' shares one rare word of six and should weigh little, while
+    a chunk with the question's own words weighs fully. On the Sphinx evaluation set (bench/eval/experiments)
+    dividing by the best match cost paraphrased questions what dense alone finds."""
+    norm = idf_mass or max((float(r["keyword"]) for r in rows), default=0.0) or 1.0
     question = np.asarray(question, dtype=np.float32)
     question = question / (np.linalg.norm(question) or 1.0)
     for row, cosines in zip(rows, sentence_cosines(rows, question), strict=True):
@@ -204,7 +211,7 @@ def fuse(rows: list[dict[str, Any]], question: np.ndarray, top_k: int, cfg: Retr
         # a chunk without sentence vectors counts as one sentence
         row["sentence"] = round(float(cosines.max()), 4) if len(cosines) else float(row["dense"])
         row["fused"] = (float(row["dense"]) + cfg.sentence_weight * row["sentence"]
-                        + cfg.keyword_weight * float(row["keyword"]) / best)
+                        + cfg.keyword_weight * float(row["keyword"]) / norm)
     ordered = sorted(rows, key=lambda r: (r["fused"], r["dense"]), reverse=True)
     outcome: dict[str, str] = {}
     chosen: list[dict[str, Any]] = []
@@ -283,6 +290,7 @@ class HybridSearch:
         searched = time.perf_counter()
         RETRIEVAL_SECONDS.labels("search").observe(searched - started)
         threshold = cfg.min_similarity if threshold is None else threshold
-        passages = fuse([dict(r) for r in rows], vector, top_k, cfg, threshold, trace)
+        idf_mass = float(best[0]["idf_mass"] or 0.0) if best else 0.0
+        passages = fuse([dict(r) for r in rows], vector, top_k, cfg, threshold, trace, idf_mass)
         RETRIEVAL_SECONDS.labels("fuse").observe(time.perf_counter() - searched)
         return passages

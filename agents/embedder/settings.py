@@ -20,7 +20,7 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion
-    keyword_weight: float = 0.2  # fused = cosine + this * BM25 / the question's best BM25 ...
+    keyword_weight: float = 0.2  # fused = cosine + this * BM25 / the question's IDF mass ...
     sentence_weight: float = 0.5  # ... + this * the best cosine of one of the chunk's sentences (bench/eval)
     min_similarity: float = 0.2  # passages below this cosine similarity are not used as context
     duplicate_similarity: float = 0.95  # near-duplicate passages above this similarity are dropped

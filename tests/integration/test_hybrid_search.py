@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from projections.chunks import add_terms, remove_terms
-from projections.retrieval import HybridSearch, RetrievalConfig
+from projections.retrieval import HybridSearch, RetrievalConfig, question_lexemes, search_statements
 from projections.schema import vectors_ddl, vectors_table
 from streams.sentences import pack_vectors
 
@@ -86,8 +86,11 @@ async def test_dense_and_keyword_rankings_are_fused_with_scores(pool, corpus):
     assert by_doc["hs-c"]["scores"]["dense"] < by_doc["hs-b"]["scores"]["dense"]
     assert [h["doc_id"] for h in hits][:3] == ["hs-a", "hs-c", "hs-b"]
     assert by_doc["hs-c"]["scores"]["keyword"] > 0 and by_doc["hs-b"]["scores"]["keyword"] == 0
-    # no sentence vectors here: each chunk counts as one sentence, its own cosine (weight 0.5)
-    assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(1.5 * by_doc["hs-c"]["scores"]["dense"] + 0.2, abs=1e-3)
+    # no sentence vectors here: each chunk counts as one sentence, its own cosine (weight 0.5); BM25 enters as a
+    # share of the question's IDF mass
+    share = by_doc["hs-c"]["scores"]["keyword"] / await idf_mass(pool, "serial number for warranty")
+    assert by_doc["hs-c"]["scores"]["fused"] == pytest.approx(1.5 * by_doc["hs-c"]["scores"]["dense"] + 0.2 * share,
+                                                              abs=1e-3)
     assert all(set(h["scores"]) == {"dense", "sentence", "keyword", "fused"} for h in hits)
 
 
@@ -149,6 +152,27 @@ async def test_sentence_vectors_score_every_sentence_and_can_lift_a_chunk(pool, 
     assert lifted[0]["doc_id"] == "hs-b"
     assert lifted[0]["scores"]["fused"] == pytest.approx(lifted[0]["score"] + lifted[0]["scores"]["sentence"],
                                                          abs=1e-3)
+
+
+async def idf_mass(pool, question: str) -> float:
+    """The sum of the IDFs of the question's lexemes the keyword statement uses, as it reports it."""
+    (keyword_sql, _), _ = search_statements(vectors_table(MODEL), {})
+    rows = await pool.fetch(keyword_sql, await question_lexemes(pool, question), 40)
+    return float(rows[0]["idf_mass"])
+
+
+async def test_a_keyword_match_weighs_by_the_share_of_the_question_it_matches(pool, corpus):
+    """The best keyword match of a question is not worth the full keyword weight when it shares only one of the
+    question's words (the way a question asked in other words matches): it weighs its share of the IDF mass."""
+    ask = {"top_k": 5, "model": MODEL, "threshold": -1.0, "filters": {"doc_ids": ["hs-a", "hs-b", "hs-c", "hs-d"]}}
+    one_word = {h["doc_id"]: h for h in await HybridSearch(pool).search(corpus, "pump serial", **ask)}["hs-c"]
+    all_words = {h["doc_id"]: h for h in await HybridSearch(pool).search(corpus, "serial number", **ask)}["hs-c"]
+    weighed = [(h["scores"]["fused"] - 1.5 * h["scores"]["dense"]) / 0.2 for h in (one_word, all_words)]
+    # "pump serial": gamma is the best keyword match (serial is the rarer word) but holds half of the question
+    assert weighed[0] == pytest.approx(one_word["scores"]["keyword"] / await idf_mass(pool, "pump serial"), abs=1e-3)
+    assert 0.2 < weighed[0] < 0.8, weighed
+    # "serial number": gamma holds both words, about the whole mass (BM25's length norm moves it a little)
+    assert 0.8 < weighed[1] < 1.2 and weighed[1] > 1.5 * weighed[0]
 
 
 async def test_bm25_weighs_the_rare_words_of_a_question(pool, corpus):
