@@ -34,7 +34,9 @@ Keys (DEFAULTS):
          bm25post = the same from an inverted-index table (BM25_POSTINGS_SQL), what the latency figures use
   kq     any2 | or | rare | rare_any2   keyword query: today's any-two-of-the-longest-8 lexemes; a plain OR;
          the 8 rarest lexemes (corpus document frequency, from ts_stat) OR-ed / any-two-of
-  kwn    max | raw     keyword score normalisation in `lin` (divide by the question's best | ts_rank_cd/(1+r))
+  kwn    max | raw | cov | covc   keyword score normalisation in `lin` (divide by the question's best |
+         ts_rank_cd/(1+r) | divide by the question's IDF mass, what HybridSearch does since 2026-12-03 |
+         the same, capped at 1)
   wc, ws, wh, wdoc  `lin` weights of: chunk cosine (wc, default 1), max cosine over the chunk's sentences (ws),
          cosine to the chunk's heading path (wh), the document's best chunk cosine (wdoc)
   tb     kw | dense: RRF ties go to the keyword half's pick (as the system's SQL row order) | the higher cosine
