@@ -15,6 +15,7 @@ import asyncpg
 import numpy as np
 
 from projections.base import Source
+from projections.lexemes import tsvector_sql
 from projections.schema import vectors_ddl, vectors_table
 from streams import subjects
 from streams.events import (
@@ -133,7 +134,7 @@ _TERMS_TEXT = "array_to_string(c.section, ' ') || E'\\n' || c.text"
 _ADD_TERMS = f"""
 WITH terms AS (
     SELECT c.chunk_id, u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
-    FROM chunks c, unnest(to_tsvector('english', {_TERMS_TEXT})) u
+    FROM chunks c, unnest({tsvector_sql(_TERMS_TEXT)}) u
     WHERE c.chunk_id = ANY($1::text[])
 ), lengths AS (
     SELECT chunk_id, sum(tf)::int AS len FROM terms GROUP BY chunk_id
