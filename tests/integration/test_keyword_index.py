@@ -77,17 +77,20 @@ async def test_a_table_of_contents_has_no_postings(client, pool):
     await consistent(pool)
 
 
-async def test_dotted_names_are_indexed_with_their_parts(client, pool):
-    """PostgreSQL reads `zorbulib.frobnicate` as one token; the postings hold it and its parts, so a question
-    that names only the function (or writes the whole name) finds the chunk by keyword."""
+async def test_code_names_are_indexed_with_their_parts(client, pool):
+    """PostgreSQL reads `zorbulib.frobnicate` and `QuuxolatorTimeout` as one token each; the postings hold them
+    and their parts, so a question that names only the function, or says "quuxolator timeout", finds the chunk
+    by keyword (as does one that writes the whole name)."""
     body = await upload(client, "dotted.md", b"# API\n\nCall zorbulib.frobnicate() once at start; it returns "
-                        b"nothing. Version 2.28.1 of it, e.g. the first.")
+                        b"nothing. Version 2.28.1 of it, e.g. the first. It raises QuuxolatorTimeout.")
     await wait_for_status(client, body["doc_id"])
     lexemes = {r["lexeme"] for r in await pool.fetch(
         "SELECT lexeme FROM chunk_terms JOIN chunks USING (chunk_id) WHERE upload_id = $1", body["upload_id"])}
     assert {"zorbulib.frobnicate", await lexeme(pool, "zorbulib"), await lexeme(pool, "frobnicate")} <= lexemes
     assert not {"28", "e", "g"} & lexemes  # a version number and "e.g." give no parts
-    for question in ("when do i call frobnicate", "what does zorbulib.frobnicate return"):
+    assert {await lexeme(pool, "quuxolatortimeout"), await lexeme(pool, "quuxolator"), "timeout"} <= lexemes
+    for question in ("when do i call frobnicate", "what does zorbulib.frobnicate return",
+                     "what happens on a quuxolator timeout"):
         found = (await client.post("/search", json={"query": question, "top_k": 3})).json()
         assert found["passages"][0]["doc_id"] == body["doc_id"], question
         assert found["passages"][0]["scores"]["keyword"] > 0, question
