@@ -14,7 +14,6 @@ RRF; cosine + 0.2 BM25 beats both, on literal questions too."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
 import time
 from collections.abc import Awaitable
@@ -27,7 +26,7 @@ from prometheus_client import Histogram
 
 from projections.lexemes import tsvector_sql
 from projections.schema import vectors_table
-from streams.sentences import packed_cosines
+from streams.sentences import packed_bytes, packed_cosines
 
 # The stages of answering a question's retrieval: embed (the question, in the embedder), search (the SQL:
 # lexemes, HNSW and BM25 candidates), fuse (scores, threshold, near-duplicates)
@@ -62,7 +61,7 @@ async def search_breadth(conn: asyncpg.Connection, table: str, cfg: RetrievalCon
     return int(await conn.fetchval(_BREADTH, table, cfg.ef_search) or EF_BASE)
 
 
-# Lexemes come as the chunk_terms postings were made (projections.lexemes: stemmed, dotted names with parts).
+# Lexemes come as the chunk_terms postings were made (projections.lexemes: stemmed, code names with parts).
 _LEXEMES_OF = "tsvector_to_array(" + tsvector_sql("{0}::text") + ")"
 _LEXEMES = f"SELECT {_LEXEMES_OF.format('$1')}"
 # The breadth, the iterative scan and the lexemes in one round trip instead of three, on the path to the first
@@ -179,7 +178,7 @@ def sentence_cosines(rows: list[dict[str, Any]], question: np.ndarray) -> list[n
     raws = []
     for row in rows:
         packed, offsets = row.get("sentence_vectors"), row.get("sentence_spans")
-        raws.append((base64.b64decode(packed) if isinstance(packed, str) else packed) if packed and offsets else b"")
+        raws.append(packed_bytes(packed) if packed and offsets else b"")
     if not rows:
         return []
     cosines = packed_cosines(b"".join(raws), dim, question)
@@ -266,27 +265,26 @@ class HybridSearch:
         cfg = self.config
         table = vectors_table(model)
         (keyword_sql, keyword_args), (dense_sql, dense_args) = search_statements(table, filters or {})
-        if inspect.isawaitable(embedding):
-            embedding = asyncio.ensure_future(embedding)
+        pending = asyncio.ensure_future(embedding) if inspect.isawaitable(embedding) else None
         started = time.perf_counter()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 lexemes = await prepare_search(conn, table, cfg, query)
                 best = await conn.fetch(keyword_sql, lexemes, cfg.candidates, *keyword_args)
-                if inspect.isawaitable(embedding):
+                if pending is not None:
                     waited = time.perf_counter()
-                    embedding = await embedding
+                    embedding = await pending
                     started += time.perf_counter() - waited  # the search's own time, not the embedding's
                 vector = np.asarray(embedding, dtype=np.float32)
                 rows = await conn.fetch(dense_sql, vector, [r["chunk_id"] for r in best],
                                         [float(r["keyword"]) for r in best], cfg.candidates, *dense_args)
         except asyncpg.UndefinedTableError:  # the index has no vectors yet (nothing uploaded so far)
-            if isinstance(embedding, asyncio.Future):
-                await embedding  # the caller's embedding errors are still its errors
+            if pending is not None:
+                await pending  # the caller's embedding errors are still its errors
             return []
         except BaseException:
-            if isinstance(embedding, asyncio.Future) and not embedding.done():
-                embedding.cancel()
+            if pending is not None:
+                pending.cancel()  # a no-op once it is done
             raise
         searched = time.perf_counter()
         RETRIEVAL_SECONDS.labels("search").observe(searched - started)

@@ -167,7 +167,8 @@ CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at D
 
 # Bump a projection's version when its tables change: `migrate` then drops them and the projector rebuilds
 # them from the log (the event-sourced way to migrate a read model). chunks 4: no tsvector column and GIN index
-# any more (the keyword half reads chunk_terms). chunks 6: dotted names' parts in the postings (projections.lexemes).
+# any more (the keyword half reads chunk_terms). chunks 6: the parts of dotted and camel-case names in the
+# postings (projections.lexemes).
 VERSIONS = {"documents": 2, "chunks": 6, "answers": 4}
 
 SCHEMA_VERSIONS = """

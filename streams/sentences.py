@@ -100,6 +100,10 @@ def packed_cosines(packed: bytes | str, dim: int, unit: np.ndarray) -> np.ndarra
     return (rows @ unit) / np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)
 
 
+def packed_bytes(packed: bytes | str) -> bytes:
+    """The raw int8 bytes of `pack_vectors`'s rows, given them raw or as their base64."""
+    return base64.b64decode(packed) if isinstance(packed, str) else packed
+
+
 def _rows(packed: bytes | str, dim: int) -> np.ndarray:
-    raw = base64.b64decode(packed) if isinstance(packed, str) else packed
-    return np.frombuffer(raw, dtype=np.int8).reshape(-1, dim).astype(np.float32)
+    return np.frombuffer(packed_bytes(packed), dtype=np.int8).reshape(-1, dim).astype(np.float32)
