@@ -205,12 +205,35 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# document file name -> the lines of its <pre> blocks (loaded by --compose prose)
+CODE_LINES: dict[str, set[str]] = {}
+
+
+def load_code_lines(corpus_dir: Path) -> None:
+    from bs4 import BeautifulSoup
+
+    for path in corpus_dir.iterdir():
+        if path.suffix in (".html", ".htm"):
+            soup = BeautifulSoup(path.read_bytes(), "html.parser")
+            CODE_LINES[path.name] = {line.strip() for pre in soup.find_all("pre")
+                                     for line in pre.get_text().split("\n") if line.strip()}
+
+
+def prose(chunk: Chunk) -> str:
+    """The chunk text without the lines of its document's code blocks (the whole text if that leaves little)."""
+    code = CODE_LINES.get(chunk.doc, set())
+    kept = "\n".join(line for line in chunk.text.split("\n") if line.strip() not in code)
+    return kept if len(kept) >= 40 else chunk.text
+
+
 def compose(chunk: Chunk, mode: str) -> str:
     """What gets embedded for a chunk. text: today's chunk text alone; title: title + text; ctx: title, heading
     path and text; ctxn: file name, heading path and text; sec: heading path (no title) + text; head: the title +
-    heading path alone."""
+    heading path alone; prose: the text without its code blocks' lines."""
     if mode == "text":
         return chunk.text
+    if mode == "prose":
+        return prose(chunk)
     if mode == "d2q":
         return "\n".join([chunk.text, *GENERATED.get(text_key(chunk.text), [])])
     if mode == "ctxn":  # what chunks.ready carries today: the file name and the heading path (no title)
@@ -1056,6 +1079,8 @@ async def main_async(args: argparse.Namespace) -> int:
     corpus_dir, _ = QSETS[args.qset]
     questions = load_questions(args.qset, args.docs_split)
     strategy, tokens, overlap = args.chunking.split("/")
+    if args.compose == "prose":
+        load_code_lines(corpus_dir)
     db = Database()
     await db.start()
     try:
@@ -1111,7 +1136,7 @@ def main() -> int:
     parser.add_argument("--model", default="all-MiniLM-L6-v2-onnx-int8", help="catalogue name or model folder")
     parser.add_argument("--models-dir", type=Path, default=CACHE / "models")
     parser.add_argument("--chunking", default="structure/200/40", help="STRATEGY/TOKENS/OVERLAP")
-    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "ctxn", "sec"])
+    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "ctxn", "sec", "prose"])
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated variant specs or presets")
     parser.add_argument("--text-headings", action="store_true",
                         help="give plain-text documents headings (text_segments) before structure chunking")
