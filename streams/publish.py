@@ -60,13 +60,30 @@ TRANSIENT: tuple[type[BaseException], ...] = (nats.errors.TimeoutError, nats.err
                                                nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
 
 
-async def with_retries(send: Callable[[], Awaitable[T]], what: str) -> T:
+class PublishRefused(nats.errors.Error):
+    """The server refused this login the subject (a permissions violation): sending again cannot help."""
+
+
+def refused_subject(js: JetStreamContext, subject: str) -> Callable[[], bool]:
+    """Whether the server has reported a permissions violation for publishing to `subject` on this connection.
+    The server says so asynchronously (-ERR), and the publish itself only sees its ack time out."""
+    needle = f'permissions violation for publish to "{subject}"'  # nats-py keeps the server's text lower-cased
+
+    def refused() -> bool:
+        return needle in str(getattr(getattr(js, "_nc", None), "last_error", None) or "").lower()
+
+    return refused
+
+
+async def with_retries(send: Callable[[], Awaitable[T]], what: str, refused: Callable[[], bool] | None = None) -> T:
     deadline = asyncio.get_running_loop().time() + RETRY_FOR
     delay = 0.1
     while True:
         try:
             return await send()
         except TRANSIENT as e:
+            if refused is not None and refused():
+                raise PublishRefused(f"publishing {what}: this login may not publish there") from e
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise
             log.warning("publishing %s: %s; again in %.1f s (same Nats-Msg-Id: no duplicate)",
@@ -78,8 +95,9 @@ async def with_retries(send: Callable[[], Awaitable[T]], what: str) -> T:
 async def publish(js: JetStreamContext, event: Event, timeout: float = 10.0) -> PubAck:
     """Publish and wait for the stream's ack. `ack.duplicate` is True when the server dropped a copy."""
     headers = inject({**headers_for(event), "content-type": "application/json"})  # traceparent, when traced
-    return await with_retries(lambda: js.publish(event.subject(), encode(event), timeout=timeout, headers=headers),
-                              event.event_id)
+    subject = event.subject()
+    return await with_retries(lambda: js.publish(subject, encode(event), timeout=timeout, headers=headers),
+                              event.event_id, refused_subject(js, subject))
 
 
 class EventPublisher:
