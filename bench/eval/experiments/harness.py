@@ -628,6 +628,15 @@ class State:
             self._alt[mode] = (self.Q @ self.emb.encode([compose(c, mode) for c in self.corpus.chunks]).T)
         return self._alt[mode]
 
+    def static_sims(self) -> np.ndarray:
+        """question x chunk cosine with the static model distilled from MiniLM (model2vec, 256-d): a second,
+        word-level view of the same texts."""
+        if not hasattr(self, "_static"):
+            static = Embeddings("minilm-distilled-256", self.emb.models_dir)
+            self._static = static.encode([q["question"] for q in self.questions]) @ \
+                static.encode([compose(c, self.compose) for c in self.corpus.chunks]).T
+        return self._static
+
     def section_groups(self) -> np.ndarray:
         """An id per (document, heading path): the chunks of one section share it."""
         ids: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -759,7 +768,7 @@ PRESETS = {
 }
 DEFAULTS = dict(fuse="rrf", k=60.0, wd=1.0, wk=1.0, cand=40, thr=0.2, dup=0.95, kw="text", kq="any2", kwn="max",
                 wc=1.0, ws=0.0, wh=0.0, wdoc=0.0, rr=0, tie=2, tb="kw", toc=0,
-                wsec=0.0, wnb=0.0, prf=0.0, prfk=3, alt="", wa=0.0, wq=0.0)
+                wsec=0.0, wnb=0.0, prf=0.0, prfk=3, alt="", wa=0.0, wq=0.0, wst=0.0)
 
 
 def parse_variant(spec: str) -> dict[str, Any]:
@@ -801,6 +810,7 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
     H = state.heading_sims() if v["wh"] else None
     A = state.alt_sims(v["alt"]) if v["wa"] else None
     G = state.generated_sims() if v["wq"] else None
+    ST = state.static_sims() if v["wst"] else None
     kw_lists = await state.keyword(v["kw"], v["kq"])  # always: the trace shows the keyword rank
     cand = int(v["cand"])
     groups = state.section_groups()
@@ -866,6 +876,8 @@ async def run_variant(state: State, spec: str, top_k: int = score.TOP_K) -> tupl
                 x += v["wa"] * float(A[qi, i])
             if G is not None:
                 x += v["wq"] * float(G[qi, i])
+            if ST is not None:
+                x += v["wst"] * float(ST[qi, i])
             if v["wnb"]:
                 nb = [float(s[j]) for j in (i - 1, i + 1) if 0 <= j < len(chunks) and chunks[j].doc == chunks[i].doc]
                 x += v["wnb"] * max(nb, default=float(s[i]))
