@@ -4,7 +4,10 @@ is verified against that CA (a tls:// URL: nats-server requires TLS, e.g. k3s/co
 
 from __future__ import annotations
 
+import logging
+import re
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -12,6 +15,40 @@ from nats.aio.client import Client as NATS
 
 from streams.access import inbox_prefix
 from streams.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+# Subjects the server refused a publish to on this process's connections. It says so asynchronously (-ERR),
+# while the publish itself only sees its ack time out, which looks like a leader election: streams.publish
+# retries those, but not a refused subject. An agent process holds one login, so one set serves it.
+_REFUSED: set[str] = set()
+_VIOLATION = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+
+
+def refused(subject: str) -> bool:
+    return subject in _REFUSED
+
+
+async def note_refusal(error: Exception) -> None:
+    """A FastStream broker's error callback (it logs the other errors itself)."""
+    found = _VIOLATION.search(str(error))
+    if found:
+        _REFUSED.add(found.group(1))
+        log.error("NATS refused publishing to %s: this login lacks the permission", found.group(1))
+
+
+def _error_callback(given: Callable[[Exception], Awaitable[None]] | None) -> Callable[[Exception], Awaitable[None]]:
+    """A plain connection's error callback: the refusals noted, then the caller's callback or, like nats-py's
+    default, a log line."""
+
+    async def callback(error: Exception) -> None:
+        await note_refusal(error)
+        if given is not None:
+            await given(error)
+        elif not _VIOLATION.search(str(error)):
+            log.error("NATS: %s", error, exc_info=error)
+
+    return callback
 
 
 def tls_context(settings: BusSettings) -> ssl.SSLContext | None:
@@ -39,10 +76,11 @@ def broker_options(settings: BusSettings) -> dict[str, Any]:
 
     tls = tls_context(settings)
     if not settings.nats_user:
-        return {} if tls is None else {"security": BaseSecurity(ssl_context=tls)}
+        return {"error_cb": note_refusal} | ({} if tls is None else {"security": BaseSecurity(ssl_context=tls)})
     return {"security": SASLPlaintext(username=settings.nats_user, password=settings.nats_password, ssl_context=tls),
-            "inbox_prefix": inbox_prefix(settings.nats_user)}
+            "inbox_prefix": inbox_prefix(settings.nats_user), "error_cb": note_refusal}
 
 
 async def connect(settings: BusSettings, name: str, **options: Any) -> NATS:
+    options["error_cb"] = _error_callback(options.get("error_cb"))
     return await nats.connect(servers=settings.servers, name=name, **connect_options(settings), **options)

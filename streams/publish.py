@@ -20,6 +20,7 @@ from faststream.nats import JStream, NatsBroker, NatsRouter
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
+from streams.connect import refused
 from streams.events import Event
 from streams.topology import stream_for
 from streams.tracing import inject
@@ -64,26 +65,16 @@ class PublishRefused(nats.errors.Error):
     """The server refused this login the subject (a permissions violation): sending again cannot help."""
 
 
-def refused_subject(js: JetStreamContext, subject: str) -> Callable[[], bool]:
-    """Whether the server has reported a permissions violation for publishing to `subject` on this connection.
-    The server says so asynchronously (-ERR), and the publish itself only sees its ack time out."""
-    needle = f'permissions violation for publish to "{subject}"'  # nats-py keeps the server's text lower-cased
-
-    def refused() -> bool:
-        return needle in str(getattr(getattr(js, "_nc", None), "last_error", None) or "").lower()
-
-    return refused
-
-
-async def with_retries(send: Callable[[], Awaitable[T]], what: str, refused: Callable[[], bool] | None = None) -> T:
+async def with_retries(send: Callable[[], Awaitable[T]], what: str, subject: str | None = None) -> T:
     deadline = asyncio.get_running_loop().time() + RETRY_FOR
     delay = 0.1
     while True:
         try:
             return await send()
         except TRANSIENT as e:
-            if refused is not None and refused():
-                raise PublishRefused(f"publishing {what}: this login may not publish there") from e
+            if subject is not None and refused(subject):
+                raise PublishRefused(f"publishing {what}: NATS refused this login the subject {subject} "
+                                     "(a permissions violation)") from e
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise
             log.warning("publishing %s: %s; again in %.1f s (same Nats-Msg-Id: no duplicate)",
@@ -97,7 +88,7 @@ async def publish(js: JetStreamContext, event: Event, timeout: float = 10.0) -> 
     headers = inject({**headers_for(event), "content-type": "application/json"})  # traceparent, when traced
     subject = event.subject()
     return await with_retries(lambda: js.publish(subject, encode(event), timeout=timeout, headers=headers),
-                              event.event_id, refused_subject(js, subject))
+                              event.event_id, subject)
 
 
 class EventPublisher:
@@ -126,4 +117,4 @@ class EventPublisher:
                 event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id)
             return cast("PubAck | None", ack)
 
-        return await with_retries(send, event.event_id)
+        return await with_retries(send, event.event_id, event.subject())

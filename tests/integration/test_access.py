@@ -332,6 +332,31 @@ async def test_only_a_generator_may_answer(login: Login, js) -> None:
         await js.purge_stream(ANSWERS, subject=done)
 
 
+async def test_an_agent_publisher_refused_a_subject_fails_at_once(nats_server: NatsServer, credentials: Credentials,
+                                                                  prepared: None, js) -> None:
+    """An agent's own publisher (FastStream, the agents' broker options) on a subject its login may not publish:
+    the server's permissions violation ends the publish after its first ack timeout, not after the 30 s of
+    retries a leader election gets, and nothing is stored."""
+    from faststream.nats import NatsBroker
+
+    from streams.connect import broker_options
+    from streams.publish import RETRY_FOR, EventPublisher
+
+    broker = NatsBroker(nats_server.url, **broker_options(BusSettings(
+        nats_url=nats_server.url, nats_user="parser", nats_password=credentials.nats["parser"])))
+    forged = EventPublisher(broker, ev.DocumentDeleted, "a parser may not say this")
+    doc = f"victim-{uuid.uuid4().hex[:12]}"
+    await broker.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishRefused, match="permissions violation"):
+            await forged(ev.DocumentDeleted(event_id=f"document.deleted:{doc}", doc_id=doc, upload_id=f"u-{doc}"))
+        assert time.monotonic() - started < RETRY_FOR / 3
+    finally:
+        await broker.stop()
+    assert await nothing_on(js, DOCUMENTS, f"document.deleted.{doc}")
+
+
 @pytest.mark.parametrize("agent", AGENTS)
 async def test_no_agent_publishes_another_agents_events(agent: str, login: Login, js) -> None:
     """Every event this agent does not publish by the architecture is refused to it, in JetStream and on core

@@ -31,7 +31,7 @@ from ragbus.credentials import PG_ROLE_OF, Credentials
 from ragbus.servers.nats import find_nats_server
 from ragbus.servers.ports import free_port, port_is_open
 from streams.access import ROLES
-from streams.connect import broker_options, connect, connect_options, tls_context
+from streams.connect import broker_options, connect, connect_options, note_refusal, tls_context
 from streams.settings import BusSettings
 
 MINIMAL_CONF = "port: {port}\ninclude auth.conf\n{tls}"
@@ -194,7 +194,7 @@ def test_no_ca_no_tls_options() -> None:
     assert tls_context(settings) is None
     assert "tls" not in connect_options(settings)
     assert broker_options(settings)["security"].ssl_context is None
-    assert broker_options(BusSettings()) == {}
+    assert broker_options(BusSettings()) == {"error_cb": note_refusal}  # no login, no TLS: refusals noted only
 
 
 def test_tls_context_trusts_the_ca(tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_tls_context_trusts_the_ca(tmp_path: Path) -> None:
     security = broker_options(settings)["security"]
     assert security.username == "parser" and security.use_ssl and isinstance(security.ssl_context, ssl.SSLContext)
     anonymous = broker_options(BusSettings(nats_tls_ca=str(ca)))
-    assert set(anonymous) == {"security"} and isinstance(anonymous["security"].ssl_context, ssl.SSLContext)
+    assert set(anonymous) == {"security", "error_cb"} and isinstance(anonymous["security"].ssl_context, ssl.SSLContext)
 
 
 async def test_tls_connection_to_a_server_that_requires_it(tmp_path: Path, secrets) -> None:
