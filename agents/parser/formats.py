@@ -352,7 +352,53 @@ def _first_heading(assembler: TextAssembler) -> str | None:
 def extract_text(data: bytes) -> Extraction:
     text, encoding = decode_text(data)
     text = clean_text(text)
-    return Extraction(text, [Segment(0, len(text), None, ())], metadata={"encoding": encoding})
+    segments = plain_text_segments(text) or [Segment(0, len(text), None, ())]
+    return Extraction(text, segments, metadata={"encoding": encoding})
+
+
+def plain_text_headings(text: str) -> list[tuple[int, int, str]]:
+    """(offset, indent, title) of the lines of a plain-text document that read as headings: after a blank line
+    or right under a less indented heading, short (<= 8 words and 60 characters: wrapped lines are longer), not
+    ending like a sentence ("search regex..." does not), and directly followed by a line indented deeper. Man
+    pages and manuals formatted for the terminal ("COMMANDS" / "       search regex..." / its indented body)
+    have them; prose paragraphs do not."""
+    out: list[tuple[int, int, str]] = []
+    lines = text.split("\n")
+    offset, previous = 0, -1  # the indent of the line above when it was a heading, else -1
+    for i, line in enumerate(lines):
+        start, offset = offset, offset + len(line) + 1
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip(" \t"))
+        above_ok = i == 0 or not lines[i - 1].strip() or 0 <= previous < indent
+        previous = -1
+        if i + 1 == len(lines) or not stripped or not lines[i + 1].strip() or not above_ok:
+            continue
+        if len(stripped) > 60 or len(stripped.split()) > 8 or stripped[-1] in ",;:!?" or (
+                stripped[-1] == "." and not stripped.endswith("...")):
+            continue
+        following = lines[i + 1]
+        if len(following) - len(following.lstrip(" \t")) > indent:
+            out.append((start + indent, indent, stripped))
+            previous = indent
+    return out
+
+
+def plain_text_segments(text: str) -> list[Segment] | None:
+    """Segments under the headings `plain_text_headings` finds, nested by indentation (the least indented are
+    the top level), so the structure strategy keeps each entry of a man page with its heading; None for a text
+    with fewer than three: then it is prose, chunked as one stretch."""
+    found = plain_text_headings(text)
+    if len(found) < 3:
+        return None
+    levels = {indent: n for n, indent in enumerate(sorted({indent for _, indent, _ in found}))}
+    segments = [Segment(0, found[0][0], None, ())] if text[: found[0][0]].strip() else []
+    path = HeadingPath()
+    for k, (start, indent, title) in enumerate(found):
+        end = found[k + 1][0] if k + 1 < len(found) else len(text)
+        line_end = text.find("\n", start, end)
+        has_body = line_end >= 0 and bool(text[line_end:end].strip())
+        segments.append(Segment(start, end, None, path.enter(levels[indent], title), has_body))
+    return segments
 
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")

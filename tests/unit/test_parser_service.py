@@ -564,6 +564,51 @@ def test_latin1_text_is_decoded_and_its_encoding_recorded() -> None:
     assert doc.metadata["encoding"] == "cp1252"
 
 
+MAN_PAGE = """APT-CACHE(8)                          APT                         APT-CACHE(8)
+
+NAME
+       apt-cache - query the APT cache
+
+DESCRIPTION
+       apt-cache performs a variety of operations on APT's package cache.
+       It does not manipulate the state of the system.
+
+COMMANDS
+       show pkg...
+           show performs a function similar to dpkg --print-avail; it displays
+           the package records for the named packages.
+
+       search regex...
+           search performs a full text search on all available package lists
+           for the POSIX regex pattern given, see regex(7).
+
+OPTIONS
+       -q, --quiet
+           Quiet; produces output suitable for logging.
+"""
+
+
+def test_plain_text_man_page_headings_nest_by_indentation_and_each_entry_keeps_its_heading() -> None:
+    doc = parse_document(MAN_PAGE.encode(), "apt-cache.8.txt")
+
+    def section_of(words: str) -> tuple[str, ...]:
+        return next(c.section for c in doc.chunks if words in c.text)
+
+    assert section_of("search performs") == ("COMMANDS", "search regex...")
+    assert section_of("show performs") == ("COMMANDS", "show pkg...")  # right under its section's heading
+    assert section_of("Quiet; produces") == ("OPTIONS", "-q, --quiet")
+    assert section_of("query the APT cache") == ("NAME",)
+    search = next(c for c in doc.chunks if c.section == ("COMMANDS", "search regex..."))
+    assert search.text.startswith("search regex...") and "show performs" not in search.text
+    assert doc.chunks[0].section == () and doc.chunks[0].text.startswith("APT-CACHE(8)")  # the banner line
+
+
+def test_plain_prose_keeps_one_stretch_without_headings() -> None:
+    prose = "\n\n".join(textwrap.fill(f"Paragraph {i} of a letter that goes on about the weather in spring, the "
+                                       "garden and the bees, in full sentences.", 60) for i in range(12))
+    assert {c.section for c in parse_document(prose.encode(), "letter.txt").chunks} == {()}
+
+
 @pytest.mark.parametrize(
     ("codec", "detected"),
     [

@@ -126,49 +126,11 @@ class Corpus:
     parse_s: float
 
 
-_INDENT = re.compile(r"[ \t]*")
-
-
-def text_headings(text: str) -> list[tuple[int, int, str]]:
-    """(char offset, indent, heading) of the lines of a plain-text document that look like headings: after a
-    blank line (or first), short (<= 8 words, <= 60 chars: wrapped lines are longer), not ending like a sentence, and directly followed by
-    a line indented deeper (man pages: NAME / '   Phased Updates' / '       --no-install-recommends')."""
-    lines = text.split("\n")
-    out: list[tuple[int, int, str]] = []
-    offset = 0
-    offsets = []
-    for line in lines:
-        offsets.append(offset)
-        offset += len(line) + 1
-    for i, line in enumerate(lines[:-1]):
-        stripped = line.strip()
-        nxt = lines[i + 1]
-        if not stripped or not nxt.strip() or (i > 0 and lines[i - 1].strip()):
-            continue
-        if len(stripped) > 60 or len(stripped.split()) > 8 or stripped[-1] in ".,;:!?":
-            continue
-        indent, nindent = len(_INDENT.match(line).group()), len(_INDENT.match(nxt).group())
-        if nindent > indent:
-            out.append((offsets[i] + indent, indent, stripped))
-    return out
-
-
 def text_segments(text: str, start: int, end: int) -> list[Any] | None:
-    """Parser segments for a plain-text document from text_headings (levels by indentation), or None."""
-    from agents.parser.chunking import Segment
+    """The parser's plain-text headings (ragbus's own since 2026-12-04: `--text-headings` re-applies them)."""
+    from agents.parser.formats import plain_text_segments
 
-    found = [h for h in text_headings(text) if start <= h[0] < end]
-    if len(found) < 3:
-        return None
-    levels = {ind: n for n, ind in enumerate(sorted({ind for _, ind, _ in found}))}
-    segments = [Segment(start, found[0][0], None, ())] if found[0][0] > start else []
-    path: list[tuple[int, str]] = []
-    for k, (pos, ind, title) in enumerate(found):
-        level = levels[ind]
-        path = [(lv, t) for lv, t in path if lv < level] + [(level, title)]
-        stop = found[k + 1][0] if k + 1 < len(found) else end
-        segments.append(Segment(pos, stop, None, tuple(t for _, t in path)))
-    return segments
+    return plain_text_segments(text)
 
 
 def load_corpus(corpus_dir: Path, strategy: str = "structure", tokens: int = 200, overlap: int = 40,
