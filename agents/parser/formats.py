@@ -384,13 +384,17 @@ def plain_text_headings(text: str) -> list[tuple[int, int, str]]:
 
 
 def plain_text_segments(text: str) -> list[Segment] | None:
-    """Segments under the headings `plain_text_headings` finds, nested by indentation (the least indented are
-    the top level), so the structure strategy keeps each entry of a man page with its heading; None for a text
-    with fewer than three: then it is prose, chunked as one stretch."""
+    """Segments under the headings `plain_text_headings` finds, two levels by indentation (the least indented
+    are the top), so the structure strategy keeps each entry of a man page with its heading; None for a text with
+    fewer than three: then it is prose, chunked as one stretch."""
     found = plain_text_headings(text)
     if len(found) < 3:
         return None
     levels = {indent: n for n, indent in enumerate(sorted({indent for _, indent, _ in found}))}
+    # Two levels: a man page's sections and their entries. Deeper ones ("P >= 1000" under "How APT Interprets
+    # Priorities") stay in their entry's text: as chunks of their own they were a line or two without the
+    # context that says what they are about (measured: bench/eval/experiments/README.md).
+    found = [heading for heading in found if levels[heading[1]] < 2]
     segments = [Segment(0, found[0][0], None, ())] if text[: found[0][0]].strip() else []
     path = HeadingPath()
     for k, (start, indent, title) in enumerate(found):

@@ -585,10 +585,16 @@ COMMANDS
 OPTIONS
        -q, --quiet
            Quiet; produces output suitable for logging.
+
+       -t, --target-release
+           Pin the release packages are taken from; priorities then read:
+
+           P >= 1000
+               causes a version to be installed even if this is a downgrade.
 """
 
 
-def test_plain_text_man_page_headings_nest_by_indentation_and_each_entry_keeps_its_heading() -> None:
+def test_plain_text_man_page_sections_and_entries_are_headings_and_each_entry_keeps_its_heading() -> None:
     doc = parse_document(MAN_PAGE.encode(), "apt-cache.8.txt")
 
     def section_of(words: str) -> tuple[str, ...]:
@@ -598,6 +604,7 @@ def test_plain_text_man_page_headings_nest_by_indentation_and_each_entry_keeps_i
     assert section_of("show performs") == ("COMMANDS", "show pkg...")  # right under its section's heading
     assert section_of("Quiet; produces") == ("OPTIONS", "-q, --quiet")
     assert section_of("query the APT cache") == ("NAME",)
+    assert section_of("even if this is a downgrade") == ("OPTIONS", "-t, --target-release")  # a third level: text
     search = next(c for c in doc.chunks if c.section == ("COMMANDS", "search regex..."))
     assert search.text.startswith("search regex...") and "show performs" not in search.text
     assert doc.chunks[0].section == () and doc.chunks[0].text.startswith("APT-CACHE(8)")  # the banner line
