@@ -165,13 +165,18 @@ async def wait_until_done(client: httpx.AsyncClient, doc_ids: set[str], started:
 
 
 async def read_chunks(dsn: str) -> tuple[list[str], list[str]]:
-    """The chunk texts the bus indexed, document by document in ordinal order, and their doc_ids."""
+    """What the bus's embedder ran through the model, document by document in ordinal order: each chunk's text
+    under its document name and heading path (`embedding_context`), and their doc_ids."""
+    from agents.embedder.service import embedding_context
+
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT doc_id, text FROM chunks ORDER BY doc_id, ordinal")
+        rows = await conn.fetch("SELECT doc_id, name, section, text FROM chunks ORDER BY doc_id, ordinal")
     finally:
         await conn.close()
-    return [r["text"] for r in rows], [r["doc_id"] for r in rows]
+    contexts = [embedding_context(r["name"], list(r["section"] or []), r["text"]) for r in rows]
+    return ([f"{c}\n\n{r['text']}" if c else r["text"] for c, r in zip(contexts, rows, strict=True)],
+            [r["doc_id"] for r in rows])
 
 
 async def run_bus(stack: BenchStack, docs: list[CorpusDoc], args: argparse.Namespace) -> BusRun:

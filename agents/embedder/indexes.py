@@ -17,7 +17,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
 
-from agents.embedder.service import Embedder
+from agents.embedder.service import Embedder, embedding_context
 from streams import subjects
 from streams.delivery import JetStreamDelivery, settle
 from streams.events import ChunksEmbedded, DeadLettered, DocumentChunked, EmbeddedChunk, decode_event
@@ -172,7 +172,8 @@ class IndexRegistry:
 
         async def work() -> None:
             started = time.perf_counter()
-            vectors, sentences = await embedder.embed_with_sentences_async([c.text for c in event.chunks])
+            contexts = [embedding_context(event.name, c.section, c.text) for c in event.chunks]
+            vectors, sentences = await embedder.embed_with_sentences_async([c.text for c in event.chunks], contexts)
             EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
             CHUNKS_EMBEDDED.labels(embedder.name).inc(len(event.chunks))
             await self.publish(ChunksEmbedded.caused_by(
@@ -180,7 +181,7 @@ class IndexRegistry:
                 event, event_id=f"chunks.embedded:{embedder.name}:{generation}:{event.upload_id}:{event.batch}",
                 doc_type=event.doc_type, model=embedder.name, dim=embedder.dim, fingerprint=embedder.fingerprint,
                 batch=event.batch, batch_count=event.batch_count, chunk_count=event.chunk_count,
-                embedded_texts=len({c.text for c in event.chunks}),
+                embedded_texts=len({(x, c.text) for x, c in zip(contexts, event.chunks, strict=True)}),
                 chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist(), sentences=s.spans,
                                       sentence_vectors=pack_vectors(s.vectors))
                         for c, v, s in zip(event.chunks, vectors, sentences, strict=True)],

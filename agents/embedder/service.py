@@ -19,6 +19,11 @@ from streams.sentences import split_sentences
 log = logging.getLogger(__name__)
 
 
+# What a chunk is embedded as (`embedding_context`): "ctx1" = document name > heading path, then the text. An index
+# holding vectors of another recipe counts them as fingerprint mismatches (`ragbus reindex --list`).
+RECIPE = "ctx1"
+
+
 class Embedder:
     """One index's model: distinct texts once, one model call at a time, off the event loop. Vectors are
     L2-normalised (cosine = dot product)."""
@@ -27,7 +32,8 @@ class Embedder:
         self.model = model
         self.name = name or model.name  # the index's model name, as it travels in chunks.embedded.<model>
         self.dim = model.dim
-        self.fingerprint = model.fingerprint
+        # the model's files and how chunks are put to it: vectors of one index must agree on both
+        self.fingerprint = f"{model.fingerprint}:{RECIPE}"
         self._lock = asyncio.Lock()  # torch and onnxruntime already use every core they are given
         self._batches = asyncio.Lock()  # batches take turns here, and questions (embed_async) only at _lock
 
@@ -41,12 +47,18 @@ class Embedder:
         unique, where = _distinct(texts)
         return np.asarray(self.model.encode(unique)[where], dtype=np.float32)
 
-    def embed_with_sentences(self, texts: list[str]) -> tuple[np.ndarray, list[Sentences]]:
+    def embed_with_sentences(self, texts: list[str], contexts: list[str] | None = None,
+                             ) -> tuple[np.ndarray, list[Sentences]]:
         """`embed`, and each text's sentences (`split_sentences`) with a vector each, pooled from the text's own
-        forward pass: what retrieval scores a chunk's sentences with and the generator cuts passages by."""
-        unique, where = _distinct(texts)
-        spans = [[(s.start, s.end) for s in split_sentences(t)] for t in unique]
-        vectors, pooled = self.model.encode_with_spans(unique, spans)
+        forward pass: what retrieval scores a chunk's sentences with and the generator cuts passages by.
+        `contexts`: a line to run ahead of each text (`embedding_context`); the sentences stay the text's own,
+        their offsets into the text, and their tokens read the context too."""
+        heads = [f"{c}\n\n" if c else "" for c in contexts or [""] * len(texts)]
+        unique, where = _distinct([h + t for h, t in zip(heads, texts, strict=True)])
+        first = {h + t: len(h) for h, t in zip(heads, texts, strict=True)}  # where the text starts in each
+        spans = [[(s.start, s.end) for s in split_sentences(u[first[u]:])] for u in unique]
+        shifted = [[(a + first[u], b + first[u]) for a, b in own] for u, own in zip(unique, spans, strict=True)]
+        vectors, pooled = self.model.encode_with_spans(unique, shifted)
         return (np.asarray(vectors[where], dtype=np.float32),
                 [Sentences(spans[i], pooled[i]) for i in where])
 
@@ -55,11 +67,22 @@ class Embedder:
         async with self._lock:
             return await asyncio.to_thread(self.embed, texts)
 
-    async def embed_with_sentences_async(self, texts: list[str]) -> tuple[np.ndarray, list[Sentences]]:
+    async def embed_with_sentences_async(self, texts: list[str], contexts: list[str] | None = None,
+                                         ) -> tuple[np.ndarray, list[Sentences]]:
         """`embed_with_sentences` off the event loop. Batches take turns before they wait for the model, so a
         question (`embed_async`) waits for the batch in the model at most, not for every batch in hand."""
         async with self._batches, self._lock:
-            return await asyncio.to_thread(self.embed_with_sentences, texts)
+            return await asyncio.to_thread(self.embed_with_sentences, texts, contexts)
+
+
+def embedding_context(name: str, section: list[str], text: str) -> str:
+    """What a chunk is embedded under: its document's name and heading path, "apt-cache.8.txt > COMMANDS", less
+    the heading the chunk itself starts with. A chunk rarely names its document or section ("search performs a
+    full text search", clause 5 of a licence), while questions do (bench/eval/experiments/README.md, `ctxn`)."""
+    path = [name, *(part for part in section if part)]
+    if len(path) > 1 and text.startswith(path[-1]):
+        path = path[:-1]
+    return " > ".join(path)
 
 
 @dataclass(frozen=True)

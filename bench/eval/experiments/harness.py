@@ -200,6 +200,10 @@ def compose(chunk: Chunk, mode: str) -> str:
         return "\n".join([chunk.text, *GENERATED.get(text_key(chunk.text), [])])
     if mode == "ctxn":  # what chunks.ready carries today: the file name and the heading path (no title)
         path = [chunk.doc] + [s for s in chunk.section if s]
+    elif mode == "ctxl":  # the file name and the innermost heading only
+        path = [chunk.doc] + [s for s in chunk.section if s][-1:]
+    elif mode == "name":  # the file name alone
+        return f"{chunk.doc}\n\n{chunk.text}"
     else:
         path = chunk.path() if mode in ("ctx", "head") else [chunk.title] if mode == "title" else list(chunk.section)
     if mode == "head":
@@ -1110,7 +1114,7 @@ def main() -> int:
     parser.add_argument("--model", default="all-MiniLM-L6-v2-onnx-int8", help="catalogue name or model folder")
     parser.add_argument("--models-dir", type=Path, default=CACHE / "models")
     parser.add_argument("--chunking", default="structure/200/40", help="STRATEGY/TOKENS/OVERLAP")
-    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "ctxn", "sec", "prose"])
+    parser.add_argument("--compose", default="text", choices=["text", "title", "ctx", "ctxn", "sec", "prose", "name", "ctxl"])
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="';'-separated variant specs or presets")
     parser.add_argument("--text-headings", action="store_true",
                         help="give plain-text documents headings (text_segments) before structure chunking")
