@@ -56,6 +56,7 @@ def encode(event: Event) -> bytes:
 # message may or may not be stored; sending it again is safe because its Nats-Msg-Id makes the stream drop
 # a second copy, so a publish retries for this long before the caller sees the error.
 RETRY_FOR = 30.0
+EVENT_ATTEMPT_S = 15.0  # an event's publish, ack included (its own ack timeout is 10 s at most)
 TRANSIENT: tuple[type[BaseException], ...] = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                                                nats.js.errors.NoStreamResponseError,
                                                nats.js.errors.ServiceUnavailableError, asyncio.TimeoutError)
@@ -65,12 +66,14 @@ class PublishRefused(nats.errors.Error):
     """The server refused this login the subject (a permissions violation): sending again cannot help."""
 
 
-async def with_retries(send: Callable[[], Awaitable[T]], what: str, subject: str | None = None) -> T:
+async def with_retries(send: Callable[[], Awaitable[T]], what: str, subject: str | None = None,
+                       attempt_s: float | None = None) -> T:
     deadline = asyncio.get_running_loop().time() + RETRY_FOR
     delay = 0.1
     while True:
         try:
-            return await send()
+            # attempt_s: a send that never returns (a connection that died under it) is retried like a timeout
+            return await asyncio.wait_for(send(), attempt_s)
         except TRANSIENT as e:
             if subject is not None and refused(subject):
                 raise PublishRefused(f"publishing {what}: NATS refused this login the subject {subject} "
@@ -88,7 +91,7 @@ async def publish(js: JetStreamContext, event: Event, timeout: float = 10.0) -> 
     headers = inject({**headers_for(event), "content-type": "application/json"})  # traceparent, when traced
     subject = event.subject()
     return await with_retries(lambda: js.publish(subject, encode(event), timeout=timeout, headers=headers),
-                              event.event_id, subject)
+                              event.event_id, subject, max(EVENT_ATTEMPT_S, timeout + 5))
 
 
 class EventPublisher:
@@ -100,6 +103,7 @@ class EventPublisher:
     def __init__(self, owner: NatsRouter | NatsBroker, cls: type[Event], description: str, *,
                  address: str | None = None, wait_for_ack: bool = True) -> None:
         self.cls = cls
+        self.attempt_s = EVENT_ATTEMPT_S if wait_for_ack else None  # without an ack, nothing to wait for
         address = address or f"{cls.SUBJECT}.*"
         self.publisher = owner.publisher(
             address,
@@ -117,4 +121,4 @@ class EventPublisher:
                 event, subject=event.subject(), headers=headers_for(event), correlation_id=event.correlation_id)
             return cast("PubAck | None", ack)
 
-        return await with_retries(send, event.event_id, event.subject())
+        return await with_retries(send, event.event_id, event.subject(), self.attempt_s)
