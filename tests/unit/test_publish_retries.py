@@ -36,7 +36,7 @@ async def test_a_refused_subject_is_not_sent_again(monkeypatch: pytest.MonkeyPat
         calls += 1
         raise nats.errors.TimeoutError
 
-    with pytest.raises(PublishRefused, match="document.deleted.x"):
+    with pytest.raises(PublishRefused, match=r"document\.deleted\.x"):
         await with_retries(send, "a deletion", "document.deleted.x")
     assert calls == 1
     with pytest.raises(nats.errors.TimeoutError):  # another subject: an ordinary timeout, retried until the end

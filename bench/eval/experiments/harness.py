@@ -201,7 +201,7 @@ def compose(chunk: Chunk, mode: str) -> str:
     if mode == "ctxn":  # what chunks.ready carries today: the file name and the heading path (no title)
         path = [chunk.doc] + [s for s in chunk.section if s]
     elif mode == "ctxl":  # the file name and the innermost heading only
-        path = [chunk.doc] + [s for s in chunk.section if s][-1:]
+        path = [chunk.doc, *[s for s in chunk.section if s][-1:]]
     elif mode == "name":  # the file name alone
         return f"{chunk.doc}\n\n{chunk.text}"
     else:
