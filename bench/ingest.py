@@ -167,16 +167,15 @@ async def wait_until_done(client: httpx.AsyncClient, doc_ids: set[str], started:
 async def read_chunks(dsn: str) -> tuple[list[str], list[str]]:
     """What the bus's embedder ran through the model, document by document in ordinal order: each chunk's text
     under its document name and heading path (`embedding_context`), and their doc_ids."""
-    from agents.embedder.service import embedding_context
+    from agents.embedder.service import embedded_text, embedding_context
 
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch("SELECT doc_id, name, section, text FROM chunks ORDER BY doc_id, ordinal")
     finally:
         await conn.close()
-    contexts = [embedding_context(r["name"], list(r["section"] or []), r["text"]) for r in rows]
-    return ([f"{c}\n\n{r['text']}" if c else r["text"] for c, r in zip(contexts, rows, strict=True)],
-            [r["doc_id"] for r in rows])
+    return ([embedded_text(embedding_context(r["name"], list(r["section"] or []), r["text"]), r["text"])
+             for r in rows], [r["doc_id"] for r in rows])
 
 
 async def run_bus(stack: BenchStack, docs: list[CorpusDoc], args: argparse.Namespace) -> BusRun:

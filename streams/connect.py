@@ -29,12 +29,18 @@ def refused(subject: str) -> bool:
     return subject in _REFUSED
 
 
-async def note_refusal(error: Exception) -> None:
-    """A FastStream broker's error callback (it logs the other errors itself)."""
+def _noted(error: Exception) -> bool:
+    """Whether the error is a refused publish; if so, its subject is remembered and said in the log."""
     found = _VIOLATION.search(str(error))
     if found:
         _REFUSED.add(found.group(1))
         log.error("NATS refused publishing to %s: this login lacks the permission", found.group(1))
+    return found is not None
+
+
+async def note_refusal(error: Exception) -> None:
+    """A FastStream broker's error callback (it logs the other errors itself)."""
+    _noted(error)
 
 
 def _error_callback(given: Callable[[Exception], Awaitable[None]] | None) -> Callable[[Exception], Awaitable[None]]:
@@ -42,10 +48,10 @@ def _error_callback(given: Callable[[Exception], Awaitable[None]] | None) -> Cal
     default, a log line."""
 
     async def callback(error: Exception) -> None:
-        await note_refusal(error)
+        refusal = _noted(error)
         if given is not None:
             await given(error)
-        elif not _VIOLATION.search(str(error)):
+        elif not refusal:
             log.error("NATS: %s", error, exc_info=error)
 
     return callback

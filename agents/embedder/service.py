@@ -53,9 +53,9 @@ class Embedder:
         forward pass: what retrieval scores a chunk's sentences with and the generator cuts passages by.
         `contexts`: a line to run ahead of each text (`embedding_context`); the sentences stay the text's own,
         their offsets into the text, and their tokens read the context too."""
-        heads = [f"{c}\n\n" if c else "" for c in contexts or [""] * len(texts)]
-        unique, where = _distinct([h + t for h, t in zip(heads, texts, strict=True)])
-        first = {h + t: len(h) for h, t in zip(heads, texts, strict=True)}  # where the text starts in each
+        composed = [embedded_text(c, t) for c, t in zip(contexts or [""] * len(texts), texts, strict=True)]
+        unique, where = _distinct(composed)
+        first = {u: len(u) - len(t) for u, t in zip(composed, texts, strict=True)}  # where the text starts in each
         spans = [[(s.start, s.end) for s in split_sentences(u[first[u]:])] for u in unique]
         shifted = [[(a + first[u], b + first[u]) for a, b in own] for u, own in zip(unique, spans, strict=True)]
         vectors, pooled = self.model.encode_with_spans(unique, shifted)
@@ -83,6 +83,11 @@ def embedding_context(name: str, section: list[str], text: str) -> str:
     if len(path) > 1 and text.startswith(path[-1]):
         path = path[:-1]
     return " > ".join(path)
+
+
+def embedded_text(context: str, text: str) -> str:
+    """What the model reads for a chunk: its context (`embedding_context`), a blank line, the text."""
+    return f"{context}\n\n{text}" if context else text
 
 
 @dataclass(frozen=True)
