@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "The old index is kept (and kept up to date) until dropped, so --rollback is instant.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  ragbus reindex --model minilm-distilled-256\n  ragbus reindex --compare\n"
-               "  ragbus reindex --activate minilm-distilled-256\n  ragbus reindex --rollback")
+               "  ragbus reindex --activate minilm-distilled-256\n  ragbus reindex --rollback\n"
+               "  ragbus reindex --rebuild")
     from ragbus.reindex import add_arguments
 
     add_arguments(reindex)

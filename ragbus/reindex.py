@@ -6,6 +6,7 @@
     ragbus reindex --rollback                     back to the previous index, at once
     ragbus reindex --drop all-MiniLM-L6-v2        delete an index that is not active
     ragbus reindex --list                         every index, its state and how complete it is
+    ragbus reindex --rebuild                      the active model's index built again beside it, then the switch
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ from ragbus.settings import admin_login
 from streams import subjects
 from streams.connect import connect
 from streams.events import AnswerCompleted, AnswerRated, IndexCompared, QueryAsked
-from streams.indexing import Gate, IndexCommandError, activate_index, drop_index, judge, rollback_target, start_index
+from streams.indexes import read_index_state
+from streams.indexing import (
+    Gate,
+    IndexCommandError,
+    activate_index,
+    drop_index,
+    judge,
+    rebuild_target,
+    rollback_target,
+    start_index,
+)
 from streams.publish import publish
 from streams.reading import read_events
 from streams.topology import ANSWERS, QUERIES
@@ -47,12 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--rollback", action="store_true", help="switch back to the index that was active before")
     what.add_argument("--drop", metavar="NAME", help="delete NAME's index (not the active one)")
     what.add_argument("--list", action="store_true", help="every index with its state and completeness")
+    what.add_argument("--rebuild", action="store_true", help="embed every chunk again with the active index's own "
+                      "model into a fresh index beside it (NAME@2, ...), follow it, and switch to it through the "
+                      "gate; for when `--list` shows vectors of another fingerprint in the active index (an upgrade "
+                      "changed how chunks are embedded). The old index stays for --rollback")
     parser.add_argument("--source", default="", help="with --model: load it from this folder")
-    parser.add_argument("--no-wait", action="store_true", help="with --model: start it and return")
+    parser.add_argument("--no-wait", action="store_true", help="with --model or --rebuild: start it and return")
     parser.add_argument("--force", action="store_true", help="with --activate: switch although the gate refuses")
     parser.add_argument("--questions", type=int, default=200, help="with --compare: the last N distinct "
                         "logged questions (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=0, help="with --model: give up waiting after this many "
+    parser.add_argument("--timeout", type=float, default=0, help="with --model or --rebuild: give up waiting after "
+                        "this many "
                         "seconds (default: wait until complete)")
 
 
@@ -77,6 +93,8 @@ async def _run(args: argparse.Namespace) -> int:
             return 0
         if args.model:
             return await _start(js, view, args)
+        if args.rebuild:
+            return await _rebuild(js, view, args)
         if args.compare is not None:
             model = args.compare or await _newest_candidate(view)
             await compare(js, pool, view, model, args.questions, settings)
@@ -132,7 +150,35 @@ async def _start(js: JetStreamContext, view: IndexView, args: argparse.Namespace
     return await follow(view, args.model, args.timeout)
 
 
-async def follow(view: IndexView, model: str, timeout: float = 0) -> int:
+async def _rebuild(js: JetStreamContext, view: IndexView, args: argparse.Namespace) -> int:
+    state = await read_index_state(js)
+    name, source, under_way = rebuild_target(state)
+    old = state.active
+    active = await view.active()
+    if under_way:
+        console.print(f"a rebuild of {old} is under way as {name}: following its progress")
+    elif not active or not active["live_chunks"]:
+        raise IndexCommandError(f"{old} holds no chunk yet: nothing to rebuild")
+    else:
+        await start_index(js, name, source, active["dim"] if active else None)
+        console.print(f"started {name}: every chunk is embedded again with {source} from the log (nothing is "
+                      f"parsed again); queries go on from {old} meanwhile")
+    if args.no_wait:
+        return 0
+    if await follow(view, name, args.timeout, then=False):
+        return 1
+    gate = judge(await _index(view, name), await view.active())
+    show_gate(gate)
+    if not gate.passed:
+        console.print(f"[red]not switched[/red]: `ragbus reindex --activate {name}` once that is fixed")
+        return 1
+    await activate_index(js, gate, reason="rebuild")
+    console.print(f"[green]{name} answers queries now[/green]. {old} is kept for `ragbus reindex --rollback`; "
+                  f"`ragbus reindex --drop {old}` deletes its vectors")
+    return 0
+
+
+async def follow(view: IndexView, model: str, timeout: float = 0, then: bool = True) -> int:
     """A progress bar until every chunk of the active index has a vector in `model`'s index."""
     started = time.monotonic()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -154,8 +200,8 @@ async def follow(view: IndexView, model: str, timeout: float = 0) -> int:
                 console.print(f"[yellow]not complete after {timeout:.0f} s; it goes on in the background[/yellow]")
                 return 1
             await asyncio.sleep(1.0)
-    console.print(f"[green]{model}'s index is complete[/green]. Next: `ragbus reindex --compare {model}`, then "
-                  f"`ragbus reindex --activate {model}`")
+    console.print(f"[green]{model}'s index is complete[/green]." + (
+        f" Next: `ragbus reindex --compare {model}`, then `ragbus reindex --activate {model}`" if then else ""))
     return 0
 
 
@@ -189,6 +235,11 @@ def show_indexes(indexes: list[dict[str, Any]], out: Console | None = None) -> N
                                                    if i["fingerprint_mismatches"] else ""),
                       f"overlap {figures.get('overlap', 0):.2f} vs {compared.get('baseline')}" if figures else "")
     (out or Console()).print(table)
+    mixed = [i["model"] for i in indexes if i["state"] == "active" and i["fingerprint_mismatches"]]
+    if mixed:
+        (out or Console()).print(f"[yellow]{mixed[0]} holds vectors of more than one fingerprint (made before an "
+                                 "upgrade changed how chunks are embedded, or by other model files): "
+                                 "`ragbus reindex --rebuild` embeds them all again beside it[/yellow]")
 
 
 # ---- the comparison on logged questions ----------------------------------------------------------------

@@ -430,7 +430,7 @@ class IndexActivated(IndexEvent):
     forced: bool = False  # activated although the gate refused it
     live_chunks: int = 0  # the completeness check that let it through: chunks of the active index ...
     missing: int = 0  # ... and how many of them had no vector in this one
-    reason: str = ""  # switch | rollback | initial
+    reason: str = ""  # switch | rollback | rebuild | initial
 
 
 class IndexCompared(IndexEvent):

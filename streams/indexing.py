@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 
 from streams.declare import declare_index, delete_index_durable
 from streams.events import Event, IndexActivated, IndexDropped, IndexStarted
-from streams.indexes import read_index_state
+from streams.indexes import IndexState, read_index_state
 from streams.publish import publish
 from streams.topology import EMBEDDING_MODELS
 
@@ -72,7 +72,7 @@ def judge(index: dict[str, Any], active: dict[str, Any] | None) -> Gate:
         gate.notes.append(f"complete: all {gate.live_chunks} chunks of {active['model']} have a vector")
     if index.get("fingerprint_mismatches"):
         gate.reasons.append(f"{index['fingerprint_mismatches']} batch(es) came from a model with other bytes "
-                            "than the rest (same name, different files): drop and rebuild the index")
+                            "or another recipe than the rest: `ragbus reindex --drop` it and start it again")
     compared = index.get("compared") or {}
     figures = compared.get("figures") or {}
     if compared.get("baseline") != active["model"] or not figures:
@@ -147,6 +147,31 @@ async def drop_index(js: JetStreamContext, model: str, emit: Emit | None = None)
     await (emit or _publisher(js))(event)
     await delete_index_durable(js, model)
     return event
+
+
+REBUILD_MARK = "@"  # a rebuild of model M is the index "M@2", "M@3", ...: another name, the same model
+
+
+def rebuild_target(state: IndexState) -> tuple[str, str, bool]:
+    """A fresh index of the active index's own model: its name, its source, and whether it is already being
+    built (a rebuild that was started and not finished is followed, not started twice).
+
+    Why: an index keeps the vectors it was given. After an upgrade changes how chunks are embedded (the
+    embedder's fingerprint carries the recipe), or after a model's files changed under the same name, the
+    active index mixes two kinds of vectors; it cannot be dropped while it answers, so it is rebuilt beside
+    itself under another name, by replay, and the switch is the usual gate."""
+    if state.active is None:
+        raise IndexCommandError("no index is active: nothing to rebuild")
+    active = state.indexes[state.active]
+    base = active.model.rsplit(REBUILD_MARK, 1)[0] if REBUILD_MARK in active.model else active.model
+    source = active.source or active.model
+    for index in state.indexes.values():
+        if index.state == "building" and index.model.startswith(base + REBUILD_MARK) and index.source == source:
+            return index.model, source, True
+    taken, n = set(state.indexes), 2
+    while f"{base}{REBUILD_MARK}{n}" in taken:  # dropped names too: a rebuild is always a new index
+        n += 1
+    return f"{base}{REBUILD_MARK}{n}", source, False
 
 
 def _publisher(js: JetStreamContext) -> Emit:

@@ -1,6 +1,6 @@
 """Re-index by replay, on real servers and real models: a corpus indexed with the default model (MiniLM as ONNX
 int8) moves to the 256-d distilled model while questions, uploads and deletes go on; the gate, the comparison on logged
-questions, SIGKILLs mid-way, and a replay of every read model from zero.
+questions, SIGKILLs mid-way, a replay of every read model from zero, and a rebuild of the active model's index.
 
 This module runs its own nats-server and PostgreSQL (it switches the active index, which the other tests'
 stack must not see); the llama.cpp server is the session's. The tests build on each other, in order.
@@ -28,6 +28,7 @@ from ragbus.stack import ROOT, AgentStack, Servers
 from streams import subjects
 from streams.connect import connect
 from streams.events import ChunksEmbedded, IndexCompared
+from streams.publish import publish
 from streams.reading import read_events
 from streams.topology import CHUNKS, DEFAULT_EMBEDDING_MODEL, INDEXES, PARSER, index_durable
 from tests.conftest import upload, wait_for_status
@@ -299,3 +300,39 @@ async def _chunk_events(stack: AgentStack, model: str):
             yield seq, event
     finally:
         await nc.close()
+
+
+async def test_rebuild_embeds_the_active_model_again_beside_it_and_switches(rstack, rclient, rpool):
+    # An index that mixes vectors of two fingerprints (here: one batch sent again as a model with other bytes
+    # would have sent it, e.g. from before an upgrade changed how chunks are embedded) cannot be dropped
+    # while it answers: --list says so, and --rebuild builds it again under another name.
+    last = [e async for _s, e in _chunk_events(rstack, NEW)][-1]
+    stale = last.model_copy(update={"event_id": last.event_id + ":stale", "fingerprint": "before-the-upgrade"})
+    nc = await connect(rstack.settings(), "test-reindex")
+    try:
+        await publish(nc.jetstream(), stale)
+    finally:
+        await nc.close()
+
+    async def mixed() -> bool:
+        return bool(await rpool.fetchval("SELECT fingerprint_mismatches FROM embedding_indexes WHERE model = $1", NEW))
+    await until(mixed, 30, "the stale batch counted")
+    listed = await cli(rstack, "reindex", "--list")
+    assert listed.returncode == 0 and "(1 other)" in listed.stdout and "--rebuild" in listed.stdout, listed.stdout
+
+    rebuilt = await cli(rstack, "reindex", "--rebuild", "--timeout", "400")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    again = f"{NEW}@2"
+    assert f"{again} answers queries now" in rebuilt.stderr, rebuilt.stderr
+    await answered_by(rclient, again)
+    states = dict(await rpool.fetch("SELECT model, state FROM embedding_indexes"))
+    assert states[NEW] == "standby" and states[again] == "active"
+    row = await rpool.fetchrow("SELECT fingerprint, fingerprint_mismatches FROM embedding_indexes WHERE model = $1",
+                               again)
+    assert row["fingerprint"] == last.fingerprint and row["fingerprint_mismatches"] == 0
+    # the same model on the same chunks: the very same vectors, for exactly the live chunks
+    vectors = {m: dict(await rpool.fetch(f"SELECT chunk_id, embedding::text FROM {vectors_table(m)}"))
+               for m in (NEW, again)}
+    assert set(vectors[again]) == await chunk_ids(rpool) and vectors[again] == vectors[NEW]
+    assert (await cli(rstack, "reindex", "--rollback")).returncode == 0  # the old one is still there
+    await answered_by(rclient, NEW)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from streams.events import IndexActivated, IndexDropped, IndexStarted
 from streams.indexes import IndexState
-from streams.indexing import MAX_HIT_RATE_LOSS, MIN_JUDGED_QUESTIONS, judge
+from streams.indexing import MAX_HIT_RATE_LOSS, MIN_JUDGED_QUESTIONS, IndexCommandError, judge, rebuild_target
 
 ACTIVE = {"model": "old", "state": "active", "dim": 384, "live_chunks": 100, "missing": 0}
 
@@ -82,3 +84,28 @@ def test_an_index_that_never_produced_a_vector_is_refused_unless_a_catalogue_mod
     trusted = judge(index(dim=None, missing=0, live_chunks=0, model="minilm-distilled-256"),
                     {**ACTIVE, "live_chunks": 0})
     assert trusted.passed
+
+
+def folded(*events: Any) -> IndexState:
+    state = IndexState()
+    for seq, event in enumerate(events, start=1):
+        state.apply(event, seq)
+    return state
+
+
+def test_a_rebuild_is_a_new_name_for_the_active_model_and_a_started_one_is_followed_not_doubled():
+    initial = IndexActivated(event_id="a1", model="minilm", reason="initial")
+    assert rebuild_target(folded(initial)) == ("minilm@2", "minilm", False)
+    started = IndexStarted(event_id="s2", model="minilm@2", source="minilm", previous="minilm")
+    assert rebuild_target(folded(initial, started)) == ("minilm@2", "minilm", True)
+    switched = IndexActivated(event_id="a2", model="minilm@2", previous="minilm", reason="rebuild")
+    # rebuilt again: the same model under the next free name (not "minilm@2@2"), a dropped name never reused
+    assert rebuild_target(folded(initial, started, switched)) == ("minilm@3", "minilm", False)
+    dropped = [IndexStarted(event_id="s3", model="minilm@3", source="minilm"), IndexDropped(event_id="d3",
+                                                                                              model="minilm@3")]
+    assert rebuild_target(folded(initial, started, switched, *dropped)) == ("minilm@4", "minilm", False)
+    custom = folded(IndexStarted(event_id="s1", model="mine", source="/models/mine"),
+                    IndexActivated(event_id="a1", model="mine"))
+    assert rebuild_target(custom) == ("mine@2", "/models/mine", False)  # loaded from the same folder
+    with pytest.raises(IndexCommandError, match="no index is active"):
+        rebuild_target(IndexState())
