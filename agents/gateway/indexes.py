@@ -31,6 +31,9 @@ class IndexOut(BaseModel):
     state: str = Field(description="building | active | standby (kept for rollback) | dropped")
     dim: int | None = None
     fingerprint: str | None = None
+    fingerprint_mismatches: int = Field(0, description="batches whose model fingerprint differs from the index's "
+                                        "(vectors made before an upgrade changed how chunks are embedded, or by "
+                                        "other model files): `ragbus reindex --rebuild` embeds them all again")
     vectors: int = Field(description="vectors in this index")
     live_chunks: int = Field(description="chunks with a vector in the active index")
     missing: int = Field(description="of those, chunks without a vector in this index yet")

@@ -317,6 +317,8 @@ async def test_rebuild_embeds_the_active_model_again_beside_it_and_switches(rsta
     async def mixed() -> bool:
         return bool(await rpool.fetchval("SELECT fingerprint_mismatches FROM embedding_indexes WHERE model = $1", NEW))
     await until(mixed, 30, "the stale batch counted")
+    shown = {i["model"]: i for i in (await rclient.get("/indexes")).json()["indexes"]}
+    assert shown[NEW]["fingerprint_mismatches"] == 1  # what the web page's index line warns about
     listed = await cli(rstack, "reindex", "--list")
     assert listed.returncode == 0 and "(1 other)" in listed.stdout and "--rebuild" in listed.stdout, listed.stdout
 

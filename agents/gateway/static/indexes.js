@@ -17,6 +17,10 @@ export async function refreshIndexes() {
     building = others.length > 0;
     const parts = body.active ? [`Answers from ${body.active}`] : ["No active index"];
     for (const i of others) parts.push(`re-indexing to ${i.model}: ${Math.floor(i.progress * 100)}%`);
+    const active = (body.indexes || []).find((i) => i.state === "active");
+    if (active && active.fingerprint_mismatches && !building) {
+      parts.push("some vectors predate an upgrade: an admin can run `ragbus reindex --rebuild`");
+    }
     line.textContent = parts.join(" · ");
     line.title = (body.indexes || []).map((i) => `${i.model}: ${i.state}, ${i.vectors} vectors`).join("\n");
     line.hidden = false;
