@@ -93,8 +93,9 @@ class ChunkIndexProjection:
                       e.model, e.dim, index["dim"])
             return
         elif index["fingerprint"] and e.fingerprint and index["fingerprint"] != e.fingerprint:
-            log.warning("index %s: vectors from a model with fingerprint %s, the index has %s", e.model,
-                        e.fingerprint, index["fingerprint"])
+            log.warning("index %s: vectors from a model with fingerprint %s, the index has %s (an upgrade changed "
+                        "how chunks are embedded, or the model's files changed): `ragbus reindex --rebuild` embeds "
+                        "every chunk again beside it", e.model, e.fingerprint, index["fingerprint"])
             await conn.execute("UPDATE embedding_indexes SET fingerprint_mismatches = fingerprint_mismatches + 1 "
                                "WHERE model = $1", e.model)
         if index is None or index["dim"] is None:
