@@ -411,7 +411,11 @@ function renderAttributed(text, sentences, citations) {
 }
 
 /** The start of a passage, past its Markdown heading marks: tells apart sources from one document. */
-const snippet = (text) => (text || "").replace(/^[#>*\-\s]+/gm, " ").replace(/\s+/g, " ").trim().slice(0, 140);
+// the passage's first words; a Markdown heading line is left out when body text follows (it repeats the title)
+const snippet = (text) => {
+  const body = (text || "").replace(/^#{1,6} .*$/gm, "");
+  return (body.trim() ? body : text || "").replace(/^[#>*\-\s]+/gm, " ").replace(/\s+/g, " ").trim().slice(0, 140);
+};
 
 const pageLabel = (c) => (c.page != null && c.page !== "" ? `p. ${c.page}` : "");
 
