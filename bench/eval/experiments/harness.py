@@ -126,7 +126,7 @@ class Corpus:
     parse_s: float
 
 
-def text_segments(text: str, start: int, end: int) -> list[Any] | None:
+def text_segments(text: str) -> list[Any] | None:
     """The parser's plain-text headings (ragbus's own since 2026-12-04: `--text-headings` re-applies them)."""
     from agents.parser.formats import plain_text_segments
 
@@ -149,7 +149,7 @@ def load_corpus(corpus_dir: Path, strategy: str = "structure", tokens: int = 200
         title = parsed.title or path.name
         drafts = parsed.chunks
         if headings and parsed.doc_type == "text" and parsed.chunks:
-            segments = text_segments(parsed.text, parsed.chunks[0].char_start, len(parsed.text))
+            segments = text_segments(parsed.text)
             if segments:
                 drafts = chunk_document(parsed.text, segments, strategy=strategy, chunk_tokens=tokens,
                                         overlap_tokens=overlap)
@@ -198,8 +198,10 @@ def compose(chunk: Chunk, mode: str) -> str:
         return prose(chunk)
     if mode == "d2q":
         return "\n".join([chunk.text, *GENERATED.get(text_key(chunk.text), [])])
-    if mode == "ctxn":  # what chunks.ready carries today: the file name and the heading path (no title)
-        path = [chunk.doc] + [s for s in chunk.section if s]
+    if mode == "ctxn":  # what the embedder composes (agents/embedder/service.py embedding_context)
+        from agents.embedder.service import embedded_text, embedding_context
+
+        return embedded_text(embedding_context(chunk.doc, list(chunk.section), chunk.text), chunk.text)
     elif mode == "ctxl":  # the file name and the innermost heading only
         path = [chunk.doc, *[s for s in chunk.section if s][-1:]]
     elif mode == "name":  # the file name alone
