@@ -12,6 +12,7 @@ PDF (reportlab) or DOCX (python-docx), in a seeded order, so the mix of formats 
 from __future__ import annotations
 
 import ast
+import copy
 import html
 import io
 import random
@@ -304,6 +305,25 @@ def build_corpus(n_docs: int, seed: int = 42) -> list[CorpusDoc]:
         name = f"{i:03d}-{slug(src.title)}.{EXTENSIONS[doc_type]}"
         docs.append(CorpusDoc(name, doc_type, RENDERERS[doc_type](src), src.chars(), src.origin))
     return docs
+
+
+def build_versions(n_docs: int, seed: int = 42) -> tuple[list[CorpusDoc], list[CorpusDoc]]:
+    """`build_corpus`, and a second version of every document (same name, same format) in which one paragraph of
+    its middle section has a sentence more: what an edited manual uploaded again looks like."""
+    first, second = [], []
+    for i, src in enumerate(select(n_docs, seed)):
+        doc_type = FORMATS[i % len(FORMATS)]
+        name = f"{i:03d}-{slug(src.title)}.{EXTENSIONS[doc_type]}"
+        first.append(CorpusDoc(name, doc_type, RENDERERS[doc_type](src), src.chars(), src.origin))
+        edited = copy.deepcopy(src)
+        section = edited.sections[len(edited.sections) // 2]
+        if section.paragraphs:
+            k = len(section.paragraphs) // 2
+            section.paragraphs[k] += " This paragraph was revised in the second edition of the page."
+        else:
+            section.paragraphs.append("This section was added in the second edition of the page.")
+        second.append(CorpusDoc(name, doc_type, RENDERERS[doc_type](edited), edited.chars(), edited.origin))
+    return first, second
 
 
 def describe(docs: list[CorpusDoc]) -> str:

@@ -197,7 +197,8 @@ class ChunksEmbedded(DocumentEvent):
     batch: int
     batch_count: int
     chunk_count: int
-    embedded_texts: int = 0  # distinct texts actually run through the model (identical chunks: once)
+    embedded_texts: int = 0  # distinct texts actually run through the model (identical chunks: once; none the
+    #                          embedder's cache had, e.g. a new version's unchanged chunks)
     fingerprint: str = ""  # of the model's files: vectors of one index must all come from the same model
     chunks: list[EmbeddedChunk]
 

@@ -28,7 +28,7 @@ def create_app(settings: EmbedderSettings) -> FastStream:
 
     def load(index: Index) -> Embedder:
         return Embedder.load(index.model, index.source, settings.models_dir, settings.embedding_threads,
-                             settings.embedding_spin)
+                             settings.embedding_spin, settings.embedding_cache_chunks)
 
     indexes = IndexRegistry(load, publish_embedded, worker.dead_letters, embedding_failed,
                             in_flight=settings.embedding_in_flight)

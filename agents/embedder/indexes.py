@@ -29,6 +29,8 @@ from streams.tracing import span
 log = logging.getLogger("ragbus.embedder")
 # chunks/s is the counter's rate; a batch is one chunks.ready (up to 32 chunks)
 CHUNKS_EMBEDDED = Counter("ragbus_chunks_embedded_total", "Chunks embedded, per index model", ["model"])
+CACHE_HITS = Counter("ragbus_embedding_cache_hits_total", "Distinct chunk texts not run through the model again: "
+                     "the index's cache had them (a new version of a document, mostly)", ["model"])
 EMBED_SECONDS = Histogram("ragbus_embedding_batch_seconds", "Time to embed one chunks.ready batch", ["model"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))
 
@@ -173,18 +175,19 @@ class IndexRegistry:
         async def work() -> None:
             started = time.perf_counter()
             contexts = [embedding_context(event.name, c.section, c.text) for c in event.chunks]
-            vectors, sentences = await embedder.embed_with_sentences_async([c.text for c in event.chunks], contexts)
+            batch = await embedder.embed_chunks_async([c.text for c in event.chunks], contexts)
             EMBED_SECONDS.labels(embedder.name).observe(time.perf_counter() - started)
             CHUNKS_EMBEDDED.labels(embedder.name).inc(len(event.chunks))
+            CACHE_HITS.labels(embedder.name).inc(batch.cache_hits)
             await self.publish(ChunksEmbedded.caused_by(
                 # the generation: the same batch embedded again for an index built anew is another event
                 event, event_id=f"chunks.embedded:{embedder.name}:{generation}:{event.upload_id}:{event.batch}",
                 doc_type=event.doc_type, model=embedder.name, dim=embedder.dim, fingerprint=embedder.fingerprint,
                 batch=event.batch, batch_count=event.batch_count, chunk_count=event.chunk_count,
-                embedded_texts=len({(x, c.text) for x, c in zip(contexts, event.chunks, strict=True)}),
+                embedded_texts=batch.model_texts,
                 chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist(), sentences=s.spans,
                                       sentence_vectors=pack_vectors(s.vectors))
-                        for c, v, s in zip(event.chunks, vectors, sentences, strict=True)],
+                        for c, v, s in zip(event.chunks, batch.vectors, batch.sentences, strict=True)],
             ))
 
         async def on_dead(reason: str) -> None:

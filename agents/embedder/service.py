@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.embedder.cache import VectorCache
 from agents.models import EmbeddingModel, load_model
 from streams.events import SentenceScore
 from streams.sentences import split_sentences
@@ -28,8 +29,9 @@ class Embedder:
     """One index's model: distinct texts once, one model call at a time, off the event loop. Vectors are
     L2-normalised (cosine = dot product)."""
 
-    def __init__(self, model: EmbeddingModel, name: str | None = None) -> None:
+    def __init__(self, model: EmbeddingModel, name: str | None = None, cache_chunks: int = 0) -> None:
         self.model = model
+        self.cache = VectorCache(cache_chunks)  # chunks only (embed_chunks*): questions are not kept
         self.name = name or model.name  # the index's model name, as it travels in chunks.embedded.<model>
         self.dim = model.dim
         # the model's files and how chunks are put to it: vectors of one index must agree on both
@@ -38,9 +40,10 @@ class Embedder:
         self._batches = asyncio.Lock()  # batches take turns here, and questions (embed_async) only at _lock
 
     @classmethod
-    def load(cls, name: str, source: str, models_dir: Path, threads: int = 0, spin: bool = True) -> Embedder:
+    def load(cls, name: str, source: str, models_dir: Path, threads: int = 0, spin: bool = True,
+             cache_chunks: int = 0) -> Embedder:
         """The model of index `name`: `source` is a catalogue name or a folder (empty: `name` itself)."""
-        return cls(load_model(source or name, models_dir, threads, spin), name)
+        return cls(load_model(source or name, models_dir, threads, spin), name, cache_chunks)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts, computing each distinct text once (identical chunks in a document are common)."""
@@ -53,14 +56,29 @@ class Embedder:
         forward pass: what retrieval scores a chunk's sentences with and the generator cuts passages by.
         `contexts`: a line to run ahead of each text (`embedding_context`); the sentences stay the text's own,
         their offsets into the text, and their tokens read the context too."""
+        batch = self.embed_chunks(texts, contexts, cached=False)
+        return batch.vectors, batch.sentences
+
+    def embed_chunks(self, texts: list[str], contexts: list[str] | None = None, cached: bool = True) -> Batch:
+        """`embed_with_sentences` for the chunks of an index: texts the cache holds (the same context and text
+        embedded lately) are not run through the model again; `Batch.model_texts` counts those that were."""
         composed = [embedded_text(c, t) for c, t in zip(contexts or [""] * len(texts), texts, strict=True)]
         unique, where = _distinct(composed)
         first = {u: len(u) - len(t) for u, t in zip(composed, texts, strict=True)}  # where the text starts in each
-        spans = [[(s.start, s.end) for s in split_sentences(u[first[u]:])] for u in unique]
-        shifted = [[(a + first[u], b + first[u]) for a, b in own] for u, own in zip(unique, spans, strict=True)]
-        vectors, pooled = self.model.encode_with_spans(unique, shifted)
-        return (np.asarray(vectors[where], dtype=np.float32),
-                [Sentences(spans[i], pooled[i]) for i in where])
+        done = {u: hit for u in unique if cached and (hit := self.cache.get(u)) is not None}
+        todo = [u for u in unique if u not in done]
+        if todo:
+            spans = [[(s.start, s.end) for s in split_sentences(u[first[u]:])] for u in todo]
+            shifted = [[(a + first[u], b + first[u]) for a, b in own] for u, own in zip(todo, spans, strict=True)]
+            vectors, pooled = self.model.encode_with_spans(todo, shifted)
+            for u, vector, own, sentences in zip(todo, np.asarray(vectors, dtype=np.float32), spans, pooled,
+                                                 strict=True):
+                done[u] = vector, Sentences(own, sentences)
+                if cached:
+                    self.cache.put(u, *done[u])
+        rows = [done[unique[i]] for i in where]
+        return Batch(np.vstack([v for v, _ in rows]) if rows else np.zeros((0, self.dim), dtype=np.float32),
+                     [s for _, s in rows], len(todo), len(unique) - len(todo))
 
     async def embed_async(self, texts: list[str]) -> np.ndarray:
         """`embed` off the event loop, one call at a time."""
@@ -69,10 +87,16 @@ class Embedder:
 
     async def embed_with_sentences_async(self, texts: list[str], contexts: list[str] | None = None,
                                          ) -> tuple[np.ndarray, list[Sentences]]:
-        """`embed_with_sentences` off the event loop. Batches take turns before they wait for the model, so a
-        question (`embed_async`) waits for the batch in the model at most, not for every batch in hand."""
+        """`embed_with_sentences` off the event loop (see `embed_chunks_async`)."""
+        batch = await self.embed_chunks_async(texts, contexts, cached=False)
+        return batch.vectors, batch.sentences
+
+    async def embed_chunks_async(self, texts: list[str], contexts: list[str] | None = None,
+                                 cached: bool = True) -> Batch:
+        """`embed_chunks` off the event loop. Batches take turns before they wait for the model, so a question
+        (`embed_async`) waits for the batch in the model at most, not for every batch in hand."""
         async with self._batches, self._lock:
-            return await asyncio.to_thread(self.embed_with_sentences, texts, contexts)
+            return await asyncio.to_thread(self.embed_chunks, texts, contexts, cached)
 
 
 def embedding_context(name: str, section: list[str], text: str) -> str:
@@ -101,6 +125,16 @@ class Sentences:
         """Each sentence with its cosine to an embedded question, as retrieval sends them (`Passage.sentences`)."""
         return [SentenceScore(start=a, end=b, score=round(float(v @ question), 4))
                 for (a, b), v in zip(self.spans, self.vectors, strict=True)]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of chunks embedded: a vector and the sentences of each text, in order."""
+
+    vectors: np.ndarray
+    sentences: list[Sentences]
+    model_texts: int  # distinct texts the model ran; the rest were identical to another, or in the cache
+    cache_hits: int = 0  # distinct texts the cache had
 
 
 def _distinct(texts: list[str]) -> tuple[list[str], list[int]]:

@@ -17,6 +17,9 @@ class EmbedderSettings(BusSettings, DatabaseSettings):
     # PostgreSQL and NATS during ingest (bench/ingest.py)
     embedding_spin: bool = False
     embedding_in_flight: int = 3  # chunks.ready batches held per index, so the model never waits on the bus
+    # chunks kept per index by the exact text embedded (agents/embedder/cache.py, ~5 KB each): a new version of a
+    # document runs only its changed chunks through the model; 0 turns it off
+    embedding_cache_chunks: int = 4096
     default_top_k: int = 5
     max_top_k: int = 50
     retrieval_candidates: int = 40  # from each of the vector and the full-text ranking, before fusion

@@ -179,3 +179,31 @@ async def test_progress_stream_shows_a_document_move_to_indexed(client):
     await asyncio.wait_for(listener, 120)
     assert seen[-1]["status"] == "indexed" and seen[-1]["chunks_indexed"] == seen[-1]["chunks"] > 1
     assert {"uploaded", "parsed"} & {d["status"] for d in seen[:-1]}  # it was seen on its way, not just at the end
+
+
+async def test_a_new_version_runs_only_its_changed_chunks_through_the_model(client, js, pool):
+    sections = [f"## Step {i}\n\nTurn valve {i} a quarter turn clockwise and wait {i + 2} minutes for the "
+                f"pressure in chamber {i} to settle before the next step.\n\n" for i in range(12)]
+    v1 = await upload(client, "pump-procedure.md", ("# Pump start-up\n\n" + "".join(sections)).encode())
+    assert (await wait_for_status(client, v1["doc_id"]))["status"] == "indexed"
+    sections[7] = sections[7].replace("a quarter turn clockwise", "half a turn anticlockwise")
+    v2 = await upload(client, "pump-procedure.md", ("# Pump start-up\n\n" + "".join(sections)).encode())
+    assert v2["version"] == 2
+    doc = await wait_for_status(client, v2["doc_id"])
+    assert doc["status"] == "indexed" and doc["chunks"] >= 12
+
+    async def embedded(doc_id: str) -> list[dict]:
+        sub = await js.pull_subscribe(f"chunks.embedded.*.{doc_id}", stream="CHUNKS",
+                                      config=ConsumerConfig(inactive_threshold=30))
+        try:
+            return [json.loads(m.data) for m in await sub.fetch(100, timeout=5)]
+        finally:
+            await sub.unsubscribe()
+    first, second = await embedded(v1["doc_id"]), await embedded(v2["doc_id"])
+    assert sum(e["embedded_texts"] for e in first) == doc["chunks"]
+    assert sum(e["embedded_texts"] for e in second) == 1  # Step 7 only: the rest came from the embedder's cache
+    rows = await pool.fetch("SELECT text FROM chunks WHERE doc_id = $1", v2["doc_id"])
+    assert len(rows) == doc["chunks"] and any("half a turn anticlockwise" in r["text"] for r in rows)
+    found = (await client.post("/search", json={"query": "which way do I turn valve 7", "top_k": 3})).json()
+    assert any("half a turn anticlockwise" in p["text"] for p in found["passages"]), found
+    assert v1["doc_id"] not in {p["doc_id"] for p in found["passages"]}  # the old version left the index
