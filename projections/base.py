@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
 
 from streams.events import Event
+
+# The stream sequence of the event being applied (set by the projector around `apply`): the INDEXES position of
+# an index.started is its generation, which the chunks.embedded events of that build carry.
+APPLYING_SEQ: ContextVar[int] = ContextVar("applying_seq", default=0)
 
 
 @dataclass(frozen=True)

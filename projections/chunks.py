@@ -14,7 +14,7 @@ import logging
 import asyncpg
 import numpy as np
 
-from projections.base import Source
+from projections.base import APPLYING_SEQ, Source
 from projections.lexemes import tsvector_sql
 from projections.schema import vectors_ddl, vectors_table
 from streams import subjects
@@ -52,6 +52,8 @@ class ChunkIndexProjection:
             case IndexStarted():
                 await _index_row(conn, event.model, "building", event.occurred_at, source=event.source,
                                  previous=event.previous)
+                await conn.execute("UPDATE embedding_indexes SET generation = greatest(generation, $2) "
+                                   "WHERE model = $1", event.model, APPLYING_SEQ.get())
             case IndexActivated():
                 await conn.execute(
                     "UPDATE embedding_indexes SET state = 'standby', updated_at = greatest(updated_at, $2) "
@@ -62,10 +64,7 @@ class ChunkIndexProjection:
                                    event.model, {"baseline": event.baseline, "questions": event.questions,
                                                  "figures": event.figures, "at": event.occurred_at.isoformat()})
             case IndexDropped():
-                await conn.execute("UPDATE embedding_indexes SET state = 'dropped', "
-                                   "updated_at = greatest(updated_at, $2) WHERE model = $1",
-                                   event.model, event.occurred_at)
-                await conn.execute(f"DROP TABLE IF EXISTS {vectors_table(event.model)}")
+                await self._dropped(conn, event)
 
     async def _chunked(self, conn: asyncpg.Connection, e: DocumentChunked) -> None:
         if await _tombstoned(conn, e.upload_id):
@@ -79,15 +78,30 @@ class ChunkIndexProjection:
         )
         await add_terms(conn, [c.chunk_id for c in e.chunks if not c.toc])
 
+    async def _dropped(self, conn: asyncpg.Connection, e: IndexDropped) -> None:
+        """The index's vectors go, but only those of builds up to this drop: a replay may have applied a later
+        build's vectors (CHUNKS read ahead of INDEXES), and they stay for the index.started that follows."""
+        seq = APPLYING_SEQ.get()
+        await conn.execute("UPDATE embedding_indexes SET state = 'dropped', dropped_seq = greatest(dropped_seq, $3), "
+                           "updated_at = greatest(updated_at, $2) WHERE model = $1", e.model, e.occurred_at, seq)
+        table = vectors_table(e.model)
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            return
+        await conn.execute(f"DELETE FROM {table} WHERE generation <= $1", seq)
+        if not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+            await conn.execute(f"DROP TABLE {table}")
+            await conn.execute("UPDATE embedding_indexes SET dim = NULL, fingerprint = NULL WHERE model = $1", e.model)
+
     async def _embedded(self, conn: asyncpg.Connection, e: ChunksEmbedded) -> None:
         if await _tombstoned(conn, e.upload_id):
             return
-        index = await conn.fetchrow("SELECT state, dim, fingerprint FROM embedding_indexes WHERE model = $1",
-                                    e.model)
+        index = await conn.fetchrow("SELECT state, dim, fingerprint, generation, dropped_seq FROM embedding_indexes "
+                                    "WHERE model = $1", e.model)
+        build = e.build()
         if index is None:  # vectors from before index events existed, or read before their index.started
             await _index_row(conn, e.model, "building", e.occurred_at)
-        elif index["state"] == "dropped":
-            return
+        elif (index["dropped_seq"] and build <= index["dropped_seq"]) or build < index["generation"]:
+            return  # a build that was dropped (a later one was started, or is under way)
         elif index["dim"] is not None and index["dim"] != e.dim:
             log.error("chunks.embedded for %s has %d dimensions, its index %d: skipped (same name, other model?)",
                       e.model, e.dim, index["dim"])
@@ -108,14 +122,17 @@ class ChunkIndexProjection:
         await conn.execute("UPDATE embedding_indexes SET updated_at = greatest(updated_at, $2) WHERE model = $1",
                            e.model, e.occurred_at)
         # the flag comes from the chunk's row (chunks.ready comes first in CHUNKS, on a replay too)
+        # a later build's vector replaces an earlier one's (a replay may meet both before the drop between them)
+        table = vectors_table(e.model)
         await conn.executemany(
-            f"INSERT INTO {vectors_table(e.model)} (chunk_id, upload_id, embedding, toc, sentence_spans, "
-            "sentence_vectors) "
-            "VALUES ($1, $2, $3, coalesce((SELECT toc FROM chunks WHERE chunk_id = $1), false), $4, $5) "
-            "ON CONFLICT (chunk_id) DO NOTHING",
+            f"INSERT INTO {table} (chunk_id, upload_id, embedding, toc, sentence_spans, sentence_vectors, generation) "
+            "VALUES ($1, $2, $3, coalesce((SELECT toc FROM chunks WHERE chunk_id = $1), false), $4, $5, $6) "
+            f"ON CONFLICT (chunk_id) DO UPDATE SET embedding = EXCLUDED.embedding, sentence_spans = "
+            f"EXCLUDED.sentence_spans, sentence_vectors = EXCLUDED.sentence_vectors, generation = EXCLUDED.generation "
+            f"WHERE {table}.generation < EXCLUDED.generation",
             [(c.chunk_id, e.upload_id, np.asarray(c.embedding, dtype=np.float32),
               [offset for span in c.sentences for offset in span] if c.sentences else None,
-              base64.b64decode(c.sentence_vectors) if c.sentence_vectors else None) for c in e.chunks],
+              base64.b64decode(c.sentence_vectors) if c.sentence_vectors else None, build) for c in e.chunks],
         )
 
     async def _deleted(self, conn: asyncpg.Connection, e: DocumentDeleted) -> None:
@@ -123,7 +140,8 @@ class ChunkIndexProjection:
                            e.upload_id, e.doc_id)
         await remove_terms(conn, e.upload_id)
         await conn.execute("DELETE FROM chunks WHERE upload_id = $1", e.upload_id)
-        for row in await conn.fetch("SELECT model FROM embedding_indexes WHERE dim IS NOT NULL AND state <> 'dropped'"):
+        # every table that exists: a dropped index's may hold a later build's vectors ahead of its index.started
+        for row in await conn.fetch("SELECT model FROM embedding_indexes WHERE dim IS NOT NULL"):
             await conn.execute(f"DELETE FROM {vectors_table(row['model'])} WHERE upload_id = $1", e.upload_id)
 
 
@@ -186,7 +204,8 @@ async def _tombstoned(conn: asyncpg.Connection, upload_id: str) -> bool:
 
 async def _index_row(conn: asyncpg.Connection, model: str, state: str, at: object, source: str = "",
                      previous: str | None = None) -> None:
-    """Create or move an index's row. A dropped index started again begins empty (its table went with the drop)."""
+    """Create or move an index's row. A dropped index started again begins empty (its table went with the drop),
+    unless a replay already applied vectors of the new build (they are its table)."""
     await conn.execute(
         """INSERT INTO embedding_indexes (model, vectors_table, state, source, previous, started_at, activated_at,
                                           updated_at)
@@ -195,8 +214,10 @@ async def _index_row(conn: asyncpg.Connection, model: str, state: str, at: objec
            ON CONFLICT (model) DO UPDATE SET
                state = CASE WHEN EXCLUDED.state = 'building' AND embedding_indexes.state <> 'dropped'
                             THEN embedding_indexes.state ELSE EXCLUDED.state END,
-               dim = CASE WHEN embedding_indexes.state = 'dropped' THEN NULL ELSE embedding_indexes.dim END,
-               fingerprint = CASE WHEN embedding_indexes.state = 'dropped' THEN NULL
+               dim = CASE WHEN embedding_indexes.state = 'dropped' AND to_regclass(embedding_indexes.vectors_table)
+                               IS NULL THEN NULL ELSE embedding_indexes.dim END,
+               fingerprint = CASE WHEN embedding_indexes.state = 'dropped'
+                                       AND to_regclass(embedding_indexes.vectors_table) IS NULL THEN NULL
                                   ELSE embedding_indexes.fingerprint END,
                source = CASE WHEN EXCLUDED.source <> '' THEN EXCLUDED.source ELSE embedding_indexes.source END,
                previous = coalesce(EXCLUDED.previous, embedding_indexes.previous),

@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 
 from projections import positions
-from projections.base import Projection, Source
+from projections.base import APPLYING_SEQ, Projection, Source
 from streams import subjects
 from streams.events import decode_event
 from streams.logs import correlated
@@ -171,7 +171,11 @@ class SourceReader:
                             f"{name} apply {event.type}", msg.headers,  # a child of the event's publish
                             attributes={"ragbus.projection": name, "ragbus.stream_seq": seq}):
                         async with conn.transaction():
-                            await self.projection.apply(conn, event)
+                            token = APPLYING_SEQ.set(seq)
+                            try:
+                                await self.projection.apply(conn, event)
+                            finally:
+                                APPLYING_SEQ.reset(token)
                 except asyncpg.DataError as exc:
                     # Values PostgreSQL can never store (a NUL in text, say): retrying cannot help, and
                     # stopping here would stop the read model for good; skipped loudly instead.

@@ -97,6 +97,10 @@ CREATE TABLE IF NOT EXISTS embedding_indexes (
     dim          int,                   -- from the first vectors (NULL: none yet)
     fingerprint  text,
     fingerprint_mismatches int NOT NULL DEFAULT 0,
+    -- the INDEXES positions of its latest index.started and index.dropped: vectors of a generation that was
+    -- dropped never count, whatever order a replay applies the CHUNKS and INDEXES streams in
+    generation   bigint NOT NULL DEFAULT 0,
+    dropped_seq  bigint NOT NULL DEFAULT 0,
     compared     jsonb,                 -- the latest index.compared figures
     started_at   timestamptz,
     activated_at timestamptz,
@@ -115,6 +119,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     chunk_id  text PRIMARY KEY,
     upload_id text NOT NULL,
     embedding vector({int(dim)}) NOT NULL,
+    generation bigint NOT NULL DEFAULT 0,  -- the index build it came from (embedding_indexes.generation)
     toc       boolean NOT NULL DEFAULT false,  -- the chunk's flag, here too: the HNSW scan filters on it
     -- the chunk's sentences as [start, end) offset pairs, flattened, and one int8 vector row each
     -- (streams.sentences.pack_vectors); NULL for vectors from before sentence vectors
@@ -169,7 +174,7 @@ CREATE INDEX IF NOT EXISTS sessions_updated_idx ON sessions (owner, updated_at D
 # them from the log (the event-sourced way to migrate a read model). chunks 4: no tsvector column and GIN index
 # any more (the keyword half reads chunk_terms). chunks 6: the parts of dotted and camel-case names in the
 # postings (projections.lexemes).
-VERSIONS = {"documents": 2, "chunks": 6, "answers": 4}
+VERSIONS = {"documents": 2, "chunks": 7, "answers": 4}
 
 SCHEMA_VERSIONS = """
 CREATE TABLE IF NOT EXISTS projection_schema (

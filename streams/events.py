@@ -200,10 +200,21 @@ class ChunksEmbedded(DocumentEvent):
     embedded_texts: int = 0  # distinct texts actually run through the model (identical chunks: once; none the
     #                          embedder's cache had, e.g. a new version's unchanged chunks)
     fingerprint: str = ""  # of the model's files: vectors of one index must all come from the same model
+    # the index build: the INDEXES position of its index.started (0: the initial index, never started); a model
+    # dropped and started again is a new generation, and the old one's vectors never come back
+    generation: int = 0
     chunks: list[EmbeddedChunk]
 
     def subject(self) -> str:
         return subjects.subject(self.SUBJECT, self.model, self.correlation_id)
+
+    def build(self) -> int:
+        """`generation`, or for events from before it was a field, the one in the event id
+        (chunks.embedded:<model>:<generation>:<upload>:<batch>)."""
+        if self.generation:
+            return self.generation
+        parts = self.event_id.split(":")
+        return int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else 0
 
 
 # ---------------------------------------------------------------- queries and answers

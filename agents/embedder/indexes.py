@@ -183,6 +183,7 @@ class IndexRegistry:
                 # the generation: the same batch embedded again for an index built anew is another event
                 event, event_id=f"chunks.embedded:{embedder.name}:{generation}:{event.upload_id}:{event.batch}",
                 doc_type=event.doc_type, model=embedder.name, dim=embedder.dim, fingerprint=embedder.fingerprint,
+                generation=generation,
                 batch=event.batch, batch_count=event.batch_count, chunk_count=event.chunk_count,
                 embedded_texts=batch.model_texts,
                 chunks=[EmbeddedChunk(**c.model_dump(), embedding=v.tolist(), sentences=s.spans,

@@ -13,7 +13,16 @@ from agents.gateway.auth import ADMIN, READ, UNAUTHORIZED
 from agents.gateway.deps import BusDep
 from agents.gateway.requests import BAD_BODY, RequestModel, Text
 from projections.views import IndexView
-from streams.indexing import IndexCommandError, activate_index, drop_index, judge, rollback_target, start_index
+from streams.indexes import read_index_state
+from streams.indexing import (
+    IndexCommandError,
+    activate_index,
+    drop_index,
+    judge,
+    rebuild_target,
+    rollback_target,
+    start_index,
+)
 from streams.topology import EMBEDDING_MODELS
 
 router = APIRouter(tags=["indexes"], dependencies=[READ], responses=UNAUTHORIZED)
@@ -92,6 +101,25 @@ async def start(body: StartIndex, bus: BusDep) -> dict[str, Any]:
     except IndexCommandError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return {"model": event.model, "state": "building", "previous": event.previous}
+
+
+@router.post("/admin/indexes/rebuild", status_code=status.HTTP_202_ACCEPTED, response_model=dict, dependencies=[ADMIN],
+             summary="Embed every chunk again with the active index's model into a fresh index beside it (NAME@2, "
+                     "...): for an index holding vectors of two fingerprints; activate it when complete",
+             responses={409: {"description": "no active index, or it holds no chunk yet"}})
+async def rebuild(bus: BusDep, indexes: IndexesDep) -> dict[str, Any]:
+    js = bus.nc.jetstream()
+    try:
+        name, source, under_way = rebuild_target(await read_index_state(js))
+        active = await indexes.active()
+        if not under_way:
+            if not active or not active["live_chunks"]:
+                raise IndexCommandError("the active index holds no chunk yet: nothing to rebuild")
+            await start_index(js, name, source, active["dim"], emit=bus.publish)
+    except IndexCommandError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return {"model": name, "state": "building", "source": source, "previous": active["model"] if active else None,
+            "already_under_way": under_way}
 
 
 @router.post("/admin/indexes/{model}/activate", dependencies=[ADMIN], response_model=GateOut,

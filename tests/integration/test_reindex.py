@@ -338,3 +338,17 @@ async def test_rebuild_embeds_the_active_model_again_beside_it_and_switches(rsta
     assert set(vectors[again]) == await chunk_ids(rpool) and vectors[again] == vectors[NEW]
     assert (await cli(rstack, "reindex", "--rollback")).returncode == 0  # the old one is still there
     await answered_by(rclient, NEW)
+    # the same over HTTP (an admin key): started once however often asked, then the usual switch
+    started = await rclient.post("/admin/indexes/rebuild")
+    assert started.status_code == 202 and started.json()["model"] == f"{NEW}@3", started.text
+    assert started.json()["source"] == NEW and not started.json()["already_under_way"]
+    repeated = (await rclient.post("/admin/indexes/rebuild")).json()
+    assert repeated["model"] == f"{NEW}@3" and repeated["already_under_way"]
+
+    async def complete() -> bool:
+        shown = {i["model"]: i for i in (await rclient.get("/indexes")).json()["indexes"]}
+        return shown[f"{NEW}@3"]["progress"] == 1.0
+    await until(complete, 300, f"{NEW}@3 complete")
+    activated = await rclient.post(f"/admin/indexes/{NEW}@3/activate")
+    assert activated.status_code == 200 and activated.json()["passed"], activated.text
+    await answered_by(rclient, f"{NEW}@3")
