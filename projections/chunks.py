@@ -50,10 +50,16 @@ class ChunkIndexProjection:
             case DocumentDeleted():
                 await self._deleted(conn, event)
             case IndexStarted():
+                prior = await conn.fetchrow("SELECT state, generation FROM embedding_indexes WHERE model = $1",
+                                            event.model)
                 await _index_row(conn, event.model, "building", event.occurred_at, source=event.source,
                                  previous=event.previous)
-                await conn.execute("UPDATE embedding_indexes SET generation = greatest(generation, $2) "
-                                   "WHERE model = $1", event.model, APPLYING_SEQ.get())
+                # a new build, as the embedders see it (streams.indexes): a first start, or a start after a drop
+                # (a row only its vectors made is a first start too); a start of a live index changes nothing
+                if prior is None or prior["state"] == "dropped" or (prior["state"] == "building"
+                                                                    and not prior["generation"]):
+                    await conn.execute("UPDATE embedding_indexes SET generation = $2 WHERE model = $1",
+                                       event.model, APPLYING_SEQ.get())
             case IndexActivated():
                 await conn.execute(
                     "UPDATE embedding_indexes SET state = 'standby', updated_at = greatest(updated_at, $2) "

@@ -123,3 +123,21 @@ async def test_every_interleaving_of_the_streams_folds_to_the_live_read_model(co
     assert [(c, g) for c, g, _ in live["vectors"]] == [("a-u-00000", 3)]
     for order in _interleavings(30):
         assert await _fold(conn, order) == live, order
+
+
+async def test_a_start_of_a_live_index_is_no_new_build(conn):
+    # as the embedders fold it (streams.indexes): a second index.started while the index lives changes nothing,
+    # so vectors of the build under way keep landing
+    await _fold(conn, LIVE)
+    projection = ChunkIndexProjection()
+    extra = [(4, IndexStarted(event_id="s4", model=MODEL)), (6, _chunked("c")), (7, _embedded("c", 3, seed=7))]
+    for seq, event in extra:
+        async with conn.transaction():
+            token = APPLYING_SEQ.set(seq)
+            try:
+                await projection.apply(conn, event)
+            finally:
+                APPLYING_SEQ.reset(token)
+    assert await conn.fetchval("SELECT generation FROM embedding_indexes WHERE model = $1", MODEL) == 3
+    rows = await conn.fetch(f"SELECT chunk_id, generation FROM {vectors_table(MODEL)} ORDER BY chunk_id")
+    assert [tuple(r) for r in rows] == [("a-u-00000", 3), ("c-u-00000", 3)]
