@@ -16,7 +16,11 @@ export async function refreshIndexes() {
     const others = (body.indexes || []).filter((i) => i.state === "building");
     building = others.length > 0;
     const parts = body.active ? [`Answers from ${body.active}`] : ["No active index"];
-    for (const i of others) parts.push(`re-indexing to ${i.model}: ${Math.floor(i.progress * 100)}%`);
+    const base = (name) => (name || "").split("@")[0];
+    for (const i of others) {
+      const what = base(i.model) === base(body.active) ? "rebuilding the index" : `re-indexing to ${i.model}`;
+      parts.push(`${what}: ${Math.floor(i.progress * 100)}%`);
+    }
     const active = (body.indexes || []).find((i) => i.state === "active");
     if (active && active.fingerprint_mismatches && !building) {
       parts.push("some vectors predate an upgrade: an admin can run `ragbus reindex --rebuild`");
