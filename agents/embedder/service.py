@@ -65,7 +65,8 @@ class Embedder:
         composed = [embedded_text(c, t) for c, t in zip(contexts or [""] * len(texts), texts, strict=True)]
         unique, where = _distinct(composed)
         first = {u: len(u) - len(t) for u, t in zip(composed, texts, strict=True)}  # where the text starts in each
-        done = {u: hit for u in unique if cached and (hit := self.cache.get(u)) is not None}
+        # keyed by what the model read and where the text starts in it (the sentences' offsets are the text's)
+        done = {u: hit for u in unique if cached and (hit := self.cache.get(f"{first[u]}:{u}")) is not None}
         todo = [u for u in unique if u not in done]
         if todo:
             spans = [[(s.start, s.end) for s in split_sentences(u[first[u]:])] for u in todo]
@@ -75,7 +76,7 @@ class Embedder:
                                                  strict=True):
                 done[u] = vector, Sentences(own, sentences)
                 if cached:
-                    self.cache.put(u, *done[u])
+                    self.cache.put(f"{first[u]}:{u}", *done[u])
         rows = [done[unique[i]] for i in where]
         return Batch(np.vstack([v for v, _ in rows]) if rows else np.zeros((0, self.dim), dtype=np.float32),
                      [s for _, s in rows], len(todo), len(unique) - len(todo))
