@@ -13,7 +13,7 @@ from faststream import ContextRepo, FastStream
 
 from agents.embedder.handlers import embedding_failed, publish_embedded, router, worker
 from agents.embedder.indexes import IndexRegistry
-from agents.embedder.service import Embedder
+from agents.embedder.service import Embedder, ModelPool
 from agents.embedder.settings import EmbedderSettings
 from projections.retrieval import HybridSearch
 from projections.views import create_pool
@@ -26,9 +26,11 @@ def create_app(settings: EmbedderSettings) -> FastStream:
     broker = make_broker(settings, "ragbus-embedder")
     broker.include_router(router)
 
+    models = ModelPool(settings.models_dir, settings.embedding_threads, settings.embedding_spin,
+                       settings.embedding_cache_chunks)
+
     def load(index: Index) -> Embedder:
-        return Embedder.load(index.model, index.source, settings.models_dir, settings.embedding_threads,
-                             settings.embedding_spin, settings.embedding_cache_chunks)
+        return models.embedder(index.model, index.source)
 
     indexes = IndexRegistry(load, publish_embedded, worker.dead_letters, embedding_failed,
                             in_flight=settings.embedding_in_flight)

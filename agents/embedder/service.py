@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +31,18 @@ class Embedder:
     """One index's model: distinct texts once, one model call at a time, off the event loop. Vectors are
     L2-normalised (cosine = dot product)."""
 
-    def __init__(self, model: EmbeddingModel, name: str | None = None, cache_chunks: int = 0) -> None:
+    def __init__(self, model: EmbeddingModel, name: str | None = None, cache_chunks: int = 0,
+                 shared: LoadedModel | None = None) -> None:
         self.model = model
         self.cache = VectorCache(cache_chunks)  # chunks only (embed_chunks*): questions are not kept
         self.name = name or model.name  # the index's model name, as it travels in chunks.embedded.<model>
         self.dim = model.dim
         # the model's files and how chunks are put to it: vectors of one index must agree on both
         self.fingerprint = f"{model.fingerprint}:{RECIPE}"
-        self._lock = asyncio.Lock()  # torch and onnxruntime already use every core they are given
-        self._batches = asyncio.Lock()  # batches take turns here, and questions (embed_async) only at _lock
+        # the model's turns, shared by every index that runs the same loaded model (ModelPool)
+        self._shared = shared or LoadedModel(model)
+        self._lock = self._shared.lock  # torch and onnxruntime already use every core they are given
+        self._batches = self._shared.batches  # batches take turns here, questions (embed_async) only at _lock
 
     @classmethod
     def load(cls, name: str, source: str, models_dir: Path, threads: int = 0, spin: bool = True,
@@ -126,6 +131,40 @@ class Sentences:
         """Each sentence with its cosine to an embedded question, as retrieval sends them (`Passage.sentences`)."""
         return [SentenceScore(start=a, end=b, score=round(float(v @ question), 4))
                 for (a, b), v in zip(self.spans, self.vectors, strict=True)]
+
+
+class LoadedModel:
+    """A loaded model and the turns at it (one call at a time; batches queue apart, so a question waits for the
+    batch in the model at most)."""
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        self.model = model
+        self.lock = asyncio.Lock()
+        self.batches = asyncio.Lock()
+
+
+class ModelPool:
+    """The models an embedder has loaded, by source (a catalogue name or a folder). Indexes of one source share
+    one: a rebuild (`NAME@2` beside `NAME`) does not hold the model twice in memory, and the two indexes take
+    turns at it. A model goes when the last index using it does (weak references)."""
+
+    def __init__(self, models_dir: Path, threads: int = 0, spin: bool = True, cache_chunks: int = 0) -> None:
+        self.models_dir, self.threads, self.spin, self.cache_chunks = models_dir, threads, spin, cache_chunks
+        self._loaded: weakref.WeakValueDictionary[str, LoadedModel] = weakref.WeakValueDictionary()
+        self._loading = threading.Lock()  # loads run in threads: one model loaded once
+
+    def embedder(self, name: str, source: str = "") -> Embedder:
+        """Index `name`'s embedder: `source` as in `Embedder.load`; each index has its own cache."""
+        key = source or name
+        with self._loading:
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                loaded = LoadedModel(load_model(key, self.models_dir, self.threads, self.spin))
+                self._loaded[key] = loaded
+        return Embedder(loaded.model, name, self.cache_chunks, loaded)
+
+    def __len__(self) -> int:
+        return len(self._loaded)
 
 
 @dataclass(frozen=True)
